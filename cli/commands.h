@@ -1,0 +1,20 @@
+/* cli/commands: the kvzap subcommands. Each cmd_* gets argv with argv[0] set
+ * to the subcommand name, returns the process exit status (0 ok, 1 failure,
+ * 2 usage error) and prints its own --help. */
+#ifndef KVZ_CLI_COMMANDS_H
+#define KVZ_CLI_COMMANDS_H
+
+int cmd_info(int argc, char **argv);     /* cmd_info.c: model summary */
+int cmd_tokenize(int argc, char **argv); /* cmd_tokenize.c: text -> ids, offsets */
+int cmd_template(int argc, char **argv); /* cmd_template.c: render a chat template */
+int cmd_config(int argc, char **argv);   /* cmd_config.c: validate/print a YAML config */
+int cmd_devices(int argc, char **argv);  /* cmd_devices.c: list CUDA devices */
+
+/* Shared CLI helpers (cli_util.c). */
+/* True when argv holds -h or --help. */
+int cli_wants_help(int argc, char **argv);
+/* Prints "kvzap <cmd>: <msg>" to stderr and returns 1 (or 2 for usage). */
+int cli_error(const char *cmd, const char *msg);
+int cli_usage_error(const char *cmd, const char *msg, const char *usage);
+
+#endif

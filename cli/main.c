@@ -1,0 +1,52 @@
+/* kvzap: the command-line entry point. Dispatches git-style subcommands to
+ * cli/cmd_*.c; `kvzap --help` lists them, `kvzap CMD --help` explains one. */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+
+typedef struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command COMMANDS[] = {
+    {"info", cmd_info, "describe a checkpoint (architecture, shapes, quant types, tokenizer, template)"},
+    {"tokenize", cmd_tokenize, "tokenize text with a model's tokenizer (ids, offsets)"},
+    {"template", cmd_template, "render a chat conversation with a model's chat template"},
+    {"config", cmd_config, "validate a YAML run configuration and print it with defaults"},
+    {"devices", cmd_devices, "list the CUDA devices this build can use"},
+};
+static const size_t N_COMMANDS = sizeof COMMANDS / sizeof COMMANDS[0];
+
+static void print_usage(FILE *out)
+{
+    fprintf(out, "usage: kvzap <command> [options]   (kvzap <command> --help for details)\n\n"
+                 "kvzap %s: KV-cache pruning surrogates (KVzap) for LLMs.\n\ncommands:\n",
+            KVZ_VERSION);
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(out, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        print_usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        print_usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("kvzap %s\n", KVZ_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(argv[1], COMMANDS[i].name))
+            return COMMANDS[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "kvzap: unknown command '%s'\n\n", argv[1]);
+    print_usage(stderr);
+    return 2;
+}

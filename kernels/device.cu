@@ -1,0 +1,40 @@
+/* device.cu: CUDA device discovery for kvz_cuda.h (CUDA builds only). */
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <string.h>
+
+extern "C" {
+#include "kvz_cuda.h"
+}
+
+extern "C" int kvz_cuda_compiled(void)
+{
+    return 1;
+}
+
+extern "C" int kvz_cuda_device_count(kvz_error *err)
+{
+    int n = 0;
+    cudaError_t rc = cudaGetDeviceCount(&n);
+    if (rc != cudaSuccess) {
+        kvz_fail(err, KVZ_EUNSUPPORTED, "cuda: no usable device: %s", cudaGetErrorString(rc));
+        (void)cudaGetLastError(); /* clear the sticky error */
+        return 0;
+    }
+    return n;
+}
+
+extern "C" int kvz_cuda_device_info_get(int device, kvz_cuda_device_info *out, kvz_error *err)
+{
+    cudaDeviceProp prop;
+    cudaError_t rc = cudaGetDeviceProperties(&prop, device);
+    if (rc != cudaSuccess)
+        return kvz_fail(err, KVZ_EINVAL, "cuda device %d: %s", device, cudaGetErrorString(rc));
+    memset(out, 0, sizeof *out);
+    snprintf(out->name, sizeof out->name, "%s", prop.name);
+    out->major = prop.major;
+    out->minor = prop.minor;
+    out->total_memory = prop.totalGlobalMem;
+    out->multiprocessors = prop.multiProcessorCount;
+    return KVZ_OK;
+}
