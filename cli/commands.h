@@ -5,6 +5,7 @@
 #define KVZ_CLI_COMMANDS_H
 
 int cmd_info(int argc, char **argv);     /* cmd_info.c: model summary */
+int cmd_gguf(int argc, char **argv);     /* cmd_gguf.c: GGUF metadata/tensor dump */
 int cmd_tokenize(int argc, char **argv); /* cmd_tokenize.c: text -> ids, offsets */
 int cmd_template(int argc, char **argv); /* cmd_template.c: render a chat template */
 int cmd_config(int argc, char **argv);   /* cmd_config.c: validate/print a YAML config */

@@ -13,6 +13,7 @@ typedef struct command {
 
 static const command COMMANDS[] = {
     {"info", cmd_info, "describe a checkpoint (architecture, shapes, quant types, tokenizer, template)"},
+    {"gguf", cmd_gguf, "dump a GGUF file's metadata and tensor table"},
     {"tokenize", cmd_tokenize, "tokenize text with a model's tokenizer (ids, offsets)"},
     {"template", cmd_template, "render a chat conversation with a model's chat template"},
     {"config", cmd_config, "validate a YAML run configuration and print it with defaults"},
