@@ -17,5 +17,9 @@ int cli_wants_help(int argc, char **argv);
 /* Prints "kvzap <cmd>: <msg>" to stderr and returns 1 (or 2 for usage). */
 int cli_error(const char *cmd, const char *msg);
 int cli_usage_error(const char *cmd, const char *msg, const char *usage);
+/* The default model's path: $KVZAP_DEFAULT_MODEL, else
+ * ${KVZAP_CACHE:-~/.cache/kvzap}/SmolLM2-135M-Instruct.Q4_1.gguf (fetched by
+ * scripts/fetch-assets). Static buffer. Used when a command's MODEL is omitted. */
+const char *cli_default_model(void);
 
 #endif
