@@ -85,6 +85,16 @@ int kvz_gguf_array_i64(const kvz_gguf *g, const char *key, size_t i, int64_t *ou
                        kvz_error *err);
 int kvz_gguf_array_f64(const kvz_gguf *g, const char *key, size_t i, double *out,
                        kvz_error *err);
+/* Added: unsigned elements (u64 values above INT64_MAX) and bool elements. */
+int kvz_gguf_array_u64(const kvz_gguf *g, const char *key, size_t i, uint64_t *out,
+                       kvz_error *err);
+int kvz_gguf_array_bool(const kvz_gguf *g, const char *key, size_t i, int *out,
+                        kvz_error *err);
+
+/* Added: layout facts (for dumps). Alignment: general.alignment or 32;
+ * data offset: absolute file offset of the tensor data section. */
+size_t kvz_gguf_alignment(const kvz_gguf *g);
+uint64_t kvz_gguf_data_offset(const kvz_gguf *g);
 
 /* --- tensors --- */
 size_t kvz_gguf_n_tensors(const kvz_gguf *g);
@@ -93,6 +103,15 @@ const kvz_gguf_tensor_info *kvz_gguf_find_tensor(const kvz_gguf *g, const char *
 /* Dequantizes the whole tensor into out[numel] (row-major, GGML order). */
 int kvz_gguf_tensor_to_f32(const kvz_gguf *g, const kvz_gguf_tensor_info *t, float *out,
                            kvz_error *err);
-const char *kvz_ggml_type_name(uint32_t type); /* "Q4_1", ... or NULL if unknown */
+/* Name of any type ggml defines ("Q4_1", "Q5_K", ...) or NULL if ggml has no
+ * such type; kvz_ggml_type_supported (dequant.h) says which ones dequantize. */
+const char *kvz_ggml_type_name(uint32_t type);
+
+/* Added: the tensor's data offset as stored (relative to the data section). */
+uint64_t kvz_gguf_tensor_offset(const kvz_gguf *g, const kvz_gguf_tensor_info *t);
+/* Added: dequantizes rows [first_row, first_row + n_rows) (a row is ne[0]
+ * elements) into out[n_rows * ne[0]]. KVZ_EINVAL when out of range. */
+int kvz_gguf_tensor_rows_to_f32(const kvz_gguf *g, const kvz_gguf_tensor_info *t,
+                                size_t first_row, size_t n_rows, float *out, kvz_error *err);
 
 #endif
