@@ -164,13 +164,16 @@ static int parse_entry(const char *file, const char *name, const json_t *v, kvz_
                         file, name, (unsigned long long)*begin, (unsigned long long)*end);
     uint64_t need;
     if (__builtin_mul_overflow(t->numel, (uint64_t)kvz_st_dtype_size(t->dtype), &need) ||
-        need != *end - *begin) {
+        need > SIZE_MAX)
+        return kvz_fail(err, KVZ_EFORMAT,
+                        "%s: tensor '%s': size overflows (%llu elements of %s)", file, name,
+                        (unsigned long long)t->numel, kvz_st_dtype_name(t->dtype));
+    if (need != *end - *begin) {
         char shp[160];
         format_shape(t, shp, sizeof shp);
         return kvz_fail(err, KVZ_EFORMAT,
-                        "%s: tensor '%s' (%s, shape %s) needs %s%llu bytes but data_offsets [%llu, %llu] span %llu",
-                        file, name, kvz_st_dtype_name(t->dtype), shp,
-                        need == *end - *begin ? "more than " : "", (unsigned long long)need,
+                        "%s: tensor '%s' (%s, shape %s) needs %llu bytes but data_offsets [%llu, %llu] span %llu",
+                        file, name, kvz_st_dtype_name(t->dtype), shp, (unsigned long long)need,
                         (unsigned long long)*begin, (unsigned long long)*end,
                         (unsigned long long)(*end - *begin));
     }
