@@ -292,29 +292,29 @@ static char *template_file_in_dir(const char *dir)
     return kvz_path_join(dir, "tokenizer_config.json");
 }
 
-static int read_template_text(const char *path, char **text, kvz_error *err)
+/* Reads the template text for path; *file is the file it came from (malloc'ed). */
+static int read_template_text(const char *path, char **text, char **file, kvz_error *err)
 {
-    if (kvz_path_is_dir(path)) {
-        char *file = template_file_in_dir(path);
-        if (!file)
-            return kvz_fail(err, KVZ_ENOMEM, "%s: out of memory", path);
-        int rc = ends_with(file, ".jinja") ? read_plain_text(file, text, err)
-                                           : read_tokenizer_config(file, text, err);
-        free(file);
-        return rc;
-    }
-    if (!kvz_path_exists(path))
-        return kvz_fail(err, KVZ_EIO, "%s: cannot open: no such file or directory", path);
-    if (ends_with(path, ".json"))
-        return read_tokenizer_config(path, text, err);
-    if (is_gguf_file(path))
-        return read_gguf_template(path, text, err);
-    if (ends_with(path, ".jinja"))
-        return read_plain_text(path, text, err);
+    int is_dir = kvz_path_is_dir(path);
+    *file = is_dir ? template_file_in_dir(path) : strdup(path);
+    if (!*file)
+        return kvz_fail(err, KVZ_ENOMEM, "%s: out of memory", path);
+    const char *f = *file;
+    if (is_dir)
+        return ends_with(f, ".jinja") ? read_plain_text(f, text, err)
+                                      : read_tokenizer_config(f, text, err);
+    if (!kvz_path_exists(f))
+        return kvz_fail(err, KVZ_EIO, "%s: cannot open: no such file or directory", f);
+    if (ends_with(f, ".json"))
+        return read_tokenizer_config(f, text, err);
+    if (is_gguf_file(f))
+        return read_gguf_template(f, text, err);
+    if (ends_with(f, ".jinja"))
+        return read_plain_text(f, text, err);
     return kvz_fail(err, KVZ_EUNSUPPORTED,
                     "%s: not a GGUF file, an HF directory, a tokenizer_config.json or a .jinja "
                     "template",
-                    path);
+                    f);
 }
 
 int kvz_chat_template_load(const char *model_path, const char *override_or_NULL,
@@ -328,9 +328,10 @@ int kvz_chat_template_load(const char *model_path, const char *override_or_NULL,
     }
     if (!model_path)
         return kvz_fail(err, KVZ_EINVAL, "chat template: no model path given");
-    char *text = NULL;
-    int rc = read_template_text(model_path, &text, err);
-    if (rc)
-        return rc;
-    return template_from_owned_text(text, model_path, out, err);
+    char *text = NULL, *file = NULL;
+    int rc = read_template_text(model_path, &text, &file, err);
+    if (rc == KVZ_OK)
+        rc = template_from_owned_text(text, file, out, err);
+    free(file);
+    return rc;
 }
