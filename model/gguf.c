@@ -357,11 +357,17 @@ static int read_header(kvz_gguf *g, reader *r, uint64_t *n_tensors, uint64_t *n_
         return kvz_fail(r->err, KVZ_EFORMAT,
                         "%s: metadata key/value count %llu is impossible for a file of %zu bytes",
                         path, (unsigned long long)*n_kv, r->size);
-    if (*n_tensors > left / MIN_TENSOR_BYTES ||
-        *n_kv * MIN_KV_BYTES + *n_tensors * MIN_TENSOR_BYTES > left)
+    if (*n_tensors > left / MIN_TENSOR_BYTES)
         return kvz_fail(r->err, KVZ_EFORMAT,
                         "%s: tensor count %llu is impossible for a file of %zu bytes", path,
                         (unsigned long long)*n_tensors, r->size);
+    uint64_t need = *n_kv * MIN_KV_BYTES + *n_tensors * MIN_TENSOR_BYTES; /* both bounded */
+    if (need > left)
+        return kvz_fail(r->err, KVZ_EFORMAT,
+                        "%s: truncated: %llu metadata entries and %llu tensor infos need at "
+                        "least %llu bytes after the header but only %zu remain",
+                        path, (unsigned long long)*n_kv, (unsigned long long)*n_tensors,
+                        (unsigned long long)need, left);
     return KVZ_OK;
 }
 
