@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "../common/kvz_file.h"
+#include "dequant.h"
 
 #define KVZ_ST_MAX_HEADER ((uint64_t)100 * 1024 * 1024)
 
@@ -57,42 +58,14 @@ static int dtype_from_name(const char *s, kvz_st_dtype *out)
     return 0;
 }
 
-/* ---------- F16/BF16 -> fp32 (until model/dequant.h lands) ---------- */
-
-static float half_bits_to_f32(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
-    uint32_t bits;
-    if (exp == 0 && mant == 0) {
-        bits = sign;
-    } else if (exp == 0) { /* subnormal: normalise */
-        exp = 113;
-        while (!(mant & 0x400u)) {
-            mant <<= 1;
-            exp--;
-        }
-        bits = sign | (exp << 23) | ((mant & 0x3ffu) << 13);
-    } else if (exp == 31) {
-        bits = sign | 0x7f800000u | (mant << 13);
-    } else {
-        bits = sign | ((exp + 112) << 23) | (mant << 13);
-    }
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
+/* ---------- F16/BF16 -> fp32 (bits via dequant.h; data may be unaligned) ---------- */
 
 static void half_to_f32(const void *src, int is_bf16, float *out, size_t n)
 {
     const unsigned char *p = src;
     for (size_t i = 0; i < n; i++) {
         uint16_t h = (uint16_t)(p[2 * i] | (p[2 * i + 1] << 8));
-        if (is_bf16) {
-            uint32_t bits = (uint32_t)h << 16;
-            memcpy(&out[i], &bits, sizeof bits);
-        } else {
-            out[i] = half_bits_to_f32(h);
-        }
+        out[i] = is_bf16 ? kvz_bf16_to_f32(h) : kvz_f16_to_f32(h);
     }
 }
 
