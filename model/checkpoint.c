@@ -221,8 +221,11 @@ static int check_one(const kvz_checkpoint *ck, const expect *x, kvz_error *err)
         char got[96], want[96];
         format_dims(e->shape, e->n_dims, got, sizeof got);
         format_dims(x->shape, x->n_dims, want, sizeof want);
-        return kvz_fail(err, KVZ_EFORMAT, "%s: tensor %s has shape %s but %s implies %s",
-                        entry_file(ck, e), x->name, got, src, want);
+        char stored[160] = "";
+        if (strcmp(e->stored, x->name))
+            snprintf(stored, sizeof stored, " (%s)", e->stored);
+        return kvz_fail(err, KVZ_EFORMAT, "%s: tensor %s%s has shape %s but %s implies %s",
+                        entry_file(ck, e), x->name, stored, got, src, want);
     }
     if (e->st && !kvz_st_dtype_is_float_weight(e->st->dtype))
         return kvz_fail(err, KVZ_EUNSUPPORTED,
