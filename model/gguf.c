@@ -176,10 +176,12 @@ static int read_string_array(reader *r, gguf_kv *kv)
 
 static int read_array(reader *r, gguf_kv *kv)
 {
+    char what[160];
+    snprintf(what, sizeof what, "array header of key '%.100s'", kv->key);
     uint32_t et;
-    int rc = read_u32(r, &et, "array element type");
+    int rc = read_u32(r, &et, what);
     if (rc == KVZ_OK)
-        rc = read_u64(r, &kv->count, "array count");
+        rc = read_u64(r, &kv->count, what);
     if (rc != KVZ_OK)
         return rc;
     kv->elem_type = (kvz_gguf_type)et;
@@ -226,7 +228,7 @@ static int read_value(reader *r, gguf_kv *kv)
 
 static int read_kv(reader *r, gguf_kv *kv, size_t index)
 {
-    char what[64];
+    char what[160];
     snprintf(what, sizeof what, "key of metadata entry %zu", index);
     const unsigned char *s;
     uint64_t len;
@@ -236,7 +238,7 @@ static int read_kv(reader *r, gguf_kv *kv, size_t index)
     if (rc != KVZ_OK)
         return rc;
     uint32_t type;
-    snprintf(what, sizeof what, "value type of key #%zu", index);
+    snprintf(what, sizeof what, "value type of key '%.100s'", kv->key);
     rc = read_u32(r, &type, what);
     if (rc != KVZ_OK)
         return rc;
@@ -247,25 +249,27 @@ static int read_kv(reader *r, gguf_kv *kv, size_t index)
 /* ------------------------------------------------------------------ */
 /* sorted name indices (duplicate detection and lookup)                */
 
-static const char **g_sort_names; /* qsort has no context argument in C11 */
+typedef struct named_index {
+    const char *name;
+    size_t index;
+} named_index;
 
-static int cmp_by_name(const void *a, const void *b)
+static int cmp_named(const void *a, const void *b)
 {
-    return strcmp(g_sort_names[*(const size_t *)a], g_sort_names[*(const size_t *)b]);
+    return strcmp(((const named_index *)a)->name, ((const named_index *)b)->name);
 }
 
-/* Builds idx[n] sorted by names[]; returns the index of a duplicate or -1. */
-static long sort_names(const char **names, size_t *idx, size_t n)
+/* Sorts pairs[n] by name into idx[n]; returns the index of a duplicate or -1. */
+static long sort_names(named_index *pairs, size_t *idx, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        idx[i] = i;
-    g_sort_names = names;
-    qsort(idx, n, sizeof *idx, cmp_by_name);
-    g_sort_names = NULL;
-    for (size_t i = 1; i < n; i++)
-        if (!strcmp(names[idx[i - 1]], names[idx[i]]))
-            return (long)idx[i];
-    return -1;
+    qsort(pairs, n, sizeof *pairs, cmp_named);
+    long dup = -1;
+    for (size_t i = 0; i < n; i++) {
+        idx[i] = pairs[i].index;
+        if (dup < 0 && i > 0 && !strcmp(pairs[i - 1].name, pairs[i].name))
+            dup = (long)pairs[i].index;
+    }
+    return dup;
 }
 
 /* Binary search of idx[n] (sorted by name_of) for key; index or -1. */
@@ -300,16 +304,16 @@ static int index_names(kvz_gguf *g, int tensors, kvz_error *err)
 {
     size_t n = tensors ? g->n_tensors : g->n_kv;
     size_t *idx = malloc((n ? n : 1) * sizeof *idx);
-    const char **names = malloc((n ? n : 1) * sizeof *names);
-    if (!idx || !names) {
+    named_index *pairs = malloc((n ? n : 1) * sizeof *pairs);
+    if (!idx || !pairs) {
         free(idx);
-        free(names);
+        free(pairs);
         return kvz_fail(err, KVZ_ENOMEM, "%s: out of memory", g->file.path);
     }
     for (size_t i = 0; i < n; i++)
-        names[i] = tensors ? g->tensors[i].name : g->kvs[i].key;
-    long dup = sort_names(names, idx, n);
-    free(names);
+        pairs[i] = (named_index){tensors ? g->tensors[i].name : g->kvs[i].key, i};
+    long dup = sort_names(pairs, idx, n);
+    free(pairs);
     if (tensors)
         g->tensor_by_name = idx;
     else
@@ -517,38 +521,41 @@ static int place_tensors(kvz_gguf *g, reader *r)
     return KVZ_OK;
 }
 
-static const uint64_t *g_sort_offsets;
+typedef struct offset_index {
+    uint64_t offset;
+    size_t index;
+} offset_index;
 
-static int cmp_by_offset(const void *a, const void *b)
+static int cmp_offset(const void *a, const void *b)
 {
-    uint64_t x = g_sort_offsets[*(const size_t *)a], y = g_sort_offsets[*(const size_t *)b];
+    uint64_t x = ((const offset_index *)a)->offset, y = ((const offset_index *)b)->offset;
     return x < y ? -1 : x > y;
 }
 
+/* Tensors sorted by data offset; each must end before the next begins. */
 static int check_overlaps(kvz_gguf *g, kvz_error *err)
 {
     size_t n = g->n_tensors;
-    size_t *idx = malloc((n ? n : 1) * sizeof *idx);
-    if (!idx)
+    offset_index *by_off = malloc((n ? n : 1) * sizeof *by_off);
+    if (!by_off)
         return kvz_fail(err, KVZ_ENOMEM, "%s: out of memory", g->file.path);
     for (size_t i = 0; i < n; i++)
-        idx[i] = i;
-    g_sort_offsets = g->tensor_offsets;
-    qsort(idx, n, sizeof *idx, cmp_by_offset);
-    g_sort_offsets = NULL;
+        by_off[i] = (offset_index){g->tensor_offsets[i], i};
+    qsort(by_off, n, sizeof *by_off, cmp_offset);
     int rc = KVZ_OK;
     for (size_t k = 1; k < n && rc == KVZ_OK; k++) {
-        size_t a = idx[k - 1], b = idx[k];
-        uint64_t end_a = g->tensor_offsets[a] + g->tensors[a].nbytes; /* in range: checked */
-        if (g->tensor_offsets[b] < end_a)
+        const kvz_gguf_tensor_info *a = &g->tensors[by_off[k - 1].index];
+        const kvz_gguf_tensor_info *b = &g->tensors[by_off[k].index];
+        uint64_t end_a = by_off[k - 1].offset + a->nbytes; /* in range: checked */
+        if (by_off[k].offset < end_a)
             rc = kvz_fail(err, KVZ_EFORMAT,
                           "%s: tensors '%s' (data bytes %llu..%llu) and '%s' (starting at %llu) "
                           "overlap",
-                          g->file.path, g->tensors[a].name,
-                          (unsigned long long)g->tensor_offsets[a], (unsigned long long)end_a,
-                          g->tensors[b].name, (unsigned long long)g->tensor_offsets[b]);
+                          g->file.path, a->name, (unsigned long long)by_off[k - 1].offset,
+                          (unsigned long long)end_a, b->name,
+                          (unsigned long long)by_off[k].offset);
     }
-    free(idx);
+    free(by_off);
     return rc;
 }
 
@@ -649,9 +656,10 @@ const char *kvz_gguf_key_name(const kvz_gguf *g, size_t i)
     return i < g->n_kv ? g->kvs[i].key : NULL;
 }
 
+/* Out-of-range i yields an invalid type (no KVZ_GGUF_* value). */
 kvz_gguf_type kvz_gguf_kv_type(const kvz_gguf *g, size_t i)
 {
-    return g->kvs[i].type;
+    return i < g->n_kv ? g->kvs[i].type : (kvz_gguf_type)-1;
 }
 
 /* A numeric value widened for conversion. */
