@@ -119,6 +119,13 @@ static void print_text_config(const kvz_model_config *c)
         LINE("sliding window", "none");
     if (c->dtype[0])
         LINE("config dtype", "%s", c->dtype);
+    char ids[160];
+    size_t k = (size_t)snprintf(ids, sizeof ids, "bos %ld, eos", c->bos_token_id);
+    for (size_t i = 0; i < c->n_eos && k < sizeof ids; i++)
+        k += (size_t)snprintf(ids + k, sizeof ids - k, "%s %ld", i ? "," : "", c->eos_token_ids[i]);
+    if (!c->n_eos && k < sizeof ids)
+        snprintf(ids + k, sizeof ids - k, " -1");
+    LINE("special ids", "%s", ids);
 }
 
 static void print_text(const kvz_checkpoint *ck, const info_extra *x, int tensors)
@@ -219,7 +226,7 @@ static int print_json(const kvz_checkpoint *ck, const info_extra *x, int tensors
     json_object_set_new(root, "chat_template", json_string(x->chat_template));
     if (tensors)
         json_object_set_new(root, "tensor_list", json_tensors(ck));
-    int rc = json_dumpf(root, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+    int rc = json_dumpf(root, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(9));
     printf("\n");
     json_decref(root);
     return rc ? cli_error("info", "cannot write JSON") : 0;
