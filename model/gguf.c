@@ -328,6 +328,23 @@ static int index_names(kvz_gguf *g, int tensors, kvz_error *err)
 /* ------------------------------------------------------------------ */
 /* header                                                              */
 
+/* v2 and v3 share the little-endian layout; v1 used 32-bit counts. */
+static int check_version(uint32_t version, const char *path, kvz_error *err)
+{
+    if (version == 1)
+        return kvz_fail(err, KVZ_EUNSUPPORTED,
+                        "%s: unsupported GGUF version 1 (only versions 2 and 3 are read)", path);
+    if (version != 2 && version != 3) {
+        if ((version & 0xffffu) == 0 && version != 0)
+            return kvz_fail(err, KVZ_EUNSUPPORTED,
+                            "%s: big-endian GGUF files are not supported", path);
+        return kvz_fail(err, KVZ_EUNSUPPORTED,
+                        "%s: unsupported GGUF version %u (only versions 2 and 3 are read)", path,
+                        version);
+    }
+    return KVZ_OK;
+}
+
 static int read_header(kvz_gguf *g, reader *r, uint64_t *n_tensors, uint64_t *n_kv)
 {
     const char *path = g->file.path;
@@ -338,19 +355,10 @@ static int read_header(kvz_gguf *g, reader *r, uint64_t *n_tensors, uint64_t *n_
                         path);
     r->pos = 4;
     int rc = read_u32(r, &g->version, "version");
+    if (rc == KVZ_OK)
+        rc = check_version(g->version, path, r->err);
     if (rc != KVZ_OK)
         return rc;
-    if (g->version == 1)
-        return kvz_fail(r->err, KVZ_EUNSUPPORTED,
-                        "%s: unsupported GGUF version 1 (only versions 2 and 3 are read)", path);
-    if (g->version != 2 && g->version != 3) {
-        if ((g->version & 0xffffu) == 0 && g->version != 0)
-            return kvz_fail(r->err, KVZ_EUNSUPPORTED,
-                            "%s: big-endian GGUF files are not supported", path);
-        return kvz_fail(r->err, KVZ_EUNSUPPORTED,
-                        "%s: unsupported GGUF version %u (only versions 2 and 3 are read)", path,
-                        g->version);
-    }
     rc = read_u64(r, n_tensors, "tensor count");
     if (rc == KVZ_OK)
         rc = read_u64(r, n_kv, "metadata key/value count");
