@@ -236,6 +236,8 @@ int kvz_config_apply_file(kvz_run_config *cfg, const char *path, kvz_error *err)
 {
     char *text = NULL;
     size_t len = 0;
+    if (kvz_path_is_dir(path))
+        return kvz_fail(err, KVZ_EIO, "%s: is a directory, expected a YAML file", path);
     int rc = kvz_file_read_all(path, &text, &len, err);
     if (rc)
         return rc;
