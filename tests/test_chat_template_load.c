@@ -169,8 +169,59 @@ static void check_render_errors(void)
     kvz_chat_template_free(l);
 }
 
+/* Runs command and returns its stdout (malloc'ed). */
+static char *capture(const char *command)
+{
+    FILE *p = popen(command, "r");
+    if (!p)
+        return NULL;
+    size_t len = 0, cap = 4096;
+    char *buf = malloc(cap);
+    size_t got;
+    while (buf && (got = fread(buf + len, 1, cap - len - 1, p)) > 0) {
+        len += got;
+        if (len + 1 == cap) {
+            char *grown = realloc(buf, cap *= 2);
+            if (!grown)
+                free(buf);
+            buf = grown;
+        }
+    }
+    if (buf)
+        buf[len] = '\0';
+    pclose(p);
+    return buf;
+}
+
+/* The CLI prints exactly what the library renders (no newline added). */
+static void check_cli_output(void)
+{
+    const char *kvzap = getenv("KVZAP"), *assets = getenv("KVZ_ASSETS");
+    if (!kvzap || !assets)
+        return;
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd,
+             "'%s' template '%s/tokenizers/qwen3' --system S --user U --assistant A --user V "
+             "--generation-prompt --no-thinking",
+             kvzap, assets);
+    char *got = capture(cmd);
+    const char *want = "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n"
+                       "<|im_start|>assistant\nA<|im_end|>\n<|im_start|>user\nV<|im_end|>\n"
+                       "<|im_start|>assistant\n<think>\n\n</think>\n\n";
+    KVZ_CHECK(got && !strcmp(got, want), "kvzap template qwen3 output: [%s]", got);
+    free(got);
+    snprintf(cmd, sizeof cmd, "'%s' template --repeat-prompt ' doc \t'", kvzap);
+    got = capture(cmd);
+    want = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+           "Face<|im_end|>\n<|im_start|>user\ndoc\n\nRepeat the previous context exactly."
+           "<|im_end|>\n<|im_start|>assistant\ndoc<|im_end|>\n";
+    KVZ_CHECK(got && !strcmp(got, want), "kvzap template repeat output: [%s]", got);
+    free(got);
+}
+
 int main(void)
 {
+    check_cli_output();
     check_detection_edges();
     check_render_errors();
     check_hf_dirs();
