@@ -226,10 +226,17 @@ static void trim_offsets(enc_ctx *c, const size_t *c2b)
     const kvz_tokenizer *t = c->t;
     for (size_t i = 0; i < c->out->n; i++) {
         kvz_token_span *s = &c->out->spans[i];
-        const char *tok = kvz_tokenizer_token(t, c->out->ids[i]);
+        /* HF trims by the token's value: the vocabulary string, or for an
+         * added token the matched text (lstrip/rstrip whitespace included) */
+        int32_t id = c->out->ids[i];
+        const char *tok = kvz_tokenizer_token(t, id);
+        size_t n = tok ? strlen(tok) : 0;
+        if (tok && t->added_of[id] >= 0) {
+            tok = c->text + s->byte_start;
+            n = s->byte_end - s->byte_start;
+        }
         if (!tok)
             continue;
-        size_t n = strlen(tok);
         size_t lead = count_trim(tok, n, 1), trail = count_trim(tok, n, -1);
         if (lead > 0) {
             int is_first = i == 0 || s->start == 0;

@@ -303,9 +303,9 @@ static int load_pre(json_ctx *c, const json_t *p)
     if (!strcmp(type, "ByteLevel"))
         return load_bytelevel(c, p);
     if (!strcmp(type, "Digits")) {
-        c->have_digits = 1;
-        return add_step(c, (tok_pre_step){.kind = TOK_PRE_DIGITS,
-                                          .individual = json_is_true(json_object_get(p, "individual_digits"))});
+        int individual = json_is_true(json_object_get(p, "individual_digits"));
+        c->have_digits = individual ? 1 : 2; /* 2: contiguous, not SmolLM2's */
+        return add_step(c, (tok_pre_step){.kind = TOK_PRE_DIGITS, .individual = individual});
     }
     return kvz_fail(c->err, KVZ_EUNSUPPORTED, "%s: pre-tokenizer '%s' is not supported", c->path, type);
 }
@@ -439,7 +439,7 @@ static const char *pre_name(const json_ctx *c)
         if (!strcmp(c->split_regex, TOK_QWEN2_REGEX))
             return "qwen2";
     }
-    if (c->n_split == 0 && c->have_bytelevel_regex)
+    if (c->n_split == 0 && c->have_bytelevel_regex && c->have_digits != 2)
         return c->have_digits ? "smollm" : "gpt2";
     return "custom";
 }

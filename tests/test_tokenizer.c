@@ -18,14 +18,21 @@
 
 typedef struct model_case {
     const char *fixture;
-    const char *asset; /* under $KVZ_ASSETS, or NULL: the default GGUF */
+    const char *asset; /* under $KVZ_ASSETS ("fixture:" prefix: under
+                          $KVZ_FIXTURES), or NULL: the default GGUF */
 } model_case;
 
+/* synthetic: a tiny trained tokenizer with lstrip/rstrip/single_word/
+ * normalized added tokens, ignore_merges, Digits(contiguous), trim_offsets
+ * and BOS+EOS; loaded with merges as pairs and as "a b" strings. */
 static const model_case MODELS[] = {
     {"smollm2", NULL},
     {"llama3", "tokenizers/llama3"},
     {"qwen3", "tokenizers/qwen3"},
+    {"synthetic", "fixture:tokenizer/synthetic/tokenizer.json"},
+    {"synthetic", "fixture:tokenizer/synthetic/tokenizer_string_merges.json"},
 };
+#define N_MODELS (sizeof MODELS / sizeof MODELS[0])
 
 static const char *model_path(const model_case *m, char *buf, size_t cap)
 {
@@ -35,6 +42,10 @@ static const char *model_path(const model_case *m, char *buf, size_t cap)
         if (def)
             return def;
         snprintf(buf, cap, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", assets ? assets : ".");
+        return buf;
+    }
+    if (!strncmp(m->asset, "fixture:", 8)) {
+        snprintf(buf, cap, "%s", kvz_test_fixture(m->asset + 8));
         return buf;
     }
     snprintf(buf, cap, "%s/%s", assets ? assets : ".", m->asset);
@@ -192,7 +203,7 @@ static void check_speed(const kvz_tokenizer *t, const char *model, json_t *cases
 int main(void)
 {
     int tested = 0;
-    for (size_t m = 0; m < sizeof MODELS / sizeof MODELS[0]; m++) {
+    for (size_t m = 0; m < N_MODELS; m++) {
         char buf[1024];
         const char *path = model_path(&MODELS[m], buf, sizeof buf);
         kvz_tokenizer *t = NULL;
@@ -214,6 +225,6 @@ int main(void)
         kvz_tokenizer_free(t);
         tested++;
     }
-    KVZ_CHECK(tested == 3, "tested %d of 3 tokenizers", tested);
+    KVZ_CHECK(tested == (int)N_MODELS, "tested %d of %zu tokenizers", tested, N_MODELS);
     return kvz_test_done();
 }

@@ -111,6 +111,27 @@ TEXTS = [
 ]
 
 
+def fuzz_texts(n=120, seed=20240607):
+    """Deterministic random strings over the hard parts of Unicode."""
+    import random
+    rng = random.Random(seed)
+    units = [
+        "a", "Z", "hello", "World", " ", "  ", "   ", "\t", "\n", "\r\n", "\r", "\n\n", "'s", "'T", "'re", "'LL",
+        "'", "\u2019", "0", "7", "123", "4567", ".", ",", "!", "?", "...", "--", "(", ")", "{", "}", "#", "_", "/",
+        "\u00e9", "e\u0301", "\u0301", "\u0323\u0307", "\u1100\u1161", "\u11a8", "\ud55c", "\u65e5\u672c",
+        "\u3002", "\u3000", "\u00a0", "\u2028", "\u0085", "\u180e", "\u200b", "\u200d", "\ufe0f", "\U0001f600",
+        "\U0001f44d\U0001f3fd", "\U0001f1fa\U0001f1f8", "\u0645\u0631", "\u0661\u0662", "\u0928\u092e\u0938",
+        "\u0966", "\u00bd", "\u216b", "\u00b2", "\u017f", "\u212a", "\u212b", "\u0958", "\ufb2c", "\ufffd",
+        "\U0010fffd", "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|begin_of_text|>", "<think>", "</think>",
+        "<|im_start", "\u0410\u0431", "\u0ca8", "\u0e01\u0e32", "x", "\u00df", "\u0130", "\u03a3",
+    ]
+    out = []
+    for i in range(n):
+        k = rng.randint(1, 24)
+        out.append((f"fuzz_{i:03d}", "".join(rng.choice(units) for _ in range(k))))
+    return out
+
+
 def gguf_vocab_merges(path):
     r = GGUFReader(path)
     tokens = r.fields["tokenizer.ggml.tokens"].contents()
@@ -168,7 +189,7 @@ def cut_char_decodes(tok, name_ids):
 def build_cases(tok, check=None, check_name=""):
     cases = []
     diffs = []
-    for name, text in TEXTS:
+    for name, text in TEXTS + fuzz_texts():
         ids, offs = encode(tok, text)
         case = {"name": name, "text": text, "ids": ids, "offsets": offs,
                 "decoded": tok.decode(ids), "decoded_skip_special": tok.decode(ids, skip_special_tokens=True)}
@@ -206,7 +227,67 @@ def write(name, tok, source, extra):
     print(f"wrote {path} ({os.path.getsize(path)} bytes, {len(cases)} cases)")
 
 
+SYNTH_TEXTS = [
+    ("lstrip", " [LS] x a   [LS]b [LS][LS]"),
+    ("rstrip", "[RS]   y [RS]\n\nz [RS]"),
+    ("single_word", "word words sword word. (word) _word wordé"),
+    ("normalized_added", "n\u0303am \u00f1am xn\u0303amx"),
+    ("trim_spaces", "  hello  world  and   more   "),
+    ("digits_contiguous", "12345 abc 6 x78y \u0661\u0662\u0663"),
+    ("ignore_merges", "the quick brown fox jumps over the lazy dog"),
+    ("specials_inside", "<s>inside</s> <s> x"),
+]
+
+
+def synthetic(out_dir):
+    """A tiny trained byte-level BPE with the features the real models lack:
+    ignore_merges, Digits(contiguous), lstrip / rstrip / single_word /
+    normalized added tokens, a ByteLevel post-processor with trim_offsets and
+    add_prefix_space, and BOS + EOS from TemplateProcessing."""
+    from tokenizers import normalizers, trainers
+    tk = Tokenizer(models.BPE())
+    tk.normalizer = normalizers.NFC()
+    tk.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    trainer = trainers.BpeTrainer(vocab_size=600, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  special_tokens=["<s>", "</s>"], show_progress=False)
+    corpus = [t for _, t in TEXTS + fuzz_texts()] * 3
+    tk.train_from_iterator(corpus, trainer)
+    d = json.loads(tk.to_str())
+    d["model"]["ignore_merges"] = True
+    tk = Tokenizer.from_str(json.dumps(d))
+    tk.add_tokens([AddedToken("[LS]", lstrip=True, normalized=False), AddedToken("[RS]", rstrip=True, normalized=False),
+                   AddedToken("word", single_word=True, normalized=False), AddedToken("\u00f1am", normalized=True)])
+    bos, eos = tk.token_to_id("<s>"), tk.token_to_id("</s>")
+    tk.post_processor = processors.Sequence([
+        processors.ByteLevel(add_prefix_space=True, trim_offsets=True),
+        processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", bos), ("</s>", eos)])])
+    tk.decoder = decoders.ByteLevel()
+    os.makedirs(out_dir, exist_ok=True)
+    d = json.loads(tk.to_str())
+    with open(os.path.join(out_dir, "tokenizer.json"), "w", encoding="utf-8") as f:
+        json.dump(d, f, ensure_ascii=False, indent=1)
+    d["model"]["merges"] = [" ".join(m) if isinstance(m, list) else m for m in d["model"]["merges"]]
+    with open(os.path.join(out_dir, "tokenizer_string_merges.json"), "w", encoding="utf-8") as f:
+        json.dump(d, f, ensure_ascii=False, indent=1)
+    cases = []
+    for name, text in SYNTH_TEXTS + TEXTS[:20]:
+        e = tk.encode(text)
+        cases.append({"name": name, "text": text, "ids": e.ids, "offsets": [list(o) for o in e.offsets],
+                      "decoded": tk.decode(e.ids, skip_special_tokens=False),
+                      "decoded_skip_special": tk.decode(e.ids, skip_special_tokens=True)})
+    doc = {"model": "synthetic", "source": "tokenizer/synthetic", "vocab_size": tk.get_vocab_size(),
+           "bos_id": bos, "eos_id": None, "cases": cases, "decode_cases": []}
+    path = os.path.join(OUT, "synthetic.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(doc, f, ensure_ascii=False, separators=(",", ":"))
+        f.write("\n")
+    print(f"wrote {path} ({len(cases)} cases) and {out_dir}/tokenizer*.json")
+
+
 def main():
+    synthetic(os.path.join(OUT, "synthetic"))
     for fam in ("llama3", "qwen3"):
         d = os.path.join(CACHE, "tokenizers", fam)
         tok = AutoTokenizer.from_pretrained(d)
