@@ -10,6 +10,7 @@
 
 #include "commands.h"
 #include "model/chat_template.h"
+#include "model/tokenizer.h"
 #include "model/checkpoint.h"
 
 static const char USAGE[] =
@@ -47,8 +48,17 @@ static void describe_chat_template(const kvz_checkpoint *ck, char *out, size_t c
 
 static void describe_tokenizer(const kvz_checkpoint *ck, char *out, size_t cap)
 {
-    (void)ck;
-    snprintf(out, cap, "(pending)");
+    kvz_tokenizer *t = NULL;
+    kvz_error err = {0};
+    const kvz_gguf *g = kvz_checkpoint_gguf(ck);
+    int rc = g ? kvz_tokenizer_from_gguf(g, &t, &err)
+               : kvz_tokenizer_load(kvz_checkpoint_dir(ck), &t, &err);
+    if (rc != KVZ_OK) {
+        snprintf(out, cap, "(none: %s)", err.msg);
+        return;
+    }
+    snprintf(out, cap, "%s", kvz_tokenizer_describe(t));
+    kvz_tokenizer_free(t);
 }
 
 static void format_shape(const kvz_tensor_desc *d, char *buf, size_t cap)
