@@ -96,8 +96,14 @@ static int merge_ids(kvz_tokenizer *t, const char *path, size_t i, const char *s
     memcpy(joined + na, sp + 1, len - na - 1);
     ids[2] = tok_vocab_find(t, joined, len - 1);
     free(joined);
-    if (ids[0] < 0 || ids[1] < 0 || ids[2] < 0)
-        return kvz_fail(err, KVZ_EFORMAT, "%s: tokenizer.ggml.merges[%zu] ('%.*s') uses a token that is not in "
+    const char *part = ids[0] < 0 ? s : sp + 1;
+    size_t plen = ids[0] < 0 ? na : len - na - 1;
+    if (ids[0] < 0 || ids[1] < 0)
+        return kvz_fail(err, KVZ_EFORMAT, "%s: tokenizer.ggml.merges[%zu] ('%.*s') uses token '%.*s', which is "
+                        "not in the vocabulary", path, i, (int)(len > 100 ? 100 : len), s,
+                        (int)(plen > 100 ? 100 : plen), part);
+    if (ids[2] < 0)
+        return kvz_fail(err, KVZ_EFORMAT, "%s: tokenizer.ggml.merges[%zu] ('%.*s') makes a token that is not in "
                         "the vocabulary", path, i, (int)(len > 100 ? 100 : len), s);
     return KVZ_OK;
 }
