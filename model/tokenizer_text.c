@@ -5,6 +5,7 @@
  * unicode-normalization-alignments crate: decompose, canonical order,
  * recompose, each output char carrying a "change" that says which original
  * char it aligns to). */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
@@ -184,34 +185,37 @@ uint32_t tok_byte_to_cp(unsigned char b)
     return 256 + n;
 }
 
+/* Tables of the byte-level alphabet, built once (pthread_once: loads and
+ * encodes may run on several threads). */
+static int cp_byte_table[324];
+static char byte_spell[256][3];
+static unsigned char byte_spell_len[256];
+static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
+
+static void build_tables(void)
+{
+    for (int i = 0; i < 324; i++)
+        cp_byte_table[i] = -1;
+    for (unsigned b = 0; b < 256; b++) {
+        uint32_t cp = tok_byte_to_cp((unsigned char)b);
+        cp_byte_table[cp] = (int)b;
+        byte_spell_len[b] = (unsigned char)tok_utf8_encode(cp, byte_spell[b]);
+    }
+}
+
 int tok_cp_to_byte(uint32_t cp)
 {
-    static int table[324];
-    static int ready = 0;
-    if (!ready) { /* idempotent: concurrent first calls write the same values */
-        for (int i = 0; i < 324; i++)
-            table[i] = -1;
-        for (unsigned b = 0; b < 256; b++)
-            table[tok_byte_to_cp((unsigned char)b)] = (int)b;
-        ready = 1;
-    }
-    return cp < 324 ? table[cp] : -1;
+    pthread_once(&tables_once, build_tables);
+    return cp < 324 ? cp_byte_table[cp] : -1;
 }
 
 size_t tok_bytes_to_bytelevel(const unsigned char *bytes, size_t n, char *buf)
 {
-    static char spell[256][3];
-    static unsigned char spell_len[256];
-    static int ready = 0;
-    if (!ready) {
-        for (unsigned b = 0; b < 256; b++)
-            spell_len[b] = (unsigned char)tok_utf8_encode(tok_byte_to_cp((unsigned char)b), spell[b]);
-        ready = 1;
-    }
+    pthread_once(&tables_once, build_tables);
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        memcpy(buf + k, spell[bytes[i]], spell_len[bytes[i]]);
-        k += spell_len[bytes[i]];
+        memcpy(buf + k, byte_spell[bytes[i]], byte_spell_len[bytes[i]]);
+        k += byte_spell_len[bytes[i]];
     }
     buf[k] = '\0';
     return k;
