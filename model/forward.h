@@ -1,0 +1,64 @@
+/* forward: the fp32 CPU transformer forward pass (batch 1), the readable
+ * reference path of kvzap. Covers every architecture model_config accepts
+ * (Llama incl. llama3 RoPE scaling, Mistral, Qwen2 q/k/v biases, Qwen3
+ * q_norm/k_norm, SmolLM2; tied embeddings; GQA). Per layer:
+ *   x   = RMSNorm(h) * w_in                      attention input   [T, D]
+ *   q,k,v = x W_q^T (+b), x W_k^T (+b), x W_v^T (+b)
+ *   q,k = q_norm/k_norm per head (Qwen3), then RoPE (rotate-half, HF layout)
+ *   a   = causal softmax(q k^T / sqrt(dh)) v, blockwise (never T x T for all heads)
+ *   h  += a W_o^T ; h += down(silu(gate(x2)) * up(x2)), x2 = RMSNorm(h) * w_post
+ * then the final norm and the LM head. Projections use OpenBLAS sgemm.
+ * A KV cache lets callers append tokens (prefill, then greedy decoding).
+ * Taps: an optional callback sees every layer's x, Q, K, V and W_o so the
+ * KVzip+ oracle computes its scores without re-running anything. */
+#ifndef KVZ_FORWARD_H
+#define KVZ_FORWARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/kvz_error.h"
+#include "checkpoint.h"
+
+typedef struct kvz_forward kvz_forward; /* opaque: fp32 weights, KV cache, scratch */
+
+typedef struct kvz_forward_options {
+    int n_threads;       /* 0: all cores */
+    size_t max_tokens;   /* KV-cache capacity; 0: the model's context length */
+    size_t attn_block;   /* keys per attention block; 0: default */
+} kvz_forward_options;
+
+/* What one layer's attention saw, for the tokens of the current call
+ * (positions pos0 .. pos0+n_tokens-1). All pointers are valid only during the
+ * callback. Row-major, shapes in comments. */
+typedef struct kvz_layer_tap {
+    size_t layer;
+    size_t pos0, n_tokens;   /* absolute position of row 0; rows in this call */
+    const float *x;          /* [n_tokens, D]        input RMSNorm output (weight applied) */
+    const float *q;          /* [n_tokens, H, dh]    after q_norm and RoPE */
+    const float *k;          /* [pos0+n_tokens, Hkv, dh] all cached keys, after k_norm and RoPE */
+    const float *v;          /* [pos0+n_tokens, Hkv, dh] all cached values */
+    const float *w_o;        /* [D, H*dh]            o_proj weight (PyTorch layout) */
+} kvz_layer_tap;
+
+/* Return KVZ_OK to continue; any other status stops the pass and is returned. */
+typedef int (*kvz_tap_fn)(const kvz_layer_tap *tap, void *user, kvz_error *err);
+
+int kvz_forward_create(const kvz_checkpoint *ck, const kvz_forward_options *opt_or_NULL,
+                       kvz_forward **out, kvz_error *err);
+void kvz_forward_free(kvz_forward *f);
+const kvz_model_config *kvz_forward_config(const kvz_forward *f);
+
+/* Forgets the KV cache (next call starts at position 0). */
+void kvz_forward_reset(kvz_forward *f);
+/* Tokens in the KV cache. */
+size_t kvz_forward_n_cached(const kvz_forward *f);
+
+/* Runs ids[n] at positions n_cached .. n_cached+n-1 and appends them to the
+ * cache. logits_mode: 0 none, 1 last position only (logits[vocab]), 2 every
+ * position (logits[n, vocab]). tap may be NULL. */
+enum { KVZ_LOGITS_NONE = 0, KVZ_LOGITS_LAST = 1, KVZ_LOGITS_ALL = 2 };
+int kvz_forward_run(kvz_forward *f, const int32_t *ids, size_t n, kvz_tap_fn tap, void *user,
+                    int logits_mode, float *logits, kvz_error *err);
+
+#endif
