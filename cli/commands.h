@@ -8,6 +8,9 @@ int cmd_info(int argc, char **argv);     /* cmd_info.c: model summary */
 int cmd_gguf(int argc, char **argv);     /* cmd_gguf.c: GGUF metadata/tensor dump */
 int cmd_tokenize(int argc, char **argv); /* cmd_tokenize.c: text -> ids, offsets */
 int cmd_template(int argc, char **argv); /* cmd_template.c: render a chat template */
+int cmd_generate(int argc, char **argv); /* cmd_generate.c: greedy generation */
+int cmd_ppl(int argc, char **argv);      /* cmd_ppl.c: perplexity */
+int cmd_logits(int argc, char **argv);   /* cmd_logits.c: logits dump */
 int cmd_config(int argc, char **argv);   /* cmd_config.c: validate/print a YAML config */
 int cmd_devices(int argc, char **argv);  /* cmd_devices.c: list CUDA devices */
 

@@ -16,6 +16,9 @@ static const command COMMANDS[] = {
     {"gguf", cmd_gguf, "dump a GGUF file's metadata and tensor table"},
     {"tokenize", cmd_tokenize, "tokenize text with a model's tokenizer (ids, offsets)"},
     {"template", cmd_template, "render a chat conversation with a model's chat template"},
+    {"generate", cmd_generate, "greedy generation (optionally chat-templated) with the CPU forward pass"},
+    {"ppl", cmd_ppl, "perplexity of a text file with a sliding window"},
+    {"logits", cmd_logits, "dump last-position (or all) logits to a file, for debugging"},
     {"config", cmd_config, "validate a YAML run configuration and print it with defaults"},
     {"devices", cmd_devices, "list the CUDA devices this build can use"},
 };
