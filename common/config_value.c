@@ -6,9 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <utf8proc.h>
 
 #include "config.h"
+#include "kvz_utf8.h"
 
 const char *kvz_config_type_desc(const kvz_config_field *f)
 {
@@ -94,17 +94,7 @@ static int parse_bool(const char *text, int *out)
 
 static int valid_utf8(const char *s)
 {
-    const utf8proc_uint8_t *u = (const utf8proc_uint8_t *)s;
-    utf8proc_ssize_t left = (utf8proc_ssize_t)strlen(s);
-    while (left > 0) {
-        utf8proc_int32_t cp;
-        utf8proc_ssize_t k = utf8proc_iterate(u, left, &cp);
-        if (k <= 0)
-            return 0;
-        u += k;
-        left -= k;
-    }
-    return 1;
+    return kvz_utf8_validate(s, strlen(s), NULL, NULL) == KVZ_OK;
 }
 
 /* A copy of text; for path fields a leading "~/" becomes $HOME/. */

@@ -8,6 +8,7 @@
 #include <utf8proc.h>
 
 #include "chat_template.h"
+#include "../common/kvz_utf8.h"
 
 /* ---------- growable output buffer ---------- */
 
@@ -266,17 +267,7 @@ static void render_llama3_1(strbuf *b, const kvz_chat_message *m, size_t n, cons
 
 static int valid_utf8(const char *s)
 {
-    const utf8proc_uint8_t *u = (const utf8proc_uint8_t *)s;
-    utf8proc_ssize_t left = (utf8proc_ssize_t)strlen(s);
-    while (left > 0) {
-        utf8proc_int32_t cp;
-        utf8proc_ssize_t k = utf8proc_iterate(u, left, &cp);
-        if (k <= 0)
-            return 0;
-        u += k;
-        left -= k;
-    }
-    return 1;
+    return kvz_utf8_validate(s, strlen(s), NULL, NULL) == KVZ_OK;
 }
 
 static int role_is(const char *role, const char *a, const char *b, const char *c)

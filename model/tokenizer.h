@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "../common/kvz_error.h"
+#include "../common/kvz_utf8.h"
 #include "gguf.h"
 
 typedef struct kvz_tokenizer kvz_tokenizer; /* opaque, immutable after load */
@@ -89,9 +90,6 @@ const char *kvz_tokenizer_describe(const kvz_tokenizer *t);
 /* Where it was loaded from (path). */
 const char *kvz_tokenizer_source(const kvz_tokenizer *t);
 
-/* UTF-8 check used by kvz_tokenize: KVZ_OK, or KVZ_EFORMAT with *bad_offset
- * set to the first bad byte and *why to a short reason ("truncated
- * sequence", "overlong encoding", "UTF-16 surrogate", ...). */
-int kvz_utf8_validate(const char *s, size_t len, size_t *bad_offset, const char **why);
+/* kvz_tokenize rejects invalid UTF-8 with kvz_utf8_validate (common/kvz_utf8.h). */
 
 #endif

@@ -68,7 +68,7 @@ static uint32_t cp_before(const char *s, size_t end, size_t *start)
     while (i > 0 && ((unsigned char)s[i] & 0xC0) == 0x80)
         i--;
     uint32_t cp;
-    tok_utf8_decode((const unsigned char *)s + i, &cp);
+    kvz_utf8_decode((const unsigned char *)s + i, &cp);
     if (start)
         *start = i;
     return cp;
@@ -80,7 +80,7 @@ static int single_word_ok(const char *s, size_t n, size_t start, size_t stop)
     if (start > 0 && tok_is_word_char(cp_before(s, start, NULL)))
         return 0;
     if (stop < n) {
-        tok_utf8_decode((const unsigned char *)s + stop, &cp);
+        kvz_utf8_decode((const unsigned char *)s + stop, &cp);
         if (tok_is_word_char(cp))
             return 0;
     }
@@ -102,7 +102,7 @@ static size_t strip_right(const char *s, size_t n, size_t stop)
 {
     while (stop < n) {
         uint32_t cp;
-        size_t w = tok_utf8_decode((const unsigned char *)s + stop, &cp);
+        size_t w = kvz_utf8_decode((const unsigned char *)s + stop, &cp);
         if (!tok_is_white_space(cp))
             break;
         stop += w;

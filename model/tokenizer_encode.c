@@ -196,7 +196,7 @@ static size_t count_trim(const char *s, size_t n, int dir)
     if (dir > 0) {
         for (size_t i = 0; i < n;) {
             uint32_t cp;
-            i += tok_utf8_decode((const unsigned char *)s + i, &cp);
+            i += kvz_utf8_decode((const unsigned char *)s + i, &cp);
             if (!is_trim_char(cp))
                 break;
             count++;
@@ -209,7 +209,7 @@ static size_t count_trim(const char *s, size_t n, int dir)
         while (j > 0 && ((unsigned char)s[j] & 0xC0) == 0x80)
             j--;
         uint32_t cp;
-        tok_utf8_decode((const unsigned char *)s + j, &cp);
+        kvz_utf8_decode((const unsigned char *)s + j, &cp);
         if (!is_trim_char(cp))
             break;
         count++;
@@ -326,7 +326,7 @@ static size_t token_bytes(const char *tok, size_t n, unsigned char *out)
     size_t k = 0;
     for (size_t i = 0; i < n;) {
         uint32_t cp;
-        i += tok_utf8_decode((const unsigned char *)tok + i, &cp);
+        i += kvz_utf8_decode((const unsigned char *)tok + i, &cp);
         int b = tok_cp_to_byte(cp);
         if (b < 0) {
             memcpy(out, tok, n);

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "tokenizer.h"
+#include "../common/kvz_utf8.h"
 
 /* ---- growable arrays and small helpers ---- */
 typedef struct tok_range {
@@ -25,8 +26,6 @@ void tok_ranges_free(tok_ranges *r);
 
 /* ---- text: UTF-8, byte-level alphabet, NFC with alignments ---- */
 /* Decodes one code point of valid UTF-8 at s (returns its byte length). */
-size_t tok_utf8_decode(const unsigned char *s, uint32_t *cp);
-size_t tok_utf8_encode(uint32_t cp, char *out); /* 1..4 bytes */
 /* GPT-2 byte <-> unicode alphabet. */
 uint32_t tok_byte_to_cp(unsigned char b);
 int tok_cp_to_byte(uint32_t cp); /* -1 when cp is not in the alphabet */

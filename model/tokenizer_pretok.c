@@ -135,7 +135,7 @@ static int split_regex(const pcre2_code *re, pcre2_match_data *md, const char *t
             if (ms >= n)
                 break;
             uint32_t cp;
-            pos = ms + tok_utf8_decode((const unsigned char *)subj + ms, &cp);
+            pos = ms + kvz_utf8_decode((const unsigned char *)subj + ms, &cp);
             continue;
         }
         if (ms > prev && tok_ranges_push(out, start + prev, start + ms))
@@ -157,7 +157,7 @@ static int split_digits(int individual, const char *text, size_t start, size_t e
     int in_run = 0;
     while (i < end) {
         uint32_t cp;
-        size_t w = tok_utf8_decode(s + i, &cp);
+        size_t w = kvz_utf8_decode(s + i, &cp);
         int num = tok_is_numeric(cp);
         if (num && (individual || !in_run)) {
             if (i > piece && tok_ranges_push(out, piece, i))

@@ -1,5 +1,6 @@
 /* tokenizer_text: the character-level pieces of the tokenizer: strict UTF-8
- * validation, lossy UTF-8 decoding (Rust from_utf8_lossy), the GPT-2
+ * lossy UTF-8 decoding (Rust from_utf8_lossy; strict validation is in
+ * common/kvz_utf8.c), the GPT-2
  * byte-level alphabet, the Unicode classes HF's Rust code uses, and NFC with
  * offsets mapped back exactly as HF's NormalizedString::nfc does (the
  * unicode-normalization-alignments crate: decompose, canonical order,
@@ -12,155 +13,17 @@
 
 #include "tokenizer_internal.h"
 
-/* ---------------------------------------------------------------- UTF-8 */
-
-size_t tok_utf8_decode(const unsigned char *s, uint32_t *cp)
-{
-    if (s[0] < 0x80) {
-        *cp = s[0];
-        return 1;
-    }
-    if (s[0] < 0xE0) {
-        *cp = ((uint32_t)(s[0] & 0x1F) << 6) | (s[1] & 0x3F);
-        return 2;
-    }
-    if (s[0] < 0xF0) {
-        *cp = ((uint32_t)(s[0] & 0x0F) << 12) | ((uint32_t)(s[1] & 0x3F) << 6) | (s[2] & 0x3F);
-        return 3;
-    }
-    *cp = ((uint32_t)(s[0] & 0x07) << 18) | ((uint32_t)(s[1] & 0x3F) << 12) |
-          ((uint32_t)(s[2] & 0x3F) << 6) | (s[3] & 0x3F);
-    return 4;
-}
-
-size_t tok_utf8_encode(uint32_t cp, char *out)
-{
-    unsigned char *o = (unsigned char *)out;
-    if (cp < 0x80) {
-        o[0] = (unsigned char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (unsigned char)(0xC0 | (cp >> 6));
-        o[1] = (unsigned char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (unsigned char)(0xE0 | (cp >> 12));
-        o[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (unsigned char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    o[0] = (unsigned char)(0xF0 | (cp >> 18));
-    o[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-    o[3] = (unsigned char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
-/* Width of a sequence led by b (0: b cannot lead) and the allowed range of
- * the second byte, as in the Unicode table of well-formed sequences. */
-static int utf8_lead(unsigned char b, unsigned char *lo, unsigned char *hi)
-{
-    *lo = 0x80;
-    *hi = 0xBF;
-    if (b >= 0xC2 && b <= 0xDF)
-        return 2;
-    if (b >= 0xE0 && b <= 0xEF) {
-        if (b == 0xE0)
-            *lo = 0xA0;
-        if (b == 0xED)
-            *hi = 0x9F;
-        return 3;
-    }
-    if (b >= 0xF0 && b <= 0xF4) {
-        if (b == 0xF0)
-            *lo = 0x90;
-        if (b == 0xF4)
-            *hi = 0x8F;
-        return 4;
-    }
-    return 0;
-}
-
-/* Length of the valid sequence at s[0..n) (>0), or -(length of the maximal
- * invalid subpart) (<0). */
-static long utf8_step(const unsigned char *s, size_t n)
-{
-    if (s[0] < 0x80)
-        return 1;
-    unsigned char lo, hi;
-    int w = utf8_lead(s[0], &lo, &hi);
-    if (w == 0)
-        return -1;
-    if (n < 2 || s[1] < lo || s[1] > hi)
-        return -1;
-    for (int k = 2; k < w; k++)
-        if ((size_t)k >= n || (s[k] & 0xC0) != 0x80)
-            return -k;
-    return w;
-}
-
-static const char *utf8_reason(const unsigned char *s, size_t n)
-{
-    unsigned char b = s[0];
-    if (b >= 0x80 && b <= 0xBF)
-        return "unexpected continuation byte";
-    if (b == 0xC0 || b == 0xC1)
-        return "overlong encoding";
-    if (b >= 0xF5)
-        return "byte that never appears in UTF-8";
-    unsigned char lo, hi;
-    int w = utf8_lead(b, &lo, &hi);
-    for (int k = 1; k < w; k++) {
-        if ((size_t)k >= n)
-            return "truncated sequence at end of text";
-        if (k == 1 && (s[1] & 0xC0) == 0x80 && (s[1] < lo || s[1] > hi)) {
-            if (b == 0xED)
-                return "UTF-16 surrogate";
-            if (b == 0xF4)
-                return "code point above U+10FFFF";
-            return "overlong encoding";
-        }
-        if ((s[k] & 0xC0) != 0x80)
-            return "truncated sequence (missing continuation byte)";
-    }
-    return "invalid sequence";
-}
-
-int kvz_utf8_validate(const char *text, size_t len, size_t *bad_offset, const char **why)
-{
-    const unsigned char *s = (const unsigned char *)text;
-    size_t i = 0;
-    while (i < len) {
-        if (s[i] < 0x80) {
-            i++;
-            continue;
-        }
-        long step = utf8_step(s + i, len - i);
-        if (step < 0) {
-            if (bad_offset)
-                *bad_offset = i;
-            if (why)
-                *why = utf8_reason(s + i, len - i);
-            return KVZ_EFORMAT;
-        }
-        i += (size_t)step;
-    }
-    return KVZ_OK;
-}
-
 size_t tok_utf8_lossy(const unsigned char *s, size_t n, char *out)
 {
     size_t i = 0, k = 0;
     while (i < n) {
-        long step = utf8_step(s + i, n - i);
+        long step = kvz_utf8_step(s + i, n - i);
         if (step > 0) {
             memcpy(out + k, s + i, (size_t)step);
             k += (size_t)step;
             i += (size_t)step;
         } else {
-            k += tok_utf8_encode(0xFFFD, out + k);
+            k += kvz_utf8_encode(0xFFFD, out + k);
             i += (size_t)(-step);
         }
     }
@@ -199,7 +62,7 @@ static void build_tables(void)
     for (unsigned b = 0; b < 256; b++) {
         uint32_t cp = tok_byte_to_cp((unsigned char)b);
         cp_byte_table[cp] = (int)b;
-        byte_spell_len[b] = (unsigned char)tok_utf8_encode(cp, byte_spell[b]);
+        byte_spell_len[b] = (unsigned char)kvz_utf8_encode(cp, byte_spell[b]);
     }
 }
 
@@ -299,7 +162,7 @@ static int nfc_decompose(const unsigned char *s, size_t n, nfc_list *out)
     size_t i = 0;
     while (i < n) {
         uint32_t cp;
-        i += tok_utf8_decode(s + i, &cp);
+        i += kvz_utf8_decode(s + i, &cp);
         utf8proc_int32_t d[32];
         int last = 0;
         utf8proc_ssize_t k = utf8proc_decompose_char((utf8proc_int32_t)cp, d, 32, UTF8PROC_DECOMPOSE, &last);
@@ -415,20 +278,20 @@ static int nfc_align(const unsigned char *s, size_t start, size_t end, const nfc
         uint32_t a0 = (uint32_t)prev_start, a1 = (uint32_t)prev_end;
         if (chars->v[i].change <= 0 && pos < end) {
             uint32_t cp;
-            size_t w = tok_utf8_decode(s + pos, &cp);
+            size_t w = kvz_utf8_decode(s + pos, &cp);
             a0 = (uint32_t)pos;
             a1 = (uint32_t)(pos + w);
             prev_start = pos;
             prev_end = pos + w;
             pos += w;
             for (int r = 0; r < -chars->v[i].change && pos < end; r++) {
-                w = tok_utf8_decode(s + pos, &cp);
+                w = kvz_utf8_decode(s + pos, &cp);
                 prev_start = pos;
                 prev_end = pos + w;
                 pos += w;
             }
         }
-        size_t w = tok_utf8_encode(chars->v[i].cp, out->text + k);
+        size_t w = kvz_utf8_encode(chars->v[i].cp, out->text + k);
         for (size_t b = 0; b < w; b++) {
             out->align[2 * (k + b)] = a0;
             out->align[2 * (k + b) + 1] = a1;
