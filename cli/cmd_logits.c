@@ -1,12 +1,195 @@
-/* cmd_logits: placeholder, replaced by the forward-pass module. */
+/* cmd_logits: `kvzap logits` runs the fp32 forward pass on text or token ids
+ * and writes the logits as raw little-endian float32 (last position, or every
+ * position with --all), printing the shape and the argmax; --bench adds the
+ * prefill timing, GFLOP/s and peak RSS used by bench/bench_forward.sh. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "../common/kvz_file.h"
+#include "../ops/ops.h"
+#include "cli_forward.h"
 #include "commands.h"
+
+static const char USAGE[] =
+    "usage: kvzap logits [MODEL] (--text STR | --ids 1,2,3) [--all] --out FILE.f32 [--json]\n"
+    "                    [--threads N] [--bench]\n";
+
+static const char HELP[] =
+    "\nRuns the fp32 CPU forward pass (batch 1) and writes the logits as raw\n"
+    "little-endian float32: [vocab] for the last position, or [n_tokens, vocab]\n"
+    "row-major with --all. Prints the shape and the argmax of every written row.\n\n"
+    "  MODEL         GGUF file or HF directory (default: the cached SmolLM2 GGUF)\n"
+    "  --text STR    tokenize STR with the model's tokenizer (BOS/EOS as HF adds them)\n"
+    "  --ids LIST    token ids, comma- or space-separated\n"
+    "  --all         logits for every position, not just the last\n"
+    "  --out FILE    output file (written atomically); optional with --bench\n"
+    "  --json        print {\"n_tokens\", \"rows\", \"vocab\", \"argmax\", ...} as JSON\n"
+    "  --threads N   compute threads (default: all cores)\n"
+    "  --bench       also print prefill seconds, tokens/s, GFLOP/s (whole pass and\n"
+    "                sgemm projections) and peak RSS\n";
+
+typedef struct logits_args {
+    const char *model, *text, *ids, *out;
+    int all, json, bench, threads;
+} logits_args;
+
+static int parse_args(int argc, char **argv, logits_args *a)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i];
+        const char **value = !strcmp(s, "--text") ? &a->text : !strcmp(s, "--ids") ? &a->ids
+                           : !strcmp(s, "--out") ? &a->out : NULL;
+        int is_threads = !strcmp(s, "--threads");
+        if ((value || is_threads) && i + 1 >= argc) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "%s needs a value", s);
+            return cli_usage_error("logits", msg, USAGE);
+        }
+        if (value)
+            *value = argv[++i];
+        else if (is_threads) {
+            if (cli_parse_threads("logits", argv[++i], &a->threads))
+                return 2;
+        } else if (!strcmp(s, "--all"))
+            a->all = 1;
+        else if (!strcmp(s, "--json"))
+            a->json = 1;
+        else if (!strcmp(s, "--bench"))
+            a->bench = 1;
+        else if (s[0] == '-' && s[1]) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "unknown option '%.200s'", s);
+            return cli_usage_error("logits", msg, USAGE);
+        } else if (!a->model)
+            a->model = s;
+        else
+            return cli_usage_error("logits", "more than one MODEL given", USAGE);
+    }
+    if (!a->text == !a->ids)
+        return cli_usage_error("logits", "give exactly one of --text or --ids", USAGE);
+    if (!a->out && !a->bench)
+        return cli_usage_error("logits", "--out FILE is required", USAGE);
+    if (!a->model)
+        a->model = cli_default_model();
+    return 0;
+}
+
+static int get_ids(const logits_args *a, cli_model *m, int32_t **ids, size_t *n)
+{
+    if (a->ids)
+        return cli_parse_ids("logits", a->ids, ids, n);
+    kvz_tokens toks = {0};
+    kvz_error err = {0};
+    int rc = kvz_tokenize(m->tok, a->text, strlen(a->text), 1, &toks, &err);
+    if (!rc && toks.n == 0)
+        rc = kvz_fail(&err, KVZ_EINVAL, "--text: the text gives no tokens");
+    if (!rc) {
+        *ids = toks.ids;
+        *n = toks.n;
+        toks.ids = NULL;
+    }
+    kvz_tokens_free(&toks);
+    return rc ? cli_error("logits", err.msg) : 0;
+}
+
+static int write_logits(const char *path, const float *logits, size_t count)
+{
+    kvz_atomic_file af;
+    kvz_error err = {0};
+    int rc = kvz_atomic_open(path, &af, &err);
+    if (!rc && fwrite(logits, sizeof *logits, count, af.fp) != count) {
+        kvz_atomic_abort(&af);
+        return cli_error("logits", "write failed");
+    }
+    if (!rc)
+        rc = kvz_atomic_commit(&af, &err);
+    return rc ? cli_error("logits", err.msg) : 0;
+}
+
+typedef struct bench_numbers {
+    double seconds, model_flops, proj_seconds, proj_flops, rss_mib;
+} bench_numbers;
+
+static double forward_flops(const kvz_model_config *c, size_t n, size_t rows)
+{
+    double D = (double)c->d_model, Q = (double)(c->n_heads * c->head_dim);
+    double KV = (double)(c->n_kv_heads * c->head_dim), F = (double)c->d_ff, T = (double)n;
+    double per_layer = 2.0 * T * (D * (Q + 2 * KV) + Q * D + 3 * D * F) + 4.0 * Q * T * (T + 1) / 2;
+    return (double)c->n_layers * per_layer + 2.0 * (double)rows * D * (double)c->vocab_size;
+}
+
+static void print_result(const logits_args *a, const float *logits, size_t n, size_t rows,
+                         size_t vocab, const bench_numbers *b)
+{
+    printf(a->json ? "{\"n_tokens\": %zu, \"rows\": %zu, \"vocab\": %zu, \"argmax\": ["
+                   : "logits: %zu tokens, %zu x %zu float32\nargmax:", n, rows, vocab);
+    for (size_t r = 0; r < rows; r++)
+        printf(a->json ? "%s%zu" : "%s%zu", a->json && r ? ", " : " ",
+               kvz_argmax(logits + r * vocab, vocab));
+    if (!a->json) {
+        printf("\n");
+        if (a->bench)
+            printf("prefill: %.3f s, %.1f tokens/s, %.2f GFLOP/s; projections (sgemm): %.3f s, "
+                   "%.2f GFLOP/s; peak RSS %.1f MiB\n", b->seconds, (double)n / b->seconds,
+                   b->model_flops / b->seconds * 1e-9, b->proj_seconds,
+                   b->proj_flops / b->proj_seconds * 1e-9, b->rss_mib);
+        return;
+    }
+    printf("]");
+    if (a->bench)
+        printf(", \"seconds\": %.6f, \"tokens_per_s\": %.3f, \"gflops\": %.3f, \"proj_seconds\": %.6f, "
+               "\"proj_gflops\": %.3f, \"peak_rss_mib\": %.1f", b->seconds, (double)n / b->seconds,
+               b->model_flops / b->seconds * 1e-9, b->proj_seconds,
+               b->proj_flops / b->proj_seconds * 1e-9, b->rss_mib);
+    printf("}\n");
+}
+
+static int run_logits(const logits_args *a, cli_model *m, const int32_t *ids, size_t n)
+{
+    const kvz_model_config *c = kvz_forward_config(m->fwd);
+    size_t rows = a->all ? n : 1, vocab = c->vocab_size;
+    float *logits = malloc(rows * vocab * sizeof *logits);
+    if (!logits)
+        return cli_error("logits", "out of memory for the logits");
+    kvz_error err = {0};
+    bench_numbers b = {0};
+    kvz_ops_linear_stats_reset();
+    double t0 = cli_now();
+    int rc = kvz_forward_run(m->fwd, ids, n, NULL, NULL, a->all ? KVZ_LOGITS_ALL : KVZ_LOGITS_LAST,
+                             logits, &err);
+    b.seconds = cli_now() - t0;
+    kvz_ops_linear_stats(&b.proj_seconds, &b.proj_flops);
+    b.model_flops = forward_flops(c, n, rows);
+    b.rss_mib = cli_peak_rss_mib();
+    int status = rc ? cli_error("logits", err.msg) : 0;
+    if (!status && a->out)
+        status = write_logits(a->out, logits, rows * vocab);
+    if (!status)
+        print_result(a, logits, n, rows, vocab, &b);
+    free(logits);
+    return status;
+}
 
 int cmd_logits(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "kvzap logits: not implemented yet\n");
-    return 1;
+    if (cli_wants_help(argc, argv)) {
+        printf("%s%s", USAGE, HELP);
+        return 0;
+    }
+    logits_args a = {0};
+    int rc = parse_args(argc, argv, &a);
+    if (rc)
+        return rc;
+    cli_model m;
+    if (cli_model_open("logits", a.model, a.threads, 0, a.text != NULL, &m))
+        return 1;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    rc = get_ids(&a, &m, &ids, &n);
+    if (!rc)
+        rc = run_logits(&a, &m, ids, n);
+    free(ids);
+    cli_model_close(&m);
+    return rc;
 }

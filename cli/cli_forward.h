@@ -1,0 +1,36 @@
+/* cli_forward: helpers shared by the forward-pass commands (generate, ppl,
+ * logits): option parsing for --threads and id lists, opening a model with
+ * its forward pass and tokenizer, timing and peak RSS. */
+#ifndef KVZ_CLI_FORWARD_H
+#define KVZ_CLI_FORWARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../model/checkpoint.h"
+#include "../model/forward.h"
+#include "../model/tokenizer.h"
+
+typedef struct cli_model {
+    kvz_checkpoint *ck;
+    kvz_forward *fwd;
+    kvz_tokenizer *tok; /* NULL unless asked for */
+} cli_model;
+
+/* Parses a thread count (1..4096); prints the error and returns 2 on nonsense. */
+int cli_parse_threads(const char *cmd, const char *text, int *out);
+/* Parses a positive size ("--window 512"); prints the error and returns 2. */
+int cli_parse_size(const char *cmd, const char *opt, const char *text, size_t *out);
+/* "1,2,3" (commas and/or spaces) -> malloc'ed ids; prints the error, returns 2. */
+int cli_parse_ids(const char *cmd, const char *text, int32_t **ids, size_t *n);
+/* Opens path (checkpoint + forward with n_threads and max_tokens, tokenizer
+ * when want_tokenizer). Prints "kvzap <cmd>: <msg>" and returns 1 on failure. */
+int cli_model_open(const char *cmd, const char *path, int n_threads, size_t max_tokens,
+                   int want_tokenizer, cli_model *m);
+void cli_model_close(cli_model *m);
+/* Monotonic seconds. */
+double cli_now(void);
+/* Peak resident set size of this process in MiB (getrusage). */
+double cli_peak_rss_mib(void);
+
+#endif

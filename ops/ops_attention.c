@@ -1,0 +1,126 @@
+/* ops_attention: blockwise causal grouped-query attention (kvz_attention in
+ * ops/ops.h). Each work item is one (head, block of queries); it walks the
+ * key blocks it may see with an online softmax (running max m, running sum l,
+ * unnormalised output O), so scratch is block x block per item, never T x T.
+ * Scores and P.V go through sgemm with OpenBLAS held at one thread while the
+ * items run in parallel on the ops' threads. */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/kvz_error.h"
+#include "ops.h"
+
+typedef struct attn_job {
+    const kvz_attn_args *a;
+    size_t block, n_qblocks;
+    int failed;
+} attn_job;
+
+typedef struct attn_scratch {
+    float *s;     /* [block, block] scores, then probabilities */
+    float *o;     /* [block, head_dim] unnormalised output */
+    float *m, *l; /* [block] running max and sum */
+} attn_scratch;
+
+/* Scores of query rows [i0, i0+nq) against keys [j0, j0+nk), causal mask applied. */
+static void block_scores(const kvz_attn_args *a, size_t h, size_t i0, size_t nq, size_t j0,
+                         size_t nk, float *s)
+{
+    size_t kvh = h / (a->n_heads / a->n_kv_heads);
+    size_t q_stride = a->n_heads * a->head_dim, kv_stride = a->n_kv_heads * a->head_dim;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)nq, (blasint)nk,
+                (blasint)a->head_dim, a->scale, a->q + i0 * q_stride + h * a->head_dim,
+                (blasint)q_stride, a->k + j0 * kv_stride + kvh * a->head_dim, (blasint)kv_stride,
+                0.0f, s, (blasint)nk);
+    for (size_t r = 0; r < nq; r++) {
+        size_t pos = a->pos0 + i0 + r;
+        for (size_t c = 0; c < nk; c++)
+            if (j0 + c > pos)
+                s[r * nk + c] = -INFINITY;
+    }
+}
+
+/* Online-softmax update of one row; returns the correction applied to O. */
+static float softmax_row_update(float *srow, size_t nk, float *m, float *l)
+{
+    float block_max = -INFINITY;
+    for (size_t c = 0; c < nk; c++)
+        if (srow[c] > block_max)
+            block_max = srow[c];
+    if (block_max == -INFINITY) { /* every key of this block is in the future */
+        memset(srow, 0, nk * sizeof *srow);
+        return 1.0f;
+    }
+    float m_new = *m > block_max ? *m : block_max;
+    float corr = *m == -INFINITY ? 0.0f : expf(*m - m_new);
+    float sum = 0.0f;
+    for (size_t c = 0; c < nk; c++) {
+        srow[c] = expf(srow[c] - m_new);
+        sum += srow[c];
+    }
+    *l = *l * corr + sum;
+    *m = m_new;
+    return corr;
+}
+
+static void attend_block(const kvz_attn_args *a, size_t h, size_t i0, size_t nq, size_t j0,
+                         size_t nk, attn_scratch *sc)
+{
+    size_t dh = a->head_dim, kvh = h / (a->n_heads / a->n_kv_heads);
+    size_t kv_stride = a->n_kv_heads * dh;
+    block_scores(a, h, i0, nq, j0, nk, sc->s);
+    for (size_t r = 0; r < nq; r++) {
+        float corr = softmax_row_update(sc->s + r * nk, nk, &sc->m[r], &sc->l[r]);
+        if (corr != 1.0f)
+            for (size_t d = 0; d < dh; d++)
+                sc->o[r * dh + d] *= corr;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)nq, (blasint)dh, (blasint)nk,
+                1.0f, sc->s, (blasint)nk, a->v + j0 * kv_stride + kvh * dh, (blasint)kv_stride, 1.0f,
+                sc->o, (blasint)dh);
+}
+
+static void attn_item(void *ctx, size_t item)
+{
+    attn_job *job = ctx;
+    const kvz_attn_args *a = job->a;
+    size_t B = job->block, dh = a->head_dim;
+    size_t h = item / job->n_qblocks, i0 = (item % job->n_qblocks) * B;
+    size_t nq = a->n_q - i0 < B ? a->n_q - i0 : B;
+    float *mem = malloc((B * B + B * dh + 2 * B) * sizeof *mem);
+    if (!mem) {
+        job->failed = 1;
+        return;
+    }
+    attn_scratch sc = {mem, mem + B * B, mem + B * B + B * dh, mem + B * B + B * dh + B};
+    memset(sc.o, 0, nq * dh * sizeof *sc.o);
+    for (size_t r = 0; r < nq; r++) {
+        sc.m[r] = -INFINITY;
+        sc.l[r] = 0.0f;
+    }
+    size_t n_keys = a->pos0 + i0 + nq;
+    for (size_t j0 = 0; j0 < n_keys; j0 += B)
+        attend_block(a, h, i0, nq, j0, n_keys - j0 < B ? n_keys - j0 : B, &sc);
+    size_t out_stride = a->n_heads * dh;
+    for (size_t r = 0; r < nq; r++) {
+        float *dst = a->out + (i0 + r) * out_stride + h * dh;
+        for (size_t d = 0; d < dh; d++)
+            dst[d] = sc.o[r * dh + d] / sc.l[r];
+    }
+    free(mem);
+}
+
+int kvz_attention(const kvz_attn_args *a)
+{
+    if (a->n_q == 0)
+        return KVZ_OK;
+    attn_job job = {a, a->block ? a->block : 256, 0, 0};
+    job.n_qblocks = (a->n_q + job.block - 1) / job.block;
+    int threads = kvz_ops_threads();
+    openblas_set_num_threads(1);
+    kvz_parallel_for(a->n_heads * job.n_qblocks, attn_item, &job);
+    openblas_set_num_threads(threads);
+    return job.failed ? KVZ_ENOMEM : KVZ_OK;
+}

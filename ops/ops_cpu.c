@@ -1,0 +1,231 @@
+/* ops_cpu: the CPU implementation of ops/ops.h (threads, RMSNorm, SwiGLU,
+ * argmax, RoPE tables and application, sgemm projections, blockwise causal
+ * attention with an online softmax). */
+#include "ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../common/kvz_error.h"
+
+/* ---------- threads ---------- */
+
+static int g_threads = 0; /* 0: not set yet */
+
+static int online_cores(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+void kvz_ops_set_threads(int n)
+{
+    g_threads = n > 0 ? n : online_cores();
+    openblas_set_num_threads(g_threads);
+}
+
+int kvz_ops_threads(void)
+{
+    if (g_threads == 0)
+        kvz_ops_set_threads(0);
+    return g_threads;
+}
+
+typedef struct parallel_job {
+    kvz_parallel_fn fn;
+    void *ctx;
+    size_t n_items;
+    atomic_size_t next;
+} parallel_job;
+
+static void *parallel_worker(void *arg)
+{
+    parallel_job *job = arg;
+    for (;;) {
+        size_t i = atomic_fetch_add(&job->next, 1);
+        if (i >= job->n_items)
+            break;
+        job->fn(job->ctx, i);
+    }
+    return NULL;
+}
+
+void kvz_parallel_for(size_t n_items, kvz_parallel_fn fn, void *ctx)
+{
+    size_t n_threads = (size_t)kvz_ops_threads();
+    if (n_threads > n_items)
+        n_threads = n_items;
+    parallel_job job = {fn, ctx, n_items, 0};
+    if (n_threads <= 1) {
+        parallel_worker(&job);
+        return;
+    }
+    pthread_t *tids = malloc((n_threads - 1) * sizeof *tids);
+    size_t started = 0;
+    if (tids)
+        for (; started < n_threads - 1; started++)
+            if (pthread_create(&tids[started], NULL, parallel_worker, &job) != 0)
+                break;
+    parallel_worker(&job); /* the caller works too; covers failed starts */
+    for (size_t t = 0; t < started; t++)
+        pthread_join(tids[t], NULL);
+    free(tids);
+}
+
+/* ---------- elementwise ---------- */
+
+void kvz_rmsnorm(const float *x, const float *w, float *y, size_t n_rows, size_t dim, float eps)
+{
+    for (size_t r = 0; r < n_rows; r++) {
+        const float *xr = x + r * dim;
+        float *yr = y + r * dim;
+        double sum = 0.0;
+        for (size_t i = 0; i < dim; i++)
+            sum += (double)xr[i] * (double)xr[i];
+        float variance = (float)(sum / (double)dim);
+        float inv = 1.0f / sqrtf(variance + eps);
+        for (size_t i = 0; i < dim; i++)
+            yr[i] = w[i] * (xr[i] * inv);
+    }
+}
+
+void kvz_swiglu(const float *gate_up, float *out, size_t n_rows, size_t d_ff)
+{
+    for (size_t r = 0; r < n_rows; r++) {
+        const float *g = gate_up + r * 2 * d_ff;
+        const float *u = g + d_ff;
+        float *o = out + r * d_ff;
+        for (size_t i = 0; i < d_ff; i++) {
+            float silu = g[i] / (1.0f + expf(-g[i]));
+            o[i] = silu * u[i];
+        }
+    }
+}
+
+size_t kvz_argmax(const float *x, size_t n)
+{
+    size_t best = 0;
+    for (size_t i = 1; i < n; i++)
+        if (x[i] > x[best])
+            best = i;
+    return best;
+}
+
+/* ---------- RoPE ---------- */
+
+/* transformers: 1.0 / (base ** (arange(0, dim, 2).float() / dim)), float32. */
+static float default_inv_freq(double theta, size_t i, size_t head_dim)
+{
+    float exponent = (float)(2 * i) / (float)head_dim;
+    float power = (float)pow((double)(float)theta, (double)exponent);
+    return 1.0f / power;
+}
+
+/* transformers' _compute_llama3_parameters, step by step in float32. */
+static float llama3_scale(float inv_freq, const kvz_rope_scaling *s)
+{
+    float factor = (float)s->factor;
+    float low = (float)s->low_freq_factor;
+    double old_ctx = (double)s->original_max_position_embeddings;
+    float low_freq_wavelen = (float)(old_ctx / s->low_freq_factor);
+    float high_freq_wavelen = (float)(old_ctx / s->high_freq_factor);
+    float wavelen = (1.0f / inv_freq) * (float)(2.0 * 3.14159265358979323846);
+    float scaled = wavelen > low_freq_wavelen ? inv_freq / factor : inv_freq;
+    int medium = !(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen);
+    if (!medium)
+        return scaled;
+    float smooth = ((1.0f / wavelen) * (float)old_ctx - low) / (float)(s->high_freq_factor - s->low_freq_factor);
+    return (1.0f - smooth) * scaled / factor + smooth * scaled;
+}
+
+void kvz_rope_inv_freq_raw(double theta, size_t head_dim, const kvz_rope_scaling *scaling,
+                           float *inv_freq)
+{
+    for (size_t i = 0; i < head_dim / 2; i++) {
+        inv_freq[i] = default_inv_freq(theta, i, head_dim);
+        if (scaling && scaling->type == KVZ_ROPE_SCALING_LLAMA3)
+            inv_freq[i] = llama3_scale(inv_freq[i], scaling);
+    }
+}
+
+void kvz_rope_inv_freq(const kvz_model_config *cfg, float *inv_freq)
+{
+    kvz_rope_inv_freq_raw(cfg->rope_theta, cfg->head_dim, &cfg->rope_scaling, inv_freq);
+}
+
+void kvz_rope_cos_sin(size_t pos, const float *inv_freq, size_t half, float *cs)
+{
+    for (size_t i = 0; i < half; i++) {
+        float angle = (float)pos * inv_freq[i];
+        cs[i] = cosf(angle);
+        cs[half + i] = sinf(angle);
+    }
+}
+
+void kvz_rope_apply(float *x, size_t n_tokens, size_t n_heads, size_t head_dim, size_t pos0,
+                    const float *inv_freq)
+{
+    size_t half = head_dim / 2;
+    float cs[512];
+    float *buf = head_dim <= 512 ? cs : malloc(head_dim * sizeof *buf);
+    if (!buf)
+        return; /* head_dim > 512 and OOM: cannot happen for supported models */
+    for (size_t t = 0; t < n_tokens; t++) {
+        kvz_rope_cos_sin(pos0 + t, inv_freq, half, buf);
+        for (size_t h = 0; h < n_heads; h++) {
+            float *v = x + (t * n_heads + h) * head_dim;
+            for (size_t i = 0; i < half; i++) {
+                float c = buf[i], s = buf[half + i];
+                float x1 = v[i], x2 = v[half + i];
+                float a = x1 * c, b = x2 * s, d = x2 * c, e = x1 * s;
+                v[i] = a - b;
+                v[half + i] = d + e;
+            }
+        }
+    }
+    if (buf != cs)
+        free(buf);
+}
+
+/* ---------- projections ---------- */
+
+static double g_linear_seconds, g_linear_flops;
+
+void kvz_ops_linear_stats(double *seconds, double *flops)
+{
+    *seconds = g_linear_seconds;
+    *flops = g_linear_flops;
+}
+
+void kvz_ops_linear_stats_reset(void)
+{
+    g_linear_seconds = 0.0;
+    g_linear_flops = 0.0;
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void kvz_linear(const float *x, const float *w, const float *bias, float *y, size_t n_rows,
+                size_t n_in, size_t n_out)
+{
+    double t0 = now_seconds();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)n_rows, (blasint)n_out,
+                (blasint)n_in, 1.0f, x, (blasint)n_in, w, (blasint)n_in, 0.0f, y, (blasint)n_out);
+    if (bias)
+        for (size_t r = 0; r < n_rows; r++)
+            for (size_t o = 0; o < n_out; o++)
+                y[r * n_out + o] += bias[o];
+    g_linear_seconds += now_seconds() - t0;
+    g_linear_flops += 2.0 * (double)n_rows * (double)n_in * (double)n_out;
+}
