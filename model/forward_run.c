@@ -34,6 +34,9 @@ static int window_applies(const kvz_model_config *c)
 
 static int check_length(const kvz_forward *f, size_t total, kvz_error *err)
 {
+    if (total > f->cfg.max_position_embeddings)
+        return kvz_fail(err, KVZ_EINVAL, "%s: %zu tokens exceed the context length of %zu tokens",
+                        f->source, total, f->cfg.max_position_embeddings);
     if (total > f->max_tokens)
         return kvz_fail(err, KVZ_EINVAL,
                         "%s: %zu tokens exceed the KV-cache capacity of %zu tokens (context length %zu)",
