@@ -87,6 +87,8 @@ static int read_ids(const ppl_args *a, const kvz_tokenizer *tok, kvz_tokens *tok
     size_t len = 0;
     kvz_error err = {0};
     int rc = kvz_file_read_all(a->file, &text, &len, &err);
+    if (!rc && len == 0)
+        rc = kvz_fail(&err, KVZ_EINVAL, "%.400s: the file is empty", a->file);
     if (!rc)
         rc = kvz_tokenize(tok, text, len, 1, toks, &err);
     free(text);
