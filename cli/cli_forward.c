@@ -8,6 +8,9 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <cblas.h>
 
 #include "commands.h"
 
@@ -113,6 +116,63 @@ void cli_model_close(cli_model *m)
     kvz_tokenizer_free(m->tok);
     kvz_checkpoint_close(m->ck);
     memset(m, 0, sizeof *m);
+}
+
+char *openblas_get_corename(void);
+
+/* argv of this process from /proc/self/cmdline (NUL-separated), malloc'ed. */
+static char **self_argv(char **buf_out)
+{
+    FILE *fp = fopen("/proc/self/cmdline", "rb");
+    if (!fp)
+        return NULL;
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        len += fread(buf + len, 1, cap - len - 1, fp);
+        if (len < cap - 1)
+            break;
+        char *b = realloc(buf, cap *= 2);
+        if (!b)
+            free(buf);
+        buf = b;
+    }
+    fclose(fp);
+    if (!buf)
+        return NULL;
+    buf[len] = 0;
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += buf[i] == 0;
+    char **argv = calloc(n + 2, sizeof *argv);
+    if (!argv) {
+        free(buf);
+        return NULL;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < len && k < n + 1; i += strlen(buf + i) + 1)
+        argv[k++] = buf + i;
+    *buf_out = buf;
+    return argv;
+}
+
+void cli_tune_openblas(void)
+{
+    if (getenv("OPENBLAS_CORETYPE") || strcmp(openblas_get_corename(), "Prescott") != 0)
+        return;
+    __builtin_cpu_init();
+    const char *core = __builtin_cpu_supports("avx512f") ? "SkylakeX"
+                     : __builtin_cpu_supports("avx2") ? "Haswell" : NULL;
+    char *buf = NULL;
+    char **argv = core ? self_argv(&buf) : NULL;
+    if (!argv)
+        return;
+    setenv("OPENBLAS_CORETYPE", core, 1);
+    fflush(NULL);
+    execv("/proc/self/exe", argv);
+    unsetenv("OPENBLAS_CORETYPE"); /* exec failed: carry on with Prescott */
+    free(argv);
+    free(buf);
 }
 
 double cli_now(void)

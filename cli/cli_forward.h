@@ -28,6 +28,14 @@ int cli_parse_ids(const char *cmd, const char *text, int32_t **ids, size_t *n);
 int cli_model_open(const char *cmd, const char *path, int n_threads, size_t max_tokens,
                    int want_tokenizer, cli_model *m);
 void cli_model_close(cli_model *m);
+/* OpenBLAS 0.3.21 (Debian 12) does not recognise recent Xeons and falls back
+ * to its Prescott (SSE3) kernels, 3-5x slower than its AVX-512/AVX2 ones. The
+ * core type can only be chosen before libopenblas initialises, so when the
+ * core is Prescott, OPENBLAS_CORETYPE is unset and the CPU has AVX-512F (or
+ * AVX2), this sets OPENBLAS_CORETYPE=SkylakeX (Haswell) and re-executes
+ * /proc/self/exe with the same arguments. Returns only when it did nothing
+ * (or the re-exec failed); the result is then still correct, just slower. */
+void cli_tune_openblas(void);
 /* Monotonic seconds. */
 double cli_now(void);
 /* Peak resident set size of this process in MiB (getrusage). */

@@ -188,6 +188,7 @@ int cmd_generate(int argc, char **argv)
         printf("%s%s", USAGE, HELP);
         return 0;
     }
+    cli_tune_openblas();
     generate_args a = {NULL, NULL, NULL, 64, 0, 0, 0};
     int rc = parse_args(argc, argv, &a);
     if (rc)

@@ -178,6 +178,7 @@ int cmd_ppl(int argc, char **argv)
         printf("%s%s", USAGE, HELP);
         return 0;
     }
+    cli_tune_openblas();
     ppl_args a = {NULL, NULL, 512, 256, 0, 0};
     int rc = parse_args(argc, argv, &a);
     if (rc)

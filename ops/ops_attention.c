@@ -34,11 +34,12 @@ static void block_scores(const kvz_attn_args *a, size_t h, size_t i0, size_t nq,
                 (blasint)a->head_dim, a->scale, a->q + i0 * q_stride + h * a->head_dim,
                 (blasint)q_stride, a->k + j0 * kv_stride + kvh * a->head_dim, (blasint)kv_stride,
                 0.0f, s, (blasint)nk);
+    if (j0 + nk - 1 <= a->pos0 + i0)
+        return; /* every key is at or before the first query: nothing to mask */
     for (size_t r = 0; r < nq; r++) {
         size_t pos = a->pos0 + i0 + r;
-        for (size_t c = 0; c < nk; c++)
-            if (j0 + c > pos)
-                s[r * nk + c] = -INFINITY;
+        for (size_t c = pos + 1 > j0 ? pos + 1 - j0 : 0; c < nk; c++)
+            s[r * nk + c] = -INFINITY;
     }
 }
 
