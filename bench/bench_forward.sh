@@ -37,12 +37,14 @@ PY
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; threads $threads; $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "model: $model (D=$D, Q=$Q, KV=$KV, d_ff=$FF)"
 echo
-echo "| tokens | kvzap s | kvzap tok/s | kvzap GFLOP/s | kvzap sgemm GFLOP/s | sgemm peak (same shapes) | proj/peak | transformers s | transformers tok/s | speedup | kvzap RSS MiB | transformers RSS MiB | argmax kvzap/hf |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| tokens | kvzap s | kvzap tok/s | kvzap GFLOP/s | kvzap sgemm GFLOP/s | sgemm peak (same shapes) | proj/peak | transformers s | transformers tok/s | speedup | kvzap RSS MiB | transformers RSS MiB | argmax kvzap/hf | OpenBLAS core |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for T in "${lengths[@]}"; do
   ids=$("$py" -c "print(','.join(str((i*7919+13)%49152) for i in range($T)))")
   k=$("$kvzap" logits "$model" --ids "$ids" --bench --repeat "$repeat" --json --threads "$threads")
-  p=$("$tmp/sgemm_peak" "$T" "$threads" "$D" "$Q" "$KV" "$FF" "$repeat")
+  core=$("$py" -c 'import json,sys; print(json.loads(sys.argv[1])["openblas_core"])' "$k")
+  # the same OpenBLAS kernels kvzap ran with (it picks them itself, see cli_tune_openblas)
+  p=$(OPENBLAS_CORETYPE=$core "$tmp/sgemm_peak" "$T" "$threads" "$D" "$Q" "$KV" "$FF" "$repeat")
   h=$("$py" bench/bench_transformers.py "$model" "$T" "$threads" "$repeat" 2>/dev/null | tail -1)
   "$py" - "$k" "$p" "$h" <<'PY'
 import json, sys
@@ -50,6 +52,6 @@ k, p, h = (json.loads(x) for x in sys.argv[1:4])
 print(f"| {k['n_tokens']} | {k['seconds']:.3f} | {k['tokens_per_s']:.0f} | {k['gflops']:.1f} | {k['proj_gflops']:.1f} "
       f"| {p['layer_mix_gflops']:.1f} | {k['proj_gflops']/p['layer_mix_gflops']*100:.0f}% | {h['seconds']:.3f} "
       f"| {h['tokens_per_s']:.0f} | {h['seconds']/k['seconds']:.2f}x | {k['peak_rss_mib']:.0f} | {h['peak_rss_mib']:.0f} "
-      f"| {k['argmax'][-1]}/{h['argmax_last']} |")
+      f"| {k['argmax'][-1]}/{h['argmax_last']} | {k['openblas_core']} |")
 PY
 done

@@ -8,6 +8,8 @@
 
 #include "../common/kvz_file.h"
 #include "../ops/ops.h"
+
+char *openblas_get_corename(void);
 #include "cli_forward.h"
 #include "commands.h"
 
@@ -137,17 +139,20 @@ static void print_result(const logits_args *a, const float *logits, size_t n, si
         printf("\n");
         if (a->bench)
             printf("prefill: %.3f s, %.1f tokens/s, %.2f GFLOP/s; projections (sgemm): %.3f s, "
-                   "%.2f GFLOP/s; peak RSS %.1f MiB\n", b->seconds, (double)n / b->seconds,
-                   b->model_flops / b->seconds * 1e-9, b->proj_seconds,
-                   b->proj_flops / b->proj_seconds * 1e-9, b->rss_mib);
+                   "%.2f GFLOP/s; peak RSS %.1f MiB; %d threads, OpenBLAS core %s\n", b->seconds,
+                   (double)n / b->seconds, b->model_flops / b->seconds * 1e-9, b->proj_seconds,
+                   b->proj_flops / b->proj_seconds * 1e-9, b->rss_mib, kvz_ops_threads(),
+                   openblas_get_corename());
         return;
     }
     printf("]");
     if (a->bench)
         printf(", \"seconds\": %.6f, \"tokens_per_s\": %.3f, \"gflops\": %.3f, \"proj_seconds\": %.6f, "
-               "\"proj_gflops\": %.3f, \"peak_rss_mib\": %.1f", b->seconds, (double)n / b->seconds,
+               "\"proj_gflops\": %.3f, \"peak_rss_mib\": %.1f, \"threads\": %d, \"openblas_core\": \"%s\"",
+               b->seconds, (double)n / b->seconds,
                b->model_flops / b->seconds * 1e-9, b->proj_seconds,
-               b->proj_flops / b->proj_seconds * 1e-9, b->rss_mib);
+               b->proj_flops / b->proj_seconds * 1e-9, b->rss_mib, kvz_ops_threads(),
+               openblas_get_corename());
     printf("}\n");
 }
 

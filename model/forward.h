@@ -23,9 +23,11 @@
 typedef struct kvz_forward kvz_forward; /* opaque: fp32 weights, KV cache, scratch */
 
 typedef struct kvz_forward_options {
-    int n_threads;       /* 0: all cores */
-    size_t max_tokens;   /* KV-cache capacity; 0: the model's context length */
-    size_t attn_block;   /* keys per attention block; 0: default */
+    int n_threads;       /* 0: all cores. Process-wide (ops threads and OpenBLAS). */
+    size_t max_tokens;   /* KV-cache capacity; 0: the model's context length. The
+                            cache grows on demand (doubling), so memory follows the
+                            tokens actually run: 2 x L x Hkv x dh x 4 bytes each. */
+    size_t attn_block;   /* keys (and queries) per attention block; 0: 256 */
 } kvz_forward_options;
 
 /* What one layer's attention saw, for the tokens of the current call
@@ -56,7 +58,13 @@ size_t kvz_forward_n_cached(const kvz_forward *f);
 
 /* Runs ids[n] at positions n_cached .. n_cached+n-1 and appends them to the
  * cache. logits_mode: 0 none, 1 last position only (logits[vocab]), 2 every
- * position (logits[n, vocab]). tap may be NULL. */
+ * position (logits[n, vocab]). tap may be NULL. Taps run once per layer, in
+ * layer order, before that layer's attention. Errors: KVZ_EINVAL for n == 0,
+ * an id outside 0..vocab-1, or n_cached+n beyond max_tokens or the context
+ * length; KVZ_EUNSUPPORTED when n_cached+n exceeds an active sliding window
+ * (not implemented); KVZ_ENOMEM; a tap's own status. After an error the
+ * cache keeps its previous length. Scratch is O(n x d_ff) floats; attention
+ * scratch O(block^2) per thread. */
 enum { KVZ_LOGITS_NONE = 0, KVZ_LOGITS_LAST = 1, KVZ_LOGITS_ALL = 2 };
 int kvz_forward_run(kvz_forward *f, const int32_t *ids, size_t n, kvz_tap_fn tap, void *user,
                     int logits_mode, float *logits, kvz_error *err);
