@@ -133,7 +133,7 @@ static void print_result(const logits_args *a, const float *logits, size_t n, si
     printf(a->json ? "{\"n_tokens\": %zu, \"rows\": %zu, \"vocab\": %zu, \"argmax\": ["
                    : "logits: %zu tokens, %zu x %zu float32\nargmax:", n, rows, vocab);
     for (size_t r = 0; r < rows; r++)
-        printf(a->json ? "%s%zu" : "%s%zu", a->json && r ? ", " : " ",
+        printf("%s%zu", a->json ? (r ? ", " : "") : " ",
                kvz_argmax(logits + r * vocab, vocab));
     if (!a->json) {
         printf("\n");

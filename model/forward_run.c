@@ -127,13 +127,49 @@ static void add_into(float *h, const float *d, size_t count)
         h[i] += d[i];
 }
 
+/* Row-chunked parallel RMSNorm and SwiGLU (chunks of 64 rows). */
+typedef struct rows_job {
+    const float *in, *w;
+    float *out;
+    size_t n_rows, width;
+    float eps;
+} rows_job;
+
+enum { ROWS_PER_ITEM = 64 };
+
+static void rmsnorm_item(void *ctx, size_t i)
+{
+    rows_job *j = ctx;
+    size_t r0 = i * ROWS_PER_ITEM, n = j->n_rows - r0 < ROWS_PER_ITEM ? j->n_rows - r0 : ROWS_PER_ITEM;
+    kvz_rmsnorm(j->in + r0 * j->width, j->w, j->out + r0 * j->width, n, j->width, j->eps);
+}
+
+static void swiglu_item(void *ctx, size_t i)
+{
+    rows_job *j = ctx;
+    size_t r0 = i * ROWS_PER_ITEM, n = j->n_rows - r0 < ROWS_PER_ITEM ? j->n_rows - r0 : ROWS_PER_ITEM;
+    kvz_swiglu(j->in + r0 * 2 * j->width, j->out + r0 * j->width, n, j->width);
+}
+
+static void rmsnorm_rows(const float *x, const float *w, float *y, size_t n, size_t dim, float eps)
+{
+    rows_job j = {x, w, y, n, dim, eps};
+    kvz_parallel_for((n + ROWS_PER_ITEM - 1) / ROWS_PER_ITEM, rmsnorm_item, &j);
+}
+
+static void swiglu_rows(const float *gate_up, float *out, size_t n, size_t d_ff)
+{
+    rows_job j = {gate_up, NULL, out, n, d_ff, 0.0f};
+    kvz_parallel_for((n + ROWS_PER_ITEM - 1) / ROWS_PER_ITEM, swiglu_item, &j);
+}
+
 static int attention_block(kvz_forward *f, size_t l, size_t n, run_buffers *b, kvz_tap_fn tap,
                            void *user, kvz_error *err)
 {
     const kvz_model_config *c = &f->cfg;
     const layer_weights *w = &f->layers[l];
     size_t D = c->d_model, Q = c->n_heads * c->head_dim;
-    kvz_rmsnorm(b->h, w->in_norm, b->x, n, D, (float)c->rms_norm_eps);
+    rmsnorm_rows(b->h, w->in_norm, b->x, n, D, (float)c->rms_norm_eps);
     attention_inputs(f, w, l, n, b);
     if (tap) {
         kvz_layer_tap t = {l, f->n_cached, n, b->x, b->q, f->k_cache[l], f->v_cache[l], w->w_o};
@@ -155,9 +191,9 @@ static void mlp_block(kvz_forward *f, size_t l, size_t n, run_buffers *b)
     const kvz_model_config *c = &f->cfg;
     const layer_weights *w = &f->layers[l];
     size_t D = c->d_model, F = c->d_ff;
-    kvz_rmsnorm(b->h, w->post_norm, b->x, n, D, (float)c->rms_norm_eps);
+    rmsnorm_rows(b->h, w->post_norm, b->x, n, D, (float)c->rms_norm_eps);
     kvz_linear(b->x, w->w_gate_up, w->b_gate_up, b->gate_up, n, D, 2 * F);
-    kvz_swiglu(b->gate_up, b->act, n, F);
+    swiglu_rows(b->gate_up, b->act, n, F);
     kvz_linear(b->act, w->w_down, w->b_down, b->proj, n, F, D);
     add_into(b->h, b->proj, n * D);
 }
