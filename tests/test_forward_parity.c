@@ -8,8 +8,8 @@
  * prompt Q/K (after norm + RoPE) and V of the first and last layer. Pass:
  * ||delta||/||ref|| <= 1e-4 per tensor, identical argmax everywhere. The
  * stored ids are fed directly; kvz_tokenize is checked to reproduce them.
- * The long prompt is fed in chunks so the KV-cache path is covered too.
- * Under AddressSanitizer the SmolLM2 long prompt is skipped (too slow). */
+ * The long prompt is fed in chunks so the KV-cache path is covered too
+ * (about 15 s in Release, 25 s under ASan on this machine). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,17 +19,6 @@
 #include "../model/tokenizer.h"
 #include "kvz_test.h"
 #include "test_forward_parity_fixture.h"
-
-#if defined(__SANITIZE_ADDRESS__)
-#define PARITY_QUICK 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define PARITY_QUICK 1
-#endif
-#endif
-#ifndef PARITY_QUICK
-#define PARITY_QUICK 0
-#endif
 
 #define TOL 1e-4
 #define CHUNK 256
@@ -249,7 +238,7 @@ static void run_prompt(kvz_forward *f, const fwd_fixture *fx, const char *model,
     capture_free(&c);
 }
 
-static void check_model(const char *model, const char *checkpoint_path, int quick)
+static void check_model(const char *model, const char *checkpoint_path)
 {
     fwd_fixture fx;
     if (fwd_fixture_load(model, &fx) != 0) {
@@ -278,13 +267,8 @@ static void check_model(const char *model, const char *checkpoint_path, int quic
         json_t *p = json_array_get(prompts, i);
         const char *pname = json_string_value(json_object_get(p, "name"));
         const char *text = json_string_value(json_object_get(p, "text"));
-        size_t T = (size_t)json_integer_value(json_object_get(p, "n_tokens"));
         if (tok && text)
             check_tokenization(tok, pname, text, fwd_get(&fx, pname, "ids"));
-        if (quick && T > 128) {
-            printf("%s %s: %zu tokens skipped under AddressSanitizer\n", model, pname, T);
-            continue;
-        }
         run_prompt(f, &fx, model, pname, i == 0, &w);
     }
     printf("%s: worst ||delta||/||ref||: logits %.3g, logsumexp %.3g, x %.3g, q/k/v %.3g (layers %zu)\n",
@@ -301,7 +285,7 @@ int main(void)
         char rel[64], path[4096];
         snprintf(rel, sizeof rel, "tiny/%s", tiny[i]);
         snprintf(path, sizeof path, "%s", kvz_test_fixture(rel)); /* static buffer */
-        check_model(tiny[i], path, 0);
+        check_model(tiny[i], path);
     }
     const char *gguf = getenv("KVZAP_DEFAULT_MODEL");
     if (!gguf || !*gguf) {
@@ -310,6 +294,6 @@ int main(void)
     }
     char path[4096];
     snprintf(path, sizeof path, "%s", gguf);
-    check_model("smollm2", path, PARITY_QUICK);
+    check_model("smollm2", path);
     return kvz_test_done();
 }
