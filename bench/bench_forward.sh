@@ -34,6 +34,7 @@ D, H, Hkv = g("embedding_length"), g("attention.head_count"), g("attention.head_
 print(D, D, D // H * Hkv, g("feed_forward_length"))
 PY
 )
+echo "load average before: $(cut -d" " -f1-3 /proc/loadavg)"
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; threads $threads; $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "model: $model (D=$D, Q=$Q, KV=$KV, d_ff=$FF)"
 echo
