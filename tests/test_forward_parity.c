@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../model/chat_template.h"
 #include "../model/forward.h"
 #include "../model/tokenizer.h"
 #include "kvz_test.h"
@@ -170,6 +171,25 @@ static void check_tokenization(const kvz_tokenizer *tok, const char *pname, cons
     kvz_tokens_free(&toks);
 }
 
+/* The long prompt is the spec 1.1 repeat prompt of its document. */
+static void check_repeat_prompt(const char *gguf, const char *doc, const char *text)
+{
+    kvz_chat_template *tpl = NULL;
+    char *rendered = NULL;
+    kvz_error err = {0};
+    int rc = kvz_chat_template_load(gguf, NULL, &tpl, &err);
+    KVZ_CHECK_OK(rc, err);
+    if (rc == KVZ_OK) {
+        rc = kvz_chat_render_repeat_prompt(tpl, doc, &rendered, &err);
+        KVZ_CHECK_OK(rc, err);
+    }
+    if (rc == KVZ_OK)
+        KVZ_CHECK(strcmp(rendered, text) == 0, "smollm2 long: kvz_chat_render_repeat_prompt differs from "
+                  "transformers' apply_chat_template");
+    free(rendered);
+    kvz_chat_template_free(tpl);
+}
+
 static void capture_init(capture *c, const kvz_model_config *cfg, size_t T, fwd_array x_pos, int want_qkv)
 {
     memset(c, 0, sizeof *c);
@@ -267,8 +287,11 @@ static void check_model(const char *model, const char *checkpoint_path)
         json_t *p = json_array_get(prompts, i);
         const char *pname = json_string_value(json_object_get(p, "name"));
         const char *text = json_string_value(json_object_get(p, "text"));
+        const char *doc = json_string_value(json_object_get(p, "repeat_of"));
         if (tok && text)
             check_tokenization(tok, pname, text, fwd_get(&fx, pname, "ids"));
+        if (tok && text && doc)
+            check_repeat_prompt(checkpoint_path, doc, text);
         run_prompt(f, &fx, model, pname, i == 0, &w);
     }
     printf("%s: worst ||delta||/||ref||: logits %.3g, logsumexp %.3g, x %.3g, q/k/v %.3g (layers %zu)\n",

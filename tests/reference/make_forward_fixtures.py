@@ -25,7 +25,9 @@ and shape of each array). Per prompt p:
   p.k{l} [T,Hkv,dh] after k_norm+RoPE, p.v{l} [T,Hkv,dh].
 smollm2 also: gen{i}.prompt_ids, gen{i}.generated (greedy, 40 new tokens, no
 end of sequence among them);
-the index holds every prompt's text ("text") so the C test can re-tokenize it.
+the index holds every prompt's text ("text") so the C test can re-tokenize it,
+and for the long prompt the document ("repeat_of") it is the KVzip repeat
+prompt of (spec section 1.1).
 """
 import json
 import os
@@ -212,6 +214,8 @@ def smollm2():
         ids = tok(text, add_special_tokens=True)["input_ids"]
         rec = run_prompt(model, ids, x_step, n_spread, qkv)
         add_prompt(b, meta, name, rec, text)
+        if name == "long":
+            meta["prompts"][-1]["repeat_of"] = LONG_TEXT  # spec 1.1 repeat prompt of this text
         print(name, len(ids), "tokens")
     assert meta["prompts"][-1]["n_tokens"] >= 1000, meta["prompts"][-1]["n_tokens"]
     meta["generations"] = []
