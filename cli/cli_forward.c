@@ -158,7 +158,9 @@ static char **self_argv(char **buf_out)
 
 void cli_tune_openblas(void)
 {
-    if (getenv("OPENBLAS_CORETYPE") || strcmp(openblas_get_corename(), "Prescott") != 0)
+    const char *tune = getenv("KVZAP_BLAS_TUNE");
+    if ((tune && !strcmp(tune, "0")) || getenv("OPENBLAS_CORETYPE") ||
+        strcmp(openblas_get_corename(), "Prescott") != 0)
         return;
     __builtin_cpu_init();
     const char *core = __builtin_cpu_supports("avx512f") ? "SkylakeX"

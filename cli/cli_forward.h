@@ -34,7 +34,9 @@ void cli_model_close(cli_model *m);
  * core is Prescott, OPENBLAS_CORETYPE is unset and the CPU has AVX-512F (or
  * AVX2), this sets OPENBLAS_CORETYPE=SkylakeX (Haswell) and re-executes
  * /proc/self/exe with the same arguments. Returns only when it did nothing
- * (or the re-exec failed); the result is then still correct, just slower. */
+ * (or the re-exec failed); the result is then still correct, just slower.
+ * An OPENBLAS_CORETYPE already set is always respected; KVZAP_BLAS_TUNE=0
+ * turns this off. */
 void cli_tune_openblas(void);
 /* Monotonic seconds. */
 double cli_now(void);
