@@ -1,0 +1,230 @@
+/* kvzip_score: KVzip+ log-importance of one layer's context tokens from a
+ * forward-pass tap (spec 1.2/1.3). Work is split over query heads: each head
+ * computes ||W_O^g v_i|| for the context keys with sgemm in row blocks, then
+ * for blocks of repeat queries the log-sum-exp of the full causal row (online,
+ * double accumulation) and the best log-score per context key. The heads of a
+ * KV group are max-reduced at the end. Everything is in the log domain, so
+ * tiny attention weights do not underflow. */
+#include "kvzip_score.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+
+#include "../ops/ops.h"
+
+enum { SCORE_QBLOCK = 64, SCORE_KBLOCK = 256, SCORE_VBLOCK = 64 };
+
+typedef struct score_job {
+    const kvz_layer_tap *tap;
+    size_t H, Hkv, dh, D;
+    size_t p0, p1, r0, r1;
+    float scale;
+    const double *log_xnorm; /* [|R|] ln ||x_j|| */
+    double *best;            /* [H, |P|] best log-score per query head */
+    int *status;             /* [H] per-head KVZ_OK / KVZ_ENOMEM */
+} score_job;
+
+/* lognorm[i-p0] = ln ||W_O^g v_i^h|| for i in P, via sgemm in row blocks. */
+static int wo_value_lognorms(const score_job *jb, size_t g, double *lognorm)
+{
+    size_t h = g / (jb->H / jb->Hkv), nP = jb->p1 - jb->p0;
+    float *buf = malloc(SCORE_VBLOCK * jb->D * sizeof *buf);
+    if (!buf)
+        return KVZ_ENOMEM;
+    size_t kv_stride = jb->Hkv * jb->dh;
+    for (size_t b = 0; b < nP; b += SCORE_VBLOCK) {
+        size_t nb = nP - b < SCORE_VBLOCK ? nP - b : SCORE_VBLOCK;
+        const float *v = jb->tap->v + (jb->p0 + b) * kv_stride + h * jb->dh;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)nb, (blasint)jb->D,
+                    (blasint)jb->dh, 1.0f, v, (blasint)kv_stride, jb->tap->w_o + g * jb->dh,
+                    (blasint)(jb->H * jb->dh), 0.0f, buf, (blasint)jb->D);
+        for (size_t r = 0; r < nb; r++) {
+            double ss = 0.0;
+            for (size_t c = 0; c < jb->D; c++)
+                ss += (double)buf[r * jb->D + c] * buf[r * jb->D + c];
+            lognorm[b + r] = 0.5 * log(ss);
+        }
+    }
+    free(buf);
+    return KVZ_OK;
+}
+
+/* s[nq, nk] = scale * q_j . k_i for queries [j0, j0+nq) of head g, keys [i0, i0+nk). */
+static void block_logits(const score_job *jb, size_t g, size_t j0, size_t nq, size_t i0,
+                         size_t nk, float *s)
+{
+    size_t h = g / (jb->H / jb->Hkv);
+    size_t q_stride = jb->H * jb->dh, kv_stride = jb->Hkv * jb->dh;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)nq, (blasint)nk,
+                (blasint)jb->dh, jb->scale, jb->tap->q + j0 * q_stride + g * jb->dh,
+                (blasint)q_stride, jb->tap->k + i0 * kv_stride + h * jb->dh,
+                (blasint)kv_stride, 0.0f, s, (blasint)nk);
+}
+
+/* lse[r] = log-sum-exp of query j0+r's causal row (keys 0..j0+r). */
+static void causal_lse(const score_job *jb, size_t g, size_t j0, size_t nq, float *s,
+                       double *lse)
+{
+    double m[SCORE_QBLOCK], l[SCORE_QBLOCK];
+    for (size_t r = 0; r < nq; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0.0;
+    }
+    size_t end = j0 + nq;
+    for (size_t i0 = 0; i0 < end; i0 += SCORE_KBLOCK) {
+        size_t nk = end - i0 < SCORE_KBLOCK ? end - i0 : SCORE_KBLOCK;
+        block_logits(jb, g, j0, nq, i0, nk, s);
+        for (size_t r = 0; r < nq; r++) {
+            size_t j = j0 + r;
+            if (j < i0)
+                continue;
+            size_t nvalid = j + 1 - i0 < nk ? j + 1 - i0 : nk;
+            const float *row = s + r * nk;
+            double bm = -INFINITY;
+            for (size_t c = 0; c < nvalid; c++)
+                bm = row[c] > bm ? row[c] : bm;
+            if (bm > m[r]) {
+                l[r] *= exp(m[r] - bm);
+                m[r] = bm;
+            }
+            for (size_t c = 0; c < nvalid; c++)
+                l[r] += exp(row[c] - m[r]);
+        }
+    }
+    for (size_t r = 0; r < nq; r++)
+        lse[r] = m[r] + log(l[r]);
+}
+
+/* best[i-p0] = max over queries of block [j0, j0+nq) of the log-score of key i. */
+static void context_best(const score_job *jb, size_t g, size_t j0, size_t nq, float *s,
+                         const double *lse, const double *lognorm, double *best)
+{
+    for (size_t i0 = jb->p0; i0 < jb->p1; i0 += SCORE_KBLOCK) {
+        size_t nk = jb->p1 - i0 < SCORE_KBLOCK ? jb->p1 - i0 : SCORE_KBLOCK;
+        block_logits(jb, g, j0, nq, i0, nk, s);
+        for (size_t r = 0; r < nq; r++) {
+            double shift = lse[r] + jb->log_xnorm[j0 + r - jb->r0];
+            for (size_t c = 0; c < nk; c++) {
+                double y = (double)s[r * nk + c] - shift + lognorm[i0 + c - jb->p0];
+                double *b = &best[i0 + c - jb->p0];
+                if (y > *b)
+                    *b = y;
+            }
+        }
+    }
+}
+
+static void score_head(void *ctx, size_t g)
+{
+    const score_job *jb = ctx;
+    size_t nP = jb->p1 - jb->p0;
+    double *lognorm = malloc(nP * sizeof *lognorm);
+    float *s = malloc((size_t)SCORE_QBLOCK * SCORE_KBLOCK * sizeof *s);
+    double *best = jb->best + g * nP;
+    int rc = lognorm && s ? wo_value_lognorms(jb, g, lognorm) : KVZ_ENOMEM;
+    for (size_t i = 0; i < nP; i++)
+        best[i] = -INFINITY;
+    for (size_t j0 = jb->r0; rc == KVZ_OK && j0 < jb->r1; j0 += SCORE_QBLOCK) {
+        size_t nq = jb->r1 - j0 < SCORE_QBLOCK ? jb->r1 - j0 : SCORE_QBLOCK;
+        double lse[SCORE_QBLOCK];
+        causal_lse(jb, g, j0, nq, s, lse);
+        context_best(jb, g, j0, nq, s, lse, lognorm, best);
+    }
+    jb->status[g] = rc;
+    free(lognorm);
+    free(s);
+}
+
+static int check_args(const kvz_layer_tap *tap, const kvz_model_config *cfg, size_t p0,
+                      size_t p1, size_t r0, size_t r1, const float *out, kvz_error *err)
+{
+    if (!tap || !cfg || !out || !tap->x || !tap->q || !tap->k || !tap->v || !tap->w_o)
+        return kvz_fail(err, KVZ_EINVAL, "kvzip score: NULL tap, config, tap array or output");
+    size_t L = tap->layer, T = tap->n_tokens;
+    if (cfg->n_heads == 0 || cfg->n_kv_heads == 0 || cfg->n_heads % cfg->n_kv_heads != 0 ||
+        cfg->head_dim == 0 || cfg->d_model == 0)
+        return kvz_fail(err, KVZ_EINVAL,
+                        "kvzip score: layer %zu: bad head config (%zu heads, %zu KV heads, "
+                        "head_dim %zu, d_model %zu)",
+                        L, cfg->n_heads, cfg->n_kv_heads, cfg->head_dim, cfg->d_model);
+    if (tap->pos0 != 0)
+        return kvz_fail(err, KVZ_EINVAL,
+                        "kvzip score: layer %zu: tap starts at position %zu; the score needs "
+                        "one full pass from position 0",
+                        L, tap->pos0);
+    if (p0 >= p1 || r0 >= r1)
+        return kvz_fail(err, KVZ_EINVAL,
+                        "kvzip score: layer %zu: empty range: context [%zu, %zu), repeat "
+                        "[%zu, %zu)",
+                        L, p0, p1, r0, r1);
+    if (p1 > r0)
+        return kvz_fail(err, KVZ_EINVAL,
+                        "kvzip score: layer %zu: context [%zu, %zu) must end at or before the "
+                        "repeat [%zu, %zu) starts",
+                        L, p0, p1, r0, r1);
+    if (r1 > T)
+        return kvz_fail(err, KVZ_EINVAL,
+                        "kvzip score: layer %zu: repeat [%zu, %zu) goes past the %zu tokens "
+                        "of the pass",
+                        L, r0, r1, T);
+    return KVZ_OK;
+}
+
+static void log_x_norms(const kvz_layer_tap *tap, size_t D, size_t r0, size_t r1, double *out)
+{
+    for (size_t j = r0; j < r1; j++) {
+        double ss = 0.0;
+        for (size_t c = 0; c < D; c++)
+            ss += (double)tap->x[j * D + c] * tap->x[j * D + c];
+        out[j - r0] = 0.5 * log(ss);
+    }
+}
+
+/* out[i, h] = max over the group's query heads of best[g, i]. */
+static void reduce_groups(const score_job *jb, float *out)
+{
+    size_t nP = jb->p1 - jb->p0, G = jb->H / jb->Hkv;
+    for (size_t i = 0; i < nP; i++)
+        for (size_t h = 0; h < jb->Hkv; h++) {
+            double b = -INFINITY;
+            for (size_t g = h * G; g < (h + 1) * G; g++)
+                b = jb->best[g * nP + i] > b ? jb->best[g * nP + i] : b;
+            out[i * jb->Hkv + h] = (float)b;
+        }
+}
+
+int kvz_kvzip_score_layer(const kvz_layer_tap *tap, const kvz_model_config *cfg, size_t p0,
+                          size_t p1, size_t r0, size_t r1, float *out_logscores,
+                          kvz_error *err)
+{
+    int rc = check_args(tap, cfg, p0, p1, r0, r1, out_logscores, err);
+    if (rc != KVZ_OK)
+        return rc;
+    score_job jb = {tap,  cfg->n_heads, cfg->n_kv_heads, cfg->head_dim, cfg->d_model,
+                    p0,   p1,           r0,              r1,            0.0f,
+                    NULL, NULL,         NULL};
+    jb.scale = (float)(1.0 / sqrt((double)jb.dh));
+    double *log_xnorm = malloc((r1 - r0) * sizeof *log_xnorm);
+    double *best = malloc(jb.H * (p1 - p0) * sizeof *best);
+    int *status = calloc(jb.H, sizeof *status);
+    if (!log_xnorm || !best || !status) {
+        rc = kvz_fail(err, KVZ_ENOMEM, "kvzip score: layer %zu: out of memory", tap->layer);
+    } else {
+        log_x_norms(tap, jb.D, r0, r1, log_xnorm);
+        jb.log_xnorm = log_xnorm;
+        jb.best = best;
+        jb.status = status;
+        kvz_parallel_for(jb.H, score_head, &jb);
+        for (size_t g = 0; g < jb.H && rc == KVZ_OK; g++)
+            if (status[g] != KVZ_OK)
+                rc = kvz_fail(err, status[g], "kvzip score: layer %zu: out of memory",
+                              tap->layer);
+        if (rc == KVZ_OK)
+            reduce_groups(&jb, out_logscores);
+    }
+    free(log_xnorm);
+    free(best);
+    free(status);
+    return rc;
+}
