@@ -88,8 +88,11 @@ static void causal_lse(const score_job *jb, size_t g, size_t j0, size_t nq, floa
                 l[r] *= exp(m[r] - bm);
                 m[r] = bm;
             }
+            float mf = (float)m[r];
+            double sum = 0.0;
             for (size_t c = 0; c < nvalid; c++)
-                l[r] += exp(row[c] - m[r]);
+                sum += expf(row[c] - mf);
+            l[r] += sum;
         }
     }
     for (size_t r = 0; r < nq; r++)
