@@ -1,15 +1,16 @@
 /* kvzip_score: KVzip+ log-importance of one layer's context tokens from a
- * forward-pass tap (spec 1.2/1.3). Work is split over query heads: each head
- * computes ||W_O^g v_i|| for the context keys with sgemm in row blocks, then
- * for blocks of repeat queries the log-sum-exp of the full causal row (online,
- * double accumulation) and the best log-score per context key. The heads of a
- * KV group are max-reduced at the end. Everything is in the log domain, so
- * tiny attention weights do not underflow. */
+ * forward-pass tap (spec 1.2/1.3). Phase 1, per query head: ||W_O^g v_i|| for
+ * the context keys with sgemm in row blocks. Phase 2, per (query head, chunk
+ * of repeat queries): for blocks of queries, the log-sum-exp of the full
+ * causal row (online, double sums), then the best log-score per context key.
+ * Heads of a KV group and chunks are max-reduced at the end. Everything is in
+ * the log domain, so tiny attention weights do not underflow. */
 #include "kvzip_score.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "../ops/ops.h"
 
@@ -20,9 +21,11 @@ typedef struct score_job {
     size_t H, Hkv, dh, D;
     size_t p0, p1, r0, r1;
     float scale;
-    const double *log_xnorm; /* [|R|] ln ||x_j|| */
-    double *best;            /* [H, |P|] best log-score per query head */
-    int *status;             /* [H] per-head KVZ_OK / KVZ_ENOMEM */
+    size_t n_chunks, chunk_len; /* repeat queries split per head for the threads */
+    const double *log_xnorm;    /* [|R|] ln ||x_j|| */
+    double *lognorm;            /* [H, |P|] ln ||W_O^g v_i^h|| */
+    double *best;               /* [H * n_chunks, |P|] best log-score per (head, chunk) */
+    int *status;                /* [H * n_chunks] per-item KVZ_OK / KVZ_ENOMEM */
 } score_job;
 
 /* lognorm[i-p0] = ln ||W_O^g v_i^h|| for i in P, via sgemm in row blocks. */
@@ -118,25 +121,52 @@ static void context_best(const score_job *jb, size_t g, size_t j0, size_t nq, fl
     }
 }
 
-static void score_head(void *ctx, size_t g)
+static void lognorm_head(void *ctx, size_t g)
 {
     const score_job *jb = ctx;
-    size_t nP = jb->p1 - jb->p0;
-    double *lognorm = malloc(nP * sizeof *lognorm);
-    float *s = malloc((size_t)SCORE_QBLOCK * SCORE_KBLOCK * sizeof *s);
-    double *best = jb->best + g * nP;
-    int rc = lognorm && s ? wo_value_lognorms(jb, g, lognorm) : KVZ_ENOMEM;
+    jb->status[g] = wo_value_lognorms(jb, g, jb->lognorm + g * (jb->p1 - jb->p0));
+}
+
+/* Item = (query head g, chunk of repeat queries). */
+static void score_chunk(void *ctx, size_t item)
+{
+    const score_job *jb = ctx;
+    size_t nP = jb->p1 - jb->p0, g = item / jb->n_chunks;
+    size_t j_begin = jb->r0 + (item % jb->n_chunks) * jb->chunk_len;
+    size_t j_end = jb->r1 - j_begin < jb->chunk_len ? jb->r1 : j_begin + jb->chunk_len;
+    double *best = jb->best + item * nP;
     for (size_t i = 0; i < nP; i++)
         best[i] = -INFINITY;
-    for (size_t j0 = jb->r0; rc == KVZ_OK && j0 < jb->r1; j0 += SCORE_QBLOCK) {
-        size_t nq = jb->r1 - j0 < SCORE_QBLOCK ? jb->r1 - j0 : SCORE_QBLOCK;
+    float *s = malloc((size_t)SCORE_QBLOCK * SCORE_KBLOCK * sizeof *s);
+    jb->status[item] = s ? KVZ_OK : KVZ_ENOMEM;
+    for (size_t j0 = j_begin; s && j0 < j_end; j0 += SCORE_QBLOCK) {
+        size_t nq = j_end - j0 < SCORE_QBLOCK ? j_end - j0 : SCORE_QBLOCK;
         double lse[SCORE_QBLOCK];
         causal_lse(jb, g, j0, nq, s, lse);
-        context_best(jb, g, j0, nq, s, lse, lognorm, best);
+        context_best(jb, g, j0, nq, s, lse, jb->lognorm + g * nP, best);
     }
-    jb->status[g] = rc;
-    free(lognorm);
     free(s);
+}
+
+/* Enough (head, query-chunk) items to keep about twice the threads busy;
+ * chunks are whole query blocks. */
+static void plan_chunks(score_job *jb)
+{
+    size_t n_qblocks = (jb->r1 - jb->r0 + SCORE_QBLOCK - 1) / SCORE_QBLOCK;
+    size_t threads = (size_t)(kvz_ops_threads() > 0 ? kvz_ops_threads() : 1);
+    size_t want = (2 * threads + jb->H - 1) / jb->H;
+    size_t n = want < n_qblocks ? want : n_qblocks;
+    n = n ? n : 1;
+    jb->chunk_len = (n_qblocks + n - 1) / n * SCORE_QBLOCK;
+    jb->n_chunks = (jb->r1 - jb->r0 + jb->chunk_len - 1) / jb->chunk_len;
+}
+
+static int first_failure(const int *status, size_t n)
+{
+    for (size_t e = 0; e < n; e++)
+        if (status[e] != KVZ_OK)
+            return status[e];
+    return KVZ_OK;
 }
 
 static int check_args(const kvz_layer_tap *tap, const kvz_model_config *cfg, size_t p0,
@@ -184,17 +214,32 @@ static void log_x_norms(const kvz_layer_tap *tap, size_t D, size_t r0, size_t r1
     }
 }
 
-/* out[i, h] = max over the group's query heads of best[g, i]. */
+/* out[i, h] = max over the group's query heads and their chunks of best. */
 static void reduce_groups(const score_job *jb, float *out)
 {
-    size_t nP = jb->p1 - jb->p0, G = jb->H / jb->Hkv;
+    size_t nP = jb->p1 - jb->p0, G = jb->H / jb->Hkv, per_h = G * jb->n_chunks;
     for (size_t i = 0; i < nP; i++)
         for (size_t h = 0; h < jb->Hkv; h++) {
             double b = -INFINITY;
-            for (size_t g = h * G; g < (h + 1) * G; g++)
-                b = jb->best[g * nP + i] > b ? jb->best[g * nP + i] : b;
+            for (size_t item = h * per_h; item < (h + 1) * per_h; item++)
+                b = jb->best[item * nP + i] > b ? jb->best[item * nP + i] : b;
             out[i * jb->Hkv + h] = (float)b;
         }
+}
+
+/* Runs the two parallel phases once the job's buffers exist. */
+static int run_job(score_job *jb, kvz_error *err)
+{
+    size_t n_items = jb->H * jb->n_chunks;
+    kvz_parallel_for(jb->H, lognorm_head, jb);
+    int rc = first_failure(jb->status, jb->H);
+    if (rc == KVZ_OK) {
+        kvz_parallel_for(n_items, score_chunk, jb);
+        rc = first_failure(jb->status, n_items);
+    }
+    if (rc != KVZ_OK)
+        return kvz_fail(err, rc, "kvzip score: layer %zu: out of memory", jb->tap->layer);
+    return KVZ_OK;
 }
 
 int kvz_kvzip_score_layer(const kvz_layer_tap *tap, const kvz_model_config *cfg, size_t p0,
@@ -204,29 +249,29 @@ int kvz_kvzip_score_layer(const kvz_layer_tap *tap, const kvz_model_config *cfg,
     int rc = check_args(tap, cfg, p0, p1, r0, r1, out_logscores, err);
     if (rc != KVZ_OK)
         return rc;
-    score_job jb = {tap,  cfg->n_heads, cfg->n_kv_heads, cfg->head_dim, cfg->d_model,
-                    p0,   p1,           r0,              r1,            0.0f,
-                    NULL, NULL,         NULL};
+    score_job jb;
+    memset(&jb, 0, sizeof jb);
+    jb.tap = tap;
+    jb.H = cfg->n_heads, jb.Hkv = cfg->n_kv_heads, jb.dh = cfg->head_dim, jb.D = cfg->d_model;
+    jb.p0 = p0, jb.p1 = p1, jb.r0 = r0, jb.r1 = r1;
     jb.scale = (float)(1.0 / sqrt((double)jb.dh));
+    plan_chunks(&jb);
+    size_t nP = p1 - p0, n_items = jb.H * jb.n_chunks;
     double *log_xnorm = malloc((r1 - r0) * sizeof *log_xnorm);
-    double *best = malloc(jb.H * (p1 - p0) * sizeof *best);
-    int *status = calloc(jb.H, sizeof *status);
-    if (!log_xnorm || !best || !status) {
+    double *lognorm = malloc(jb.H * nP * sizeof *lognorm);
+    double *best = malloc(n_items * nP * sizeof *best);
+    int *status = calloc(n_items, sizeof *status);
+    if (!log_xnorm || !lognorm || !best || !status) {
         rc = kvz_fail(err, KVZ_ENOMEM, "kvzip score: layer %zu: out of memory", tap->layer);
     } else {
         log_x_norms(tap, jb.D, r0, r1, log_xnorm);
-        jb.log_xnorm = log_xnorm;
-        jb.best = best;
-        jb.status = status;
-        kvz_parallel_for(jb.H, score_head, &jb);
-        for (size_t g = 0; g < jb.H && rc == KVZ_OK; g++)
-            if (status[g] != KVZ_OK)
-                rc = kvz_fail(err, status[g], "kvzip score: layer %zu: out of memory",
-                              tap->layer);
+        jb.log_xnorm = log_xnorm, jb.lognorm = lognorm, jb.best = best, jb.status = status;
+        rc = run_job(&jb, err);
         if (rc == KVZ_OK)
             reduce_groups(&jb, out_logscores);
     }
     free(log_xnorm);
+    free(lognorm);
     free(best);
     free(status);
     return rc;

@@ -1,7 +1,8 @@
 /* test_kvzip_score: kvzip_oracle/kvzip_score against a plain double-precision
  * reference of spec 1.3 (full softmax rows, explicit W_O^g v_i products) on
  * random taps with awkward sizes and on every layer of the tiny Qwen3
- * checkpoint through kvz_forward_run's tap; plus the argument errors.
+ * checkpoint through kvz_forward_run's tap; plus the argument errors. The
+ * random taps run with 1 and 16 threads (one or several query chunks per head).
  * Tolerance on the log-scores: |got - ref| <= 1e-5 + 1e-5 * |ref|. */
 #include <math.h>
 #include <stdint.h>
@@ -11,6 +12,7 @@
 
 #include "../kvzip_oracle/kvzip_score.h"
 #include "../model/forward.h"
+#include "../ops/ops.h"
 #include "kvz_test.h"
 
 #define ATOL 1e-5
@@ -232,6 +234,9 @@ static void test_errors(void)
 
 int main(void)
 {
+    kvz_ops_set_threads(1); /* one chunk per head */
+    test_random();
+    kvz_ops_set_threads(16); /* several query chunks per head */
     test_random();
     test_tiny_checkpoint();
     test_errors();
