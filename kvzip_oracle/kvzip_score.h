@@ -17,8 +17,9 @@
  * n_heads, n_kv_heads, head_dim and d_model. Context P = [p0, p1), repeat
  * R = [r0, r1), with p0 < p1 <= r0 < r1 <= T. out_logscores: [(p1-p0), Hkv]
  * row-major (row = context position). A zero ||W_O^g v_i|| for every g gives
- * -inf; a zero x_j (j in R) gives +inf. Errors: KVZ_EINVAL (bad ranges, pos0 != 0, NULL pointers, bad head
- * counts), KVZ_ENOMEM. Threads: the ops' pool (kvz_parallel_for). */
+ * -inf; a zero x_j (j in R) gives +inf. Errors: KVZ_EINVAL (bad ranges,
+ * pos0 != 0, NULL pointers, bad head counts), KVZ_ENOMEM. Threads: the ops'
+ * pool (kvz_parallel_for). */
 int kvz_kvzip_score_layer(const kvz_layer_tap *tap, const kvz_model_config *cfg, size_t p0,
                           size_t p1, size_t r0, size_t r1, float *out_logscores,
                           kvz_error *err);
