@@ -108,6 +108,17 @@ int kvz_test_equal_i32(const char *what, const int32_t *got, size_t n_got, const
     return 0;
 }
 
+uint64_t kvz_test_checksum_f32(const float *v, size_t n)
+{
+    uint64_t sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, &v[i], sizeof bits);
+        sum += (uint64_t)bits * (2 * (uint64_t)i + 1);
+    }
+    return sum;
+}
+
 const char *kvz_test_fixture(const char *rel)
 {
     static char buf[4096];

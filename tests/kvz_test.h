@@ -28,6 +28,10 @@ int kvz_test_nmse(const char *what, const float *got, const float *ref, size_t n
 int kvz_test_equal_i32(const char *what, const int32_t *got, size_t n_got, const int32_t *ref,
                        size_t n_ref);
 
+/* sum(bits[i] * (2i+1)) mod 2^64 over the float32 bit patterns: an exact,
+ * order-sensitive fingerprint the reference scripts compute the same way. */
+uint64_t kvz_test_checksum_f32(const float *v, size_t n);
+
 /* $KVZ_FIXTURES/rel (static buffer, valid until the next call). */
 const char *kvz_test_fixture(const char *rel);
 /* A fresh temporary directory (removed by kvz_test_done). */

@@ -13,17 +13,6 @@
 #include "kvz_test.h"
 #include "model/checkpoint.h"
 
-static uint64_t checksum_f32(const float *v, size_t n)
-{
-    uint64_t sum = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t bits;
-        memcpy(&bits, &v[i], sizeof bits);
-        sum += (uint64_t)bits * (2 * (uint64_t)i + 1);
-    }
-    return sum;
-}
-
 static const char *tiny(const char *rel)
 {
     static char path[600];
@@ -49,7 +38,7 @@ static void check_tensor(const kvz_checkpoint *ck, const char *what, const char 
     rc = kvz_checkpoint_read_f32(ck, tname, buf, d.numel, &err);
     KVZ_CHECK_OK(rc, err);
     uint64_t want = strtoull(json_string_value(json_object_get(tr, "checksum")), NULL, 10);
-    KVZ_CHECK(!rc && checksum_f32(buf, d.numel) == want, "%s: %s bit-exact (%s)", what, tname,
+    KVZ_CHECK(!rc && kvz_test_checksum_f32(buf, d.numel) == want, "%s: %s bit-exact (%s)", what, tname,
               d.type_name);
     const json_t *first = json_object_get(tr, "first_bits");
     for (size_t i = 0; !rc && i < json_array_size(first) && i < d.numel; i++) {

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "kvz_test.h"
+#include "ops/ops.h"
 #include "test_forward_parity_fixture.h"
 
 /* Runs `$KVZAP logits MODEL --ids ... --all --out PATH`; 0 on exit status 0. */
@@ -50,11 +51,7 @@ static void check_prompt(const fwd_fixture *fx, const char *model, const char *n
     }
     size_t bad = 0;
     for (size_t t = 0; t < ids.numel; t++) {
-        const float *row = logits + t * vocab;
-        size_t best = 0;
-        for (size_t v = 1; v < vocab; v++)
-            if (row[v] > row[best])
-                best = v;
+        size_t best = kvz_argmax(logits + t * vocab, vocab);
         if ((int32_t)best != ((const int32_t *)argmax.data)[t] && bad++ < 5)
             fprintf(stderr, "%s: position %zu argmax %zu, transformers %d\n", name, t, best,
                     ((const int32_t *)argmax.data)[t]);

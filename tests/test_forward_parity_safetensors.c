@@ -11,6 +11,7 @@
 
 #include "../model/forward.h"
 #include "kvz_test.h"
+#include "ops/ops.h"
 #include "test_forward_parity_fixture.h"
 
 #define TOL 1e-6
@@ -128,15 +129,6 @@ static float *logits_all(const char *path, const int32_t *ids, size_t n, size_t 
     return logits;
 }
 
-static int32_t argmax_row(const float *row, size_t V)
-{
-    size_t best = 0;
-    for (size_t j = 1; j < V; j++)
-        if (row[j] > row[best])
-            best = j;
-    return (int32_t)best;
-}
-
 static void compare(const float *a, const float *b, size_t T, size_t V)
 {
     double worst = 0.0;
@@ -144,7 +136,7 @@ static void compare(const float *a, const float *b, size_t T, size_t V)
         char what[96];
         snprintf(what, sizeof what, "GGUF vs dequantized safetensors logits at position %zu", t);
         fwd_check_rel(what, b + t * V, a + t * V, V, TOL, &worst);
-        KVZ_CHECK(argmax_row(a + t * V, V) == argmax_row(b + t * V, V), "position %zu: argmax differs", t);
+        KVZ_CHECK(kvz_argmax(a + t * V, V) == kvz_argmax(b + t * V, V), "position %zu: argmax differs", t);
     }
     printf("GGUF vs safetensors: worst ||delta||/||ref|| over %zu positions: %.3g\n", T, worst);
 }

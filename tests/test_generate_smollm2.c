@@ -14,18 +14,10 @@
 #include "../model/forward.h"
 #include "../model/tokenizer.h"
 #include "kvz_test.h"
+#include "ops/ops.h"
 #include "test_forward_parity_fixture.h"
 
 #define MIN_MATCH 32
-
-static int32_t argmax_row(const float *row, size_t V)
-{
-    size_t best = 0;
-    for (size_t j = 1; j < V; j++)
-        if (row[j] > row[best])
-            best = j;
-    return (int32_t)best;
-}
 
 /* Greedy: prefill prompt, then feed each chosen token; fills got[n_new]. */
 static int greedy(kvz_forward *f, const int32_t *prompt, size_t n_prompt, int32_t *got, size_t n_new)
@@ -37,7 +29,7 @@ static int greedy(kvz_forward *f, const int32_t *prompt, size_t n_prompt, int32_
     int rc = kvz_forward_run(f, prompt, n_prompt, NULL, NULL, KVZ_LOGITS_LAST, logits, &err);
     KVZ_CHECK_OK(rc, err);
     for (size_t i = 0; i < n_new && rc == KVZ_OK; i++) {
-        got[i] = argmax_row(logits, V);
+        got[i] = (int32_t)kvz_argmax(logits, V);
         if (i + 1 < n_new) {
             rc = kvz_forward_run(f, &got[i], 1, NULL, NULL, KVZ_LOGITS_LAST, logits, &err);
             KVZ_CHECK_OK(rc, err);

@@ -11,18 +11,6 @@
 #include "kvz_test.h"
 #include "model/safetensors.h"
 
-/* sum(bits[i] * (2i+1)) mod 2^64, as the reference script computes it. */
-static uint64_t checksum_f32(const float *v, size_t n)
-{
-    uint64_t sum = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t bits;
-        memcpy(&bits, &v[i], sizeof bits);
-        sum += (uint64_t)bits * (2 * (uint64_t)i + 1);
-    }
-    return sum;
-}
-
 static void check_against_reference(const char *name, const json_t *ref)
 {
     kvz_safetensors *st = NULL;
@@ -53,7 +41,7 @@ static void check_against_reference(const char *name, const json_t *ref)
         rc = kvz_safetensors_to_f32(st, t, buf, t->numel, &err);
         KVZ_CHECK_OK(rc, err);
         uint64_t want = strtoull(json_string_value(json_object_get(tr, "checksum")), NULL, 10);
-        KVZ_CHECK(!rc && checksum_f32(buf, t->numel) == want, "%s: %s exact fp32 bits", name, tname);
+        KVZ_CHECK(!rc && kvz_test_checksum_f32(buf, t->numel) == want, "%s: %s exact fp32 bits", name, tname);
         free(buf);
     }
     KVZ_CHECK(kvz_safetensors_metadata(st, "format") &&
