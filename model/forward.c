@@ -171,3 +171,8 @@ void kvz_forward_free(kvz_forward *f)
 const kvz_model_config *kvz_forward_config(const kvz_forward *f) { return &f->cfg; }
 void kvz_forward_reset(kvz_forward *f) { f->n_cached = 0; }
 size_t kvz_forward_n_cached(const kvz_forward *f) { return f->n_cached; }
+
+void kvz_forward_truncate(kvz_forward *f, size_t n_tokens)
+{
+    if (n_tokens < f->n_cached) f->n_cached = n_tokens;
+}

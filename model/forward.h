@@ -53,6 +53,9 @@ const kvz_model_config *kvz_forward_config(const kvz_forward *f);
 
 /* Forgets the KV cache (next call starts at position 0). */
 void kvz_forward_reset(kvz_forward *f);
+/* Keeps only the first n_tokens cached positions (no-op when n_tokens >=
+ * the cache length): e.g. drop a scored repeat prompt, keep the context. */
+void kvz_forward_truncate(kvz_forward *f, size_t n_tokens);
 /* Tokens in the KV cache. */
 size_t kvz_forward_n_cached(const kvz_forward *f);
 
