@@ -469,3 +469,40 @@ int kvz_model_config_from_gguf(const kvz_gguf *g, kvz_model_config *cfg, kvz_err
     gguf_flags(g, cfg);
     return kvz_model_config_validate(cfg, kvz_gguf_path(g), err);
 }
+
+/* ---------- JSON summary ---------- */
+
+static json_t *config_to_json_object(const kvz_model_config *c)
+{
+    json_t *eos = json_array();
+    for (size_t i = 0; i < c->n_eos; i++)
+        json_array_append_new(eos, json_integer(c->eos_token_ids[i]));
+    json_t *rs = json_null();
+    if (c->rope_scaling.type == KVZ_ROPE_SCALING_LLAMA3)
+        rs = json_pack("{s:s, s:f, s:f, s:f, s:I}", "type", "llama3", "factor",
+                       c->rope_scaling.factor, "low_freq_factor", c->rope_scaling.low_freq_factor,
+                       "high_freq_factor", c->rope_scaling.high_freq_factor,
+                       "original_max_position_embeddings",
+                       (json_int_t)c->rope_scaling.original_max_position_embeddings);
+    return json_pack(
+        "{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:o, s:b, s:b, s:b, s:b, "
+        "s:b, s:I, s:s, s:I, s:o}",
+        "architecture", kvz_arch_name(c->arch), "architecture_class", c->architecture, "layers",
+        (json_int_t)c->n_layers, "hidden_size", (json_int_t)c->d_model, "heads",
+        (json_int_t)c->n_heads, "kv_heads", (json_int_t)c->n_kv_heads, "head_dim",
+        (json_int_t)c->head_dim, "ffn_size", (json_int_t)c->d_ff, "vocab_size",
+        (json_int_t)c->vocab_size, "context_length", (json_int_t)c->max_position_embeddings,
+        "rope_theta", c->rope_theta, "rms_norm_eps", c->rms_norm_eps, "rope_scaling", rs,
+        "tie_word_embeddings", c->tie_word_embeddings, "qkv_bias", c->qkv_bias, "o_bias",
+        c->o_bias, "mlp_bias", c->mlp_bias, "qk_norm", c->qk_norm, "sliding_window",
+        (json_int_t)c->sliding_window, "dtype", c->dtype, "bos_token_id",
+        (json_int_t)c->bos_token_id, "eos_token_ids", eos);
+}
+
+char *kvz_model_config_to_json(const kvz_model_config *c)
+{
+    json_t *j = config_to_json_object(c);
+    char *text = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(j);
+    return text;
+}

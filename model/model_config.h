@@ -61,6 +61,11 @@ typedef struct kvz_model_config {
     long eos_token_ids[KVZ_MAX_EOS_IDS];
 } kvz_model_config;
 
+/* The config as one compact JSON object (architecture, layers, hidden_size,
+ * heads, kv_heads, head_dim, ffn_size, vocab_size, context_length, rope and
+ * norm parameters, biases, dtype, bos/eos ids); malloc'ed, NULL on OOM. */
+char *kvz_model_config_to_json(const kvz_model_config *c);
+
 /* "llama", "mistral", "qwen2", "qwen3". */
 const char *kvz_arch_name(kvz_arch arch);
 
