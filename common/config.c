@@ -52,8 +52,9 @@ static const kvz_config_field CONFIG_FIELDS[] = {
     ENUM("model.device", model.device, "auto", DEVICES,
          "where to compute: auto (CUDA when available), cpu, cuda"),
 
-    PATH("oracle.corpus", oracle.corpus, "input corpus: JSONL file (one document per line)"),
-    PATH("oracle.output", oracle.output, "output oracle dataset path"),
+    PATH("oracle.corpus", oracle.corpus,
+         "input corpus: a JSONL file (one document per line), a text file, or a directory of them"),
+    PATH("oracle.output", oracle.output, "output HDF5 dataset (\".h5\" is appended when missing)"),
     STR_SET("oracle.text_field", oracle.text_field, "text", "JSON field holding the document text"),
     STR("oracle.subset_field", oracle.subset_field, NULL,
         "JSON field naming the document's subset (quotas are per subset); unset = one subset"),
@@ -79,6 +80,8 @@ static const kvz_config_field CONFIG_FIELDS[] = {
          "store the hidden states (needed to train surrogates)"),
     BOOL("oracle.ridge_stats", oracle.ridge_stats, "true",
          "accumulate per-layer ridge sufficient statistics while writing"),
+    NUM("oracle.docs_per_shard", KVZ_CFG_SIZE, oracle.docs_per_shard, "16", POSITIVE, 0, 0,
+        "documents per crash-safe shard (a crash loses at most one shard's work)"),
 
     PATH("train.dataset", train.dataset, "oracle dataset to train on"),
     PATH("train.output", train.output, "where the trained surrogates are written"),

@@ -59,6 +59,7 @@ typedef struct kvz_run_config {
         int scoring;      /* KVZ_SCORING_* */
         size_t chunk_size;
         int store_hidden, ridge_stats;
+        size_t docs_per_shard;
     } oracle;
     struct {
         char *dataset, *output;

@@ -81,7 +81,8 @@ typedef struct kvz_oracle_doc_samples {
     size_t n;
     const int32_t *token_id;  /* [n] */
     const int32_t *position;  /* [n] ascending */
-    const float *hidden;      /* [L, n, D]; NULL when !store_hidden */
+    const float *hidden;      /* [L, n, D]; needed when store_hidden or ridge_stats
+                                 (only stored when store_hidden); else may be NULL */
     const float *log_scores;  /* [L, n, Hkv] */
 } kvz_oracle_doc_samples;
 

@@ -1,0 +1,372 @@
+/* oracle: the harvest loop behind `kvzap oracle` (see oracle.h). Reads top
+ * to bottom: open the model, tokenizer and chat template; select the corpus;
+ * open (or resume) the crash-safe store; then per document: read its text,
+ * build the prompt, sample positions, score, append; finally merge. */
+#include "oracle.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "../data/corpus.h"
+#include "../model/chat_template.h"
+#include "../model/checkpoint.h"
+#include "../model/forward.h"
+#include "../model/tokenizer.h"
+#include "kvzip_chunked.h"
+#include "oracle_doc.h"
+#include "oracle_store.h"
+
+typedef struct harvest {
+    const kvz_run_config *cfg;
+    const kvz_oracle_options *opt;
+    char *output;             /* final .h5 path */
+    kvz_checkpoint *ck;
+    kvz_forward *fwd;
+    kvz_tokenizer *tok;
+    kvz_chat_template *tpl;
+    const kvz_model_config *mc;
+    char *config_json;
+    kvz_corpus *corpus;
+    kvz_oracle_run *run;
+    /* one document's samples, sized for n_tokens */
+    size_t *positions;        /* [n_tokens] */
+    int32_t *token_id;        /* [n_tokens] */
+    int32_t *position32;      /* [n_tokens] */
+    float *hidden;            /* [L, n_tokens, D] */
+    float *scores;            /* [L, n_tokens, Hkv] */
+    kvz_oracle_progress prog;
+    double t0;
+} harvest;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void report(harvest *h, kvz_oracle_phase phase)
+{
+    h->prog.phase = phase;
+    h->prog.elapsed_s = now_s() - h->t0;
+    if (h->opt->progress)
+        h->opt->progress(&h->prog, h->opt->user);
+}
+
+/* ---------- setup ---------- */
+
+/* "<output>" or "<output>.h5" when it has no .h5/.hdf5/.hdf extension. */
+static char *final_output_path(const char *output)
+{
+    size_t n = strlen(output);
+    const char *exts[] = {".h5", ".hdf5", ".hdf"};
+    for (size_t i = 0; i < 3; i++) {
+        size_t e = strlen(exts[i]);
+        if (n > e && strcmp(output + n - e, exts[i]) == 0)
+            return strdup(output);
+    }
+    char *p = malloc(n + 4);
+    if (p)
+        memcpy(p, output, n), memcpy(p + n, ".h5", 4);
+    return p;
+}
+
+/* mkdir -p of the directory holding path. */
+static int make_parent_dirs(const char *path, kvz_error *err)
+{
+    char *dir = strdup(path);
+    if (!dir)
+        return kvz_fail(err, KVZ_ENOMEM, "out of memory");
+    char *slash = strrchr(dir, '/');
+    int rc = KVZ_OK;
+    if (slash && slash != dir) {
+        *slash = '\0';
+        for (char *p = dir + 1; rc == KVZ_OK && p; p = strchr(p + 1, '/')) {
+            char saved = *p;
+            if (saved == '/')
+                *p = '\0';
+            if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+                rc = kvz_fail(err, KVZ_EIO, "%s: cannot create directory '%s': %s", path, dir,
+                              strerror(errno));
+            if (saved == '/')
+                *p = '/';
+            else
+                break;
+        }
+    }
+    free(dir);
+    return rc;
+}
+
+static int open_model(harvest *h, kvz_error *err)
+{
+    const kvz_run_config *cfg = h->cfg;
+    if (cfg->model.device == KVZ_DEVICE_CUDA)
+        return kvz_fail(err, KVZ_EUNSUPPORTED,
+                        "model.device: cuda: the CUDA oracle is not available in this build; "
+                        "use device: cpu (or auto)");
+    int rc = kvz_checkpoint_open(cfg->model.path, &h->ck, err);
+    if (rc)
+        return rc;
+    h->mc = kvz_checkpoint_config(h->ck);
+    const char *tok_path = cfg->model.tokenizer ? cfg->model.tokenizer : cfg->model.path;
+    const char *family = cfg->model.chat_template;
+    if (family && strcmp(family, "auto") == 0)
+        family = NULL;
+    kvz_forward_options fo = {(int)cfg->model.threads, 0, 0};
+    rc = kvz_tokenizer_load(tok_path, &h->tok, err);
+    rc = rc ? rc : kvz_chat_template_load(cfg->model.path, family, &h->tpl, err);
+    rc = rc ? rc : kvz_forward_create(h->ck, &fo, &h->fwd, err);
+    if (rc == KVZ_OK && !(h->config_json = kvz_model_config_to_json(h->mc)))
+        rc = kvz_fail(err, KVZ_ENOMEM, "out of memory");
+    return rc;
+}
+
+static int select_corpus(harvest *h, kvz_error *err)
+{
+    const kvz_run_config *cfg = h->cfg;
+    kvz_corpus_options co = {cfg->oracle.corpus,
+                             cfg->oracle.text_field,
+                             cfg->oracle.subset_field,
+                             cfg->oracle.min_doc_tokens,
+                             cfg->oracle.max_doc_tokens,
+                             cfg->oracle.train_docs_per_subset,
+                             cfg->oracle.test_docs_per_subset,
+                             (uint64_t)cfg->oracle.seed};
+    report(h, KVZ_ORACLE_SELECTING);
+    int rc = kvz_corpus_select(&co, h->tok, &h->corpus, err);
+    if (rc == KVZ_OK)
+        h->prog.docs_total = kvz_corpus_count(h->corpus);
+    return rc;
+}
+
+static void fill_meta(const harvest *h, kvz_oracle_meta *m)
+{
+    const kvz_run_config *cfg = h->cfg;
+    memset(m, 0, sizeof *m);
+    m->model_path = cfg->model.path;
+    m->model_architecture = h->mc->architecture;
+    m->model_config_json = h->config_json;
+    m->tokenizer = kvz_tokenizer_describe(h->tok);
+    m->chat_template = kvz_chat_family_name(kvz_chat_template_family(h->tpl));
+    m->corpus = cfg->oracle.corpus;
+    m->text_field = cfg->oracle.text_field;
+    m->subset_field = cfg->oracle.subset_field;
+    m->scoring = cfg->oracle.scoring;
+    m->chunk_size = cfg->oracle.chunk_size;
+    m->n_tokens = cfg->oracle.n_tokens;
+    m->min_doc_tokens = cfg->oracle.min_doc_tokens;
+    m->max_doc_tokens = cfg->oracle.max_doc_tokens;
+    m->train_docs_per_subset = cfg->oracle.train_docs_per_subset;
+    m->test_docs_per_subset = cfg->oracle.test_docs_per_subset;
+    m->seed = cfg->oracle.seed;
+    m->hidden_dtype = cfg->oracle.hidden_dtype;
+    m->store_hidden = cfg->oracle.store_hidden;
+    m->ridge_stats = cfg->oracle.ridge_stats;
+    m->n_layers = h->mc->n_layers;
+    m->d_model = h->mc->d_model;
+    m->n_kv_heads = h->mc->n_kv_heads;
+    m->n_documents_planned = kvz_corpus_count(h->corpus);
+}
+
+static int alloc_buffers(harvest *h, kvz_error *err)
+{
+    size_t n = h->cfg->oracle.n_tokens, L = h->mc->n_layers;
+    size_t D = h->mc->d_model, Hkv = h->mc->n_kv_heads;
+    h->positions = malloc(n * sizeof *h->positions);
+    h->token_id = malloc(n * sizeof *h->token_id);
+    h->position32 = malloc(n * sizeof *h->position32);
+    h->hidden = malloc(L * n * D * sizeof *h->hidden);
+    h->scores = malloc(L * n * Hkv * sizeof *h->scores);
+    if (!h->positions || !h->token_id || !h->position32 || !h->hidden || !h->scores)
+        return kvz_fail(err, KVZ_ENOMEM, "out of memory (%zu samples x %zu layers x %zu dims)", n,
+                        L, D);
+    return KVZ_OK;
+}
+
+/* ---------- one document ---------- */
+
+/* The scored sequence, whichever scoring mode built it. */
+typedef struct doc_prompt {
+    kvz_oracle_prompt single;
+    kvz_chunked_prompt chunked;
+    const int32_t *ids;
+    size_t n_ids, p0, p1, r0, r1;
+} doc_prompt;
+
+static int build_prompt(harvest *h, const char *text, size_t len, doc_prompt *dp,
+                        kvz_error *err)
+{
+    memset(dp, 0, sizeof *dp);
+    if (h->cfg->oracle.scoring == KVZ_SCORING_CHUNKED) {
+        int rc = kvz_chunked_prompt_build(h->tok, h->tpl, text, len, &dp->chunked, err);
+        dp->ids = dp->chunked.ids;
+        dp->n_ids = dp->chunked.n_ids;
+        dp->p0 = dp->chunked.context_start;
+        dp->p1 = dp->chunked.context_end;
+        return rc;
+    }
+    int rc = kvz_oracle_prompt_build(h->tok, h->tpl, text, len, &dp->single, err);
+    dp->ids = dp->single.ids;
+    dp->n_ids = dp->single.n_ids;
+    dp->p0 = dp->single.context_start;
+    dp->p1 = dp->single.context_end;
+    dp->r0 = dp->single.repeat_start;
+    dp->r1 = dp->single.repeat_end;
+    return rc;
+}
+
+static void free_prompt(doc_prompt *dp)
+{
+    kvz_oracle_prompt_free(&dp->single);
+    kvz_chunked_prompt_free(&dp->chunked);
+}
+
+static int score_prompt(harvest *h, const doc_prompt *dp, size_t n, kvz_error *err)
+{
+    float *hidden = h->cfg->oracle.store_hidden || h->cfg->oracle.ridge_stats ? h->hidden : NULL;
+    if (h->cfg->oracle.scoring == KVZ_SCORING_CHUNKED)
+        return kvz_kvzip_chunked_score(h->fwd, h->tok, &dp->chunked, h->cfg->oracle.chunk_size,
+                                       h->positions, n, hidden, h->scores, err);
+    return kvz_oracle_score_single(h->fwd, &dp->single, h->positions, n, hidden, h->scores, err);
+}
+
+static int append_document(harvest *h, const kvz_corpus_doc *doc, const doc_prompt *dp, size_t n,
+                           kvz_error *err)
+{
+    for (size_t s = 0; s < n; s++) {
+        h->token_id[s] = dp->ids[h->positions[s]];
+        h->position32[s] = (int32_t)h->positions[s];
+    }
+    kvz_oracle_doc_record rec = {doc->source, doc->subset, doc->split, doc->n_tokens,
+                                 dp->n_ids,   dp->p0,      dp->p1,     dp->r0,
+                                 dp->r1};
+    kvz_oracle_doc_samples smp = {n, h->token_id, h->position32,
+                                  h->cfg->oracle.store_hidden || h->cfg->oracle.ridge_stats
+                                      ? h->hidden
+                                      : NULL,
+                                  h->scores};
+    return kvz_oracle_run_append(h->run, &rec, &smp, err);
+}
+
+static int harvest_document(harvest *h, size_t index, kvz_error *err)
+{
+    const kvz_corpus_doc *doc = kvz_corpus_doc_at(h->corpus, index);
+    char *text = NULL;
+    size_t len = 0, n = 0;
+    doc_prompt dp;
+    memset(&dp, 0, sizeof dp);
+    int rc = kvz_corpus_read_text(h->corpus, index, &text, &len, err);
+    rc = rc ? rc : build_prompt(h, text, len, &dp, err);
+    if (rc == KVZ_OK) {
+        n = kvz_oracle_sample_positions(dp.p0, dp.p1, h->cfg->oracle.n_tokens,
+                                        (uint64_t)h->cfg->oracle.seed, doc->key, h->positions);
+        rc = score_prompt(h, &dp, n, err);
+    }
+    rc = rc ? rc : append_document(h, doc, &dp, n, err);
+    if (rc && err) {
+        char msg[KVZ_ERRMSG_MAX];
+        snprintf(msg, sizeof msg, "%s", err->msg);
+        kvz_fail(err, rc, "document %zu (%s): %s", index, doc->source, msg);
+    }
+    if (rc == KVZ_OK) {
+        h->prog.tokens_this_run += dp.n_ids;
+        h->prog.samples_written += n;
+        h->prog.current_source = doc->source;
+    }
+    free_prompt(&dp);
+    free(text);
+    return rc;
+}
+
+/* ---------- the job ---------- */
+
+static int run_documents(harvest *h, size_t first, kvz_oracle_summary *sum, kvz_error *err)
+{
+    size_t total = kvz_corpus_count(h->corpus), this_run = 0;
+    h->prog.docs_done = h->prog.docs_resumed = first;
+    h->prog.samples_written = kvz_oracle_run_n_samples(h->run);
+    report(h, KVZ_ORACLE_HARVESTING);
+    for (size_t i = first; i < total; i++) {
+        int rc = harvest_document(h, i, err);
+        if (rc)
+            return rc;
+        h->prog.docs_done = i + 1;
+        report(h, KVZ_ORACLE_HARVESTING);
+        if (h->opt->stop_after_docs && ++this_run >= h->opt->stop_after_docs && i + 1 < total)
+            return KVZ_OK; /* testing hook: leave the run resumable */
+    }
+    report(h, KVZ_ORACLE_MERGING);
+    int rc = kvz_oracle_run_finish(h->run, err);
+    if (rc == KVZ_OK) {
+        sum->finished = 1;
+        report(h, KVZ_ORACLE_DONE);
+    }
+    return rc;
+}
+
+static void free_harvest(harvest *h)
+{
+    kvz_oracle_run_close(h->run);
+    kvz_corpus_free(h->corpus);
+    kvz_forward_free(h->fwd);
+    kvz_chat_template_free(h->tpl);
+    kvz_tokenizer_free(h->tok);
+    kvz_checkpoint_close(h->ck);
+    free(h->config_json);
+    free(h->output);
+    free(h->positions);
+    free(h->token_id);
+    free(h->position32);
+    free(h->hidden);
+    free(h->scores);
+}
+
+static void fill_summary(const harvest *h, kvz_oracle_summary *s)
+{
+    snprintf(s->output, sizeof s->output, "%s", h->output ? h->output : "");
+    s->n_documents = h->prog.docs_done;
+    s->n_samples = h->prog.samples_written;
+    s->docs_resumed = h->prog.docs_resumed;
+    s->corpus_scanned = h->corpus ? kvz_corpus_n_scanned(h->corpus) : 0;
+    s->corpus_eligible = h->corpus ? kvz_corpus_n_eligible_seen(h->corpus) : 0;
+    s->tokens_this_run = h->prog.tokens_this_run;
+    s->seconds = now_s() - h->t0;
+}
+
+int kvz_oracle_harvest(const kvz_run_config *cfg, const kvz_oracle_options *opt,
+                       kvz_oracle_summary *summary_or_NULL, kvz_error *err)
+{
+    kvz_oracle_options no_opt = {0};
+    kvz_oracle_summary sum = {0};
+    harvest h = {0};
+    h.cfg = cfg;
+    h.opt = opt ? opt : &no_opt;
+    h.t0 = now_s();
+    int rc = kvz_config_require(cfg, "model.path", err);
+    rc = rc ? rc : kvz_config_require(cfg, "oracle.corpus", err);
+    rc = rc ? rc : kvz_config_require(cfg, "oracle.output", err);
+    if (rc == KVZ_OK && !(h.output = final_output_path(cfg->oracle.output)))
+        rc = kvz_fail(err, KVZ_ENOMEM, "out of memory");
+    rc = rc ? rc : make_parent_dirs(h.output, err);
+    rc = rc ? rc : open_model(&h, err);
+    rc = rc ? rc : select_corpus(&h, err);
+    rc = rc ? rc : alloc_buffers(&h, err);
+    size_t first = 0;
+    if (rc == KVZ_OK) {
+        kvz_oracle_meta meta;
+        fill_meta(&h, &meta);
+        rc = kvz_oracle_run_open(h.output, &meta, cfg->oracle.docs_per_shard, h.opt->resume,
+                                 h.opt->overwrite, &h.run, &first, err);
+    }
+    rc = rc ? rc : run_documents(&h, first, &sum, err);
+    fill_summary(&h, &sum);
+    if (summary_or_NULL)
+        *summary_or_NULL = sum;
+    free_harvest(&h);
+    return rc;
+}

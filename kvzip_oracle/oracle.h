@@ -1,0 +1,61 @@
+/* oracle: the `kvzap oracle` job as a library call. Reads a run
+ * configuration (common/config.h: model and oracle sections), selects the
+ * corpus (data/corpus.h), and harvests every selected document in dataset
+ * order: repeat prompt, sampled positions, one scoring pass (single-pass
+ * KVzip+ or chunked), then one append to the crash-safe store
+ * (oracle_store.h), which merges into the final HDF5 file at the end.
+ * Memory: the model, one document's activations and samples, and the ridge
+ * sums; never the corpus or the dataset. */
+#ifndef KVZ_ORACLE_H
+#define KVZ_ORACLE_H
+
+#include <stddef.h>
+
+#include "../common/config.h"
+#include "../common/kvz_error.h"
+
+typedef enum kvz_oracle_phase {
+    KVZ_ORACLE_SELECTING = 0, /* scanning and tokenizing the corpus */
+    KVZ_ORACLE_HARVESTING,    /* one call after every document */
+    KVZ_ORACLE_MERGING,       /* writing the final file */
+    KVZ_ORACLE_DONE
+} kvz_oracle_phase;
+
+typedef struct kvz_oracle_progress {
+    kvz_oracle_phase phase;
+    size_t docs_done, docs_total; /* documents committed (incl. resumed) / selected */
+    size_t docs_resumed;          /* committed by an earlier run */
+    size_t tokens_this_run;       /* prompt tokens run by this process */
+    size_t samples_written;
+    double elapsed_s;             /* since the harvest started in this process */
+    const char *current_source;   /* last document's source, or NULL */
+} kvz_oracle_progress;
+
+typedef void (*kvz_oracle_progress_fn)(const kvz_oracle_progress *p, void *user);
+
+typedef struct kvz_oracle_options {
+    int resume;                     /* continue "<output>.parts" if present */
+    int overwrite;                  /* replace an existing output file */
+    size_t docs_per_shard;          /* 0: 16 */
+    size_t stop_after_docs;         /* testing: return KVZ_OK early after this many
+                                       documents of this run (0 = no limit); the run
+                                       stays resumable */
+    kvz_oracle_progress_fn progress; /* may be NULL */
+    void *user;
+} kvz_oracle_options;
+
+typedef struct kvz_oracle_summary {
+    char output[4096];
+    size_t n_documents, n_samples, docs_resumed;
+    size_t corpus_scanned, corpus_eligible;
+    size_t tokens_this_run;
+    double seconds;
+    int finished; /* 0 when stop_after_docs ended it early */
+} kvz_oracle_summary;
+
+/* Runs the job; cfg must have passed kvz_config_validate. Errors name the
+ * model, corpus document (source) or output file and the problem. */
+int kvz_oracle_harvest(const kvz_run_config *cfg, const kvz_oracle_options *opt,
+                       kvz_oracle_summary *summary_or_NULL, kvz_error *err);
+
+#endif
