@@ -36,7 +36,6 @@ typedef void (*kvz_oracle_progress_fn)(const kvz_oracle_progress *p, void *user)
 typedef struct kvz_oracle_options {
     int resume;                     /* continue "<output>.parts" if present */
     int overwrite;                  /* replace an existing output file */
-    size_t docs_per_shard;          /* 0: 16 */
     size_t stop_after_docs;         /* testing: return KVZ_OK early after this many
                                        documents of this run (0 = no limit); the run
                                        stays resumable */
