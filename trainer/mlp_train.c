@@ -1,0 +1,394 @@
+/* mlp_train: the MLP training recipe of mlp.h: options, validation split,
+ * per-epoch shuffles, batches, gradient clipping, AdamW, cosine lr, and the
+ * training log. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mlp.h"
+#include "mlp_work.h"
+
+#define MLP_PI 3.14159265358979323846
+
+void kvz_mlp_options_default(kvz_mlp_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->epochs = 15;
+    o->batch_size = 512;
+    o->lr = 5e-3;
+    o->beta1 = 0.9;
+    o->beta2 = 0.999;
+    o->eps = 1e-8;
+    o->weight_decay = 0.01;
+    o->max_grad_norm = 1.0;
+    o->val_fraction = 0.05;
+    o->seed = 0;
+    o->init = 1;
+}
+
+void kvz_mlp_log_free(kvz_mlp_log *log)
+{
+    if (!log)
+        return;
+    free(log->train_loss);
+    free(log->val_loss);
+    free(log->lr);
+    free(log->step_loss);
+    free(log->grad_norm);
+    memset(log, 0, sizeof *log);
+}
+
+double kvz_mlp_epoch_lr(const kvz_mlp_options *o, size_t epoch)
+{
+    return o->lr * 0.5 * (1.0 + cos(MLP_PI * (double)epoch / (double)o->epochs));
+}
+
+double kvz_mlp_clip_grad(float *grad, size_t n, double max_norm)
+{
+    double sq = 0;
+    for (size_t i = 0; i < n; i++)
+        sq += (double)grad[i] * grad[i];
+    double norm = sqrt(sq);
+    if (max_norm > 0) {
+        double coef = max_norm / (norm + 1e-6);
+        if (coef < 1.0) {
+            float c = (float)coef;
+            for (size_t i = 0; i < n; i++)
+                grad[i] *= c;
+        }
+    }
+    return norm;
+}
+
+void kvz_mlp_adamw_step(float *param, const float *grad, float *m, float *v, size_t n, size_t t,
+                        double lr, const kvz_mlp_options *o)
+{
+    double bc1 = 1.0 - pow(o->beta1, (double)t), bc2 = 1.0 - pow(o->beta2, (double)t);
+    float decay = (float)(1.0 - lr * o->weight_decay);
+    float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2);
+    float b1 = (float)o->beta1, b2 = (float)o->beta2, eps = (float)o->eps;
+    for (size_t i = 0; i < n; i++) {
+        float g = grad[i];
+        param[i] *= decay;
+        m[i] += (g - m[i]) * (1.0f - b1);
+        v[i] = v[i] * b2 + (1.0f - b2) * g * g;
+        float denom = sqrtf(v[i]) / bc2_sqrt + eps;
+        param[i] -= step_size * (m[i] / denom);
+    }
+}
+
+/* ---------- the training loop ---------- */
+
+typedef struct mlp_run {
+    kvz_mlp_shape s;
+    const kvz_mlp_options *o;
+    const float *x, *y;
+    size_t n, n_train, n_val, n_params;
+    size_t *train_rows, *val_rows, *order; /* [n_train], [n_val], [n_train] */
+    float *flat, *grad, *m, *v, *xb, *yb;
+    kvz_mlp_work *work;
+} mlp_run;
+
+static void run_free(mlp_run *r)
+{
+    free(r->train_rows);
+    free(r->val_rows);
+    free(r->order);
+    free(r->flat);
+    free(r->grad);
+    free(r->m);
+    free(r->v);
+    free(r->xb);
+    free(r->yb);
+    kvz_mlp_work_free(r->work);
+}
+
+static int check_options(const kvz_mlp_options *o, size_t n, kvz_error *err)
+{
+    if (!o || o->epochs == 0 || o->batch_size == 0 || o->batch_size > ((size_t)1 << 24))
+        return kvz_fail(err, KVZ_EINVAL, "mlp: epochs and batch_size must be >= 1");
+    if (!(o->lr >= 0) || !(o->beta1 >= 0 && o->beta1 < 1) || !(o->beta2 >= 0 && o->beta2 < 1) ||
+        !(o->eps >= 0) || !(o->weight_decay >= 0) || !isfinite(o->max_grad_norm) ||
+        !(o->val_fraction >= 0 && o->val_fraction < 1))
+        return kvz_fail(err, KVZ_EINVAL,
+                        "mlp: bad optimizer options (lr %g, betas %g/%g, eps %g, weight_decay %g, "
+                        "val_fraction %g)",
+                        o->lr, o->beta1, o->beta2, o->eps, o->weight_decay, o->val_fraction);
+    if (n < 1)
+        return kvz_fail(err, KVZ_EINVAL, "mlp: no training rows");
+    return KVZ_OK;
+}
+
+static int check_finite(const float *v, size_t rows, size_t cols, const char *what,
+                        kvz_error *err)
+{
+    for (size_t i = 0; i < rows * cols; i++)
+        if (!isfinite(v[i]))
+            return kvz_fail(err, KVZ_EINVAL, "mlp: %s row %zu column %zu is not finite", what,
+                            i / cols, i % cols);
+    return KVZ_OK;
+}
+
+/* is_val[n]: 1 for validation rows, from o->val_rows or the seeded shuffle. */
+static int choose_split(mlp_run *r, unsigned char *is_val, kvz_error *err)
+{
+    const kvz_mlp_options *o = r->o;
+    size_t n = r->n;
+    if (o->val_rows) {
+        for (size_t i = 0; i < o->n_val; i++) {
+            if (o->val_rows[i] >= n || is_val[o->val_rows[i]])
+                return kvz_fail(err, KVZ_EINVAL,
+                                "mlp: val_rows[%zu] = %zu is out of range or repeated", i,
+                                o->val_rows[i]);
+            is_val[o->val_rows[i]] = 1;
+        }
+        r->n_val = o->n_val;
+    } else {
+        r->n_val = (size_t)ceil(o->val_fraction * (double)n);
+        size_t *perm = malloc(n * sizeof *perm);
+        if (!perm)
+            return kvz_fail(err, KVZ_ENOMEM, "mlp: out of memory");
+        for (size_t i = 0; i < n; i++)
+            perm[i] = i;
+        uint64_t rng = o->seed ^ KVZ_MLP_SALT_SPLIT;
+        kvz_mlp_rng_shuffle(&rng, perm, n);
+        for (size_t i = 0; i < r->n_val && i < n; i++)
+            is_val[perm[i]] = 1;
+        free(perm);
+    }
+    if (r->n_val >= n)
+        return kvz_fail(err, KVZ_EINVAL, "mlp: no training rows left (%zu rows, %zu validation)",
+                        n, r->n_val);
+    r->n_train = n - r->n_val;
+    return KVZ_OK;
+}
+
+static int setup_rows(mlp_run *r, kvz_error *err)
+{
+    unsigned char *is_val = calloc(r->n, 1);
+    if (!is_val)
+        return kvz_fail(err, KVZ_ENOMEM, "mlp: out of memory");
+    int rc = choose_split(r, is_val, err);
+    if (!rc) {
+        r->train_rows = malloc(r->n_train * sizeof *r->train_rows);
+        r->val_rows = malloc((r->n_val ? r->n_val : 1) * sizeof *r->val_rows);
+        r->order = malloc(r->n_train * sizeof *r->order);
+        if (!r->train_rows || !r->val_rows || !r->order)
+            rc = kvz_fail(err, KVZ_ENOMEM, "mlp: out of memory");
+    }
+    if (!rc) {
+        size_t it = 0, iv = 0;
+        for (size_t i = 0; i < r->n; i++) {
+            if (is_val[i])
+                r->val_rows[iv++] = i;
+            else
+                r->train_rows[it++] = i;
+        }
+    }
+    free(is_val);
+    return rc;
+}
+
+static int alloc_run(mlp_run *r, kvz_error *err)
+{
+    size_t P = r->n_params, B = r->o->batch_size;
+    r->flat = malloc(P * sizeof *r->flat);
+    r->grad = malloc(P * sizeof *r->grad);
+    r->m = calloc(P, sizeof *r->m);
+    r->v = calloc(P, sizeof *r->v);
+    r->xb = malloc(B * r->s.d_in * sizeof *r->xb);
+    r->yb = malloc(B * r->s.d_out * sizeof *r->yb);
+    r->work = kvz_mlp_work_create(r->s, B);
+    if (!r->flat || !r->grad || !r->m || !r->v || !r->xb || !r->yb || !r->work)
+        return kvz_fail(err, KVZ_ENOMEM, "mlp: out of memory (%zu parameters, batch %zu)", P, B);
+    return KVZ_OK;
+}
+
+static int alloc_log(kvz_mlp_log *log, size_t epochs, size_t steps, kvz_error *err)
+{
+    memset(log, 0, sizeof *log);
+    log->n_epochs = epochs;
+    log->n_steps = steps;
+    log->train_loss = calloc(epochs, sizeof(double));
+    log->val_loss = calloc(epochs, sizeof(double));
+    log->lr = calloc(epochs, sizeof(double));
+    log->step_loss = calloc(steps, sizeof(double));
+    log->grad_norm = calloc(steps, sizeof(double));
+    if (!log->train_loss || !log->val_loss || !log->lr || !log->step_loss || !log->grad_norm) {
+        kvz_mlp_log_free(log);
+        return kvz_fail(err, KVZ_ENOMEM, "mlp: out of memory for the log");
+    }
+    return KVZ_OK;
+}
+
+/* order[k] = position in train_rows visited k-th in epoch e. */
+static int epoch_order(mlp_run *r, size_t e, kvz_error *err)
+{
+    size_t nt = r->n_train;
+    if (r->o->perms) {
+        const size_t *p = r->o->perms + e * nt;
+        memset(r->order, 0xff, nt * sizeof *r->order); /* SIZE_MAX marks unseen */
+        for (size_t k = 0; k < nt; k++) {
+            if (p[k] >= nt || r->order[p[k]] != (size_t)-1)
+                return kvz_fail(err, KVZ_EINVAL,
+                                "mlp: perms of epoch %zu is not a permutation of [0, %zu) "
+                                "(entry %zu = %zu)",
+                                e, nt, k, p[k]);
+            r->order[p[k]] = k;
+        }
+        memcpy(r->order, p, nt * sizeof *r->order);
+        return KVZ_OK;
+    }
+    for (size_t k = 0; k < nt; k++)
+        r->order[k] = k;
+    uint64_t rng = r->o->seed ^ (KVZ_MLP_SALT_SHUFFLE + (uint64_t)e);
+    kvz_mlp_rng_shuffle(&rng, r->order, nt);
+    return KVZ_OK;
+}
+
+static void gather(const mlp_run *r, const size_t *rows, size_t nb)
+{
+    size_t D = r->s.d_in, H = r->s.d_out;
+    for (size_t k = 0; k < nb; k++) {
+        memcpy(r->xb + k * D, r->x + rows[k] * D, D * sizeof *r->xb);
+        memcpy(r->yb + k * H, r->y + rows[k] * H, H * sizeof *r->yb);
+    }
+}
+
+/* MSE over the validation rows in batches (NaN when there are none). */
+static double validation_loss(mlp_run *r)
+{
+    if (r->n_val == 0)
+        return NAN;
+    double sse = 0;
+    for (size_t i = 0; i < r->n_val; i += r->o->batch_size) {
+        size_t nb = r->n_val - i < r->o->batch_size ? r->n_val - i : r->o->batch_size;
+        double loss;
+        gather(r, r->val_rows + i, nb);
+        kvz_mlp_work_loss_grad(r->s, r->flat, r->xb, r->yb, nb, r->work, &loss, NULL);
+        sse += loss * (double)nb;
+    }
+    return sse / (double)r->n_val;
+}
+
+/* One epoch of batches; *t counts AdamW steps. */
+static int run_epoch(mlp_run *r, size_t e, size_t *t, kvz_mlp_log *log, double *train_loss,
+                     kvz_error *err)
+{
+    double lr = kvz_mlp_epoch_lr(r->o, e), sum = 0;
+    size_t B = r->o->batch_size, *rows = malloc(B * sizeof *rows);
+    if (!rows)
+        return kvz_fail(err, KVZ_ENOMEM, "mlp: out of memory");
+    for (size_t i = 0; i < r->n_train; i += B) {
+        size_t nb = r->n_train - i < B ? r->n_train - i : B;
+        for (size_t k = 0; k < nb; k++)
+            rows[k] = r->train_rows[r->order[i + k]];
+        gather(r, rows, nb);
+        double loss;
+        kvz_mlp_work_loss_grad(r->s, r->flat, r->xb, r->yb, nb, r->work, &loss, r->grad);
+        if (!isfinite(loss)) {
+            free(rows);
+            return kvz_fail(err, KVZ_EINVAL, "mlp: loss is not finite at epoch %zu step %zu",
+                            e + 1, *t + 1);
+        }
+        double norm = kvz_mlp_clip_grad(r->grad, r->n_params, r->o->max_grad_norm);
+        ++*t;
+        kvz_mlp_adamw_step(r->flat, r->grad, r->m, r->v, r->n_params, *t, lr, r->o);
+        if (log) {
+            log->step_loss[*t - 1] = loss;
+            log->grad_norm[*t - 1] = norm;
+        }
+        sum += loss * (double)nb;
+    }
+    free(rows);
+    *train_loss = sum / (double)r->n_train;
+    return KVZ_OK;
+}
+
+static void copy_params(kvz_mlp_shape s, float *flat, kvz_surrogate_layer p, int to_flat)
+{
+    kvz_surrogate_layer f = kvz_mlp_view(s, flat);
+    float *src[4] = {p.w1, p.b1, p.w2, p.b2}, *dst[4] = {f.w1, f.b1, f.w2, f.b2};
+    size_t len[4] = {s.d_hidden * s.d_in, s.d_hidden, s.d_out * s.d_hidden, s.d_out};
+    for (int i = 0; i < 4; i++)
+        memcpy(to_flat ? dst[i] : src[i], to_flat ? src[i] : dst[i], len[i] * sizeof(float));
+}
+
+/* b2[h] = mean of y[:, h] over the training rows (float64 sums). */
+static void bias_to_target_mean(mlp_run *r)
+{
+    float *b2 = kvz_mlp_view(r->s, r->flat).b2;
+    size_t H = r->s.d_out;
+    for (size_t h = 0; h < H; h++) {
+        double sum = 0;
+        for (size_t k = 0; k < r->n_train; k++)
+            sum += r->y[r->train_rows[k] * H + h];
+        b2[h] = (float)(sum / (double)r->n_train);
+    }
+}
+
+static int train_epochs(mlp_run *r, kvz_mlp_log *log, kvz_error *err)
+{
+    size_t t = 0, B = r->o->batch_size;
+    if (log) {
+        int rc = alloc_log(log, r->o->epochs, r->o->epochs * ((r->n_train + B - 1) / B), err);
+        if (rc)
+            return rc;
+    }
+    for (size_t e = 0; e < r->o->epochs; e++) {
+        double train_loss = 0;
+        int rc = epoch_order(r, e, err);
+        if (!rc)
+            rc = run_epoch(r, e, &t, log, &train_loss, err);
+        if (rc)
+            return rc;
+        double val = validation_loss(r), lr = kvz_mlp_epoch_lr(r->o, e);
+        if (log) {
+            log->train_loss[e] = train_loss;
+            log->val_loss[e] = val;
+            log->lr[e] = lr;
+        }
+        if (r->o->progress &&
+            r->o->progress(r->o->progress_ctx, e + 1, r->o->epochs, train_loss, val, lr))
+            return kvz_fail(err, KVZ_EINVAL, "mlp: stopped by caller after epoch %zu", e + 1);
+    }
+    return KVZ_OK;
+}
+
+int kvz_mlp_train(kvz_mlp_shape s, const float *x, const float *y, size_t n,
+                  const kvz_mlp_options *o, kvz_surrogate_layer params, kvz_mlp_log *log,
+                  kvz_error *err)
+{
+    if (log)
+        memset(log, 0, sizeof *log);
+    if (!s.d_in || !s.d_hidden || !s.d_out || !x || !y || !params.w1 || !params.b1 ||
+        !params.w2 || !params.b2)
+        return kvz_fail(err, KVZ_EINVAL, "mlp: bad shape or NULL arrays (D=%zu Dh=%zu Hkv=%zu)",
+                        s.d_in, s.d_hidden, s.d_out);
+    int rc = check_options(o, n, err);
+    if (!rc)
+        rc = check_finite(x, n, s.d_in, "x", err);
+    if (!rc)
+        rc = check_finite(y, n, s.d_out, "y", err);
+    if (rc)
+        return rc;
+    mlp_run r = {.s = s, .o = o, .x = x, .y = y, .n = n, .n_params = kvz_mlp_n_params(s)};
+    rc = setup_rows(&r, err);
+    if (!rc)
+        rc = alloc_run(&r, err);
+    if (!rc) {
+        if (o->init) {
+            kvz_mlp_init_default(s, r.flat, o->seed);
+            if (o->init_b2_mean)
+                bias_to_target_mean(&r);
+        } else
+            copy_params(s, r.flat, params, 1);
+        rc = train_epochs(&r, log, err);
+    }
+    if (!rc)
+        copy_params(s, r.flat, params, 0);
+    else if (log)
+        kvz_mlp_log_free(log);
+    run_free(&r);
+    return rc;
+}
