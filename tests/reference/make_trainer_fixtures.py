@@ -1,6 +1,6 @@
-"""Writes tests/fixtures/trainer/{ridge,mlp}.{json,bin}: reference results for
-the trainer's numerical core (trainer/ridge.c, trainer/mlp*.c), read by
-tests/test_ridge.c and tests/test_mlp.c.
+"""Writes tests/fixtures/trainer/{ridge,mlp,metrics}.{json,bin}: reference
+results for the trainer's numerical core (trainer/ridge.c, trainer/mlp*.c,
+trainer/metrics.c), read by tests/test_ridge.c, test_mlp.c, test_metrics.c.
 
 ridge: a correlated random dataset (n=300, D=24, Hkv=3, non-zero means) as
   float32 rows; its float64 sufficient statistics; the ridge solution for
@@ -14,6 +14,9 @@ mlp: fixed data (n=1100, D=16, Dh=8, Hkv=2), fixed initial weights, a fixed
   losses and pre-clip gradient norms, per-epoch lr / train / validation
   loss, and the final weights. The same run in float64 is compared with the
   float32 one to show the trajectory is well conditioned (printed).
+metrics: predictions vs oracle (n=1001, Hkv=3; column 2 with ties): per
+  column and flat MSE, R^2 (sklearn r2_score), Pearson r (numpy), and the
+  top-k keep overlap at 2x/3x/4x (numpy stable argsort).
 
 Binary files: little-endian arrays at the byte offsets the JSON "arrays"
 table gives (dtype f32 / f64 / i32, row-major shape).
@@ -166,8 +169,44 @@ def make_mlp():
                        "fp32_vs_fp64_weight_rel_diff": wdiff, "fp32_vs_fp64_step_loss_abs_diff": ldiff})
 
 
+def keep_overlap(p, o, ratio):
+    n = len(o)
+    keep = n - int(np.floor((1 - 1 / ratio) * n))
+    top_p = set(np.argsort(-p, kind="stable")[:keep])  # ties: lower row first
+    top_o = set(np.argsort(-o, kind="stable")[:keep])
+    return len(top_p & top_o) / keep
+
+
+def make_metrics():
+    """Per column and flat MSE, R^2 (sklearn r2_score), Pearson r, keep overlap at 2x/3x/4x.
+    Column 2 is rounded to a 0.5 grid so ties exercise the lower-row-first rule."""
+    from sklearn.metrics import r2_score
+    rng = np.random.default_rng(11)
+    n, H = 1001, 3
+    o = rng.normal(-6.0, 2.0, size=(n, H))
+    p = 0.8 * o + rng.normal(-1.0, 1.0, size=(n, H))
+    o[:, 2], p[:, 2] = np.round(o[:, 2] * 2) / 2, np.round(p[:, 2] * 2) / 2
+    o, p = o.astype(np.float32), p.astype(np.float32)
+    od, pd = o.astype(np.float64), p.astype(np.float64)
+
+    def values(pc, oc):
+        return [np.mean((pc - oc) ** 2), r2_score(oc, pc), np.corrcoef(pc, oc)[0, 1]] + \
+            [keep_overlap(pc, oc, c) for c in (2.0, 3.0, 4.0)]
+
+    cols = np.array([values(pd[:, h], od[:, h]) for h in range(H)])
+    flat = values(pd.ravel(), od.ravel())
+    flat[3:] = list(cols[:, 3:].mean(0))  # overall overlap = mean over columns
+    blob = Blob()
+    blob.add("pred", p, "f32")
+    blob.add("oracle", o, "f32")
+    blob.add("columns", cols, "f64")
+    blob.add("overall", np.array(flat), "f64")
+    blob.write("metrics", {"n": n, "d_out": H, "fields": ["mse", "r2", "pearson", "keep2", "keep3", "keep4"]})
+
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     torch.manual_seed(0)
     make_ridge()
     make_mlp()
+    make_metrics()
