@@ -88,20 +88,23 @@ def repeat_prompt(tokenizer, text, chat_template=None):
 
 # ---------------------------------------------------------------- 1.2 taps
 class AttentionTaps:
-    """Forward pre-hooks (with kwargs) on every layer's self_attn: keep the
-    attention input x [T, D] and the (cos, sin) position embeddings; with
-    keep_weights, a forward hook also keeps the eager attention weights."""
+    """Forward pre-hooks (with kwargs) on every layer's self_attn keep the
+    attention input x [T, D] and the (cos, sin) position embeddings. With
+    on_weights(module, x, weights) -> y, a forward hook also hands the eager
+    attention weights [H, T, T] to it inside the pass and keeps only y (as
+    kvpress' hook does, so only one layer's T x T weights are alive)."""
 
-    def __init__(self, model, keep_weights=False):
+    def __init__(self, model, on_weights=None):
         self.layers = model.model.layers
         self.x = [None] * len(self.layers)
         self.rope = [None] * len(self.layers)
-        self.weights = [None] * len(self.layers)
+        self.y = [None] * len(self.layers)
+        self.on_weights = on_weights
         self.handles = []
         for li, layer in enumerate(self.layers):
             self.handles.append(layer.self_attn.register_forward_pre_hook(
                 self._pre(li), with_kwargs=True))
-            if keep_weights:
+            if on_weights:
                 self.handles.append(layer.self_attn.register_forward_hook(self._post(li)))
 
     def _pre(self, li):
@@ -113,7 +116,7 @@ class AttentionTaps:
 
     def _post(self, li):
         def hook(module, args, output):
-            self.weights[li] = output[1][0].detach()
+            self.y[li] = self.on_weights(module, self.x[li], output[1][0].detach())
         return hook
 
     def remove(self):
@@ -183,19 +186,20 @@ def score_document(model, ids, P, R, mode="exact"):
     xs: list of L tensors [T, D] float32 (the attention inputs))."""
     cfg = model.config
     n_heads, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
-    taps = AttentionTaps(model, keep_weights=(mode == "kvpress"))
+    on_weights = None
+    if mode == "kvpress":
+        def on_weights(module, x, weights):
+            return layer_log_scores_kvpress(module, x, weights, P, R, n_heads, n_kv)
+    taps = AttentionTaps(model, on_weights)
     try:
         with torch.inference_mode():
             model.model(input_ids=torch.tensor([ids], dtype=torch.long), use_cache=False)
             out = []
             for li, layer in enumerate(taps.layers):
+                y = taps.y[li]
                 if mode == "exact":
                     y = layer_log_scores_exact(layer.self_attn, taps.x[li], taps.rope[li], P, R,
                                                n_heads, n_kv)
-                else:
-                    y = layer_log_scores_kvpress(layer.self_attn, taps.x[li], taps.weights[li], P, R,
-                                                 n_heads, n_kv)
-                    taps.weights[li] = None
                 out.append(y.float().numpy())
     finally:
         taps.remove()
