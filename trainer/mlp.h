@@ -20,12 +20,14 @@
  * RNG (ours, documented so runs are reproducible): splitmix64. A stream is
  * seeded with seed ^ salt (salts: init 0x1417, split 0x5b17, shuffle of epoch
  * e 0x5417 + e). Uniform u in [0,1) = (next() >> 40) * 2^-24 (float32 exact);
- * a draw below k (k >= 1) is next() % k with rejection of the biased top
- * range. Shuffles are Fisher-Yates from the top (i = n-1 .. 1, j = draw below
+ * a draw below k (k >= 1) is r % k for the first r = next() >= 2^64 mod k
+ * (unbiased). Shuffles are Fisher-Yates from the top (i = n-1 .. 1, j = draw below
  * i+1). Init fills w1, b1, w2, b2 in that order, row-major.
  *
  * Determinism: for a fixed seed and a fixed OpenBLAS thread count the result
- * is bit-identical run to run (all reductions outside sgemm are sequential). */
+ * is bit-identical run to run (all reductions outside sgemm are sequential).
+ * Different thread counts change sgemm's summation order, so results differ
+ * in the last bits (seen at D=576, Dh=72: 1 vs 2 threads). */
 #ifndef KVZ_MLP_H
 #define KVZ_MLP_H
 
