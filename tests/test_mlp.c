@@ -13,6 +13,7 @@
 
 #include "kvz_test.h"
 #include "trainer/mlp.h"
+#include "trainer/surrogate.h"
 #include "trainer_fixture.h"
 
 /* ---------- (a) torch parity ---------- */
@@ -50,6 +51,39 @@ static void check_log_array(const char *what, const double *got, const trainer_f
     KVZ_CHECK(worst <= 0, "%s: entry %zu C %.9g torch %.9g beyond atol %g rtol %g", what, wi,
               got[wi], ref[wi], atol, rtol);
     free(ref);
+}
+
+/* Trained straight into a kvz_surrogate layer, kvz_surrogate_predict gives
+ * the loss the trainer computes. */
+static void check_surrogate_agrees(kvz_mlp_shape s, const float *flat, const float *x,
+                                   const float *y, size_t n)
+{
+    kvz_surrogate *sur = NULL;
+    kvz_error err = {0};
+    KVZ_CHECK_OK(kvz_surrogate_create(KVZ_SURROGATE_KIND_MLP, 2, s.d_in, s.d_hidden, s.d_out, &sur,
+                                      &err),
+                 err);
+    if (!sur)
+        return;
+    kvz_surrogate_layer l1 = kvz_surrogate_layer_at(sur, 1), src = kvz_mlp_view(s, (float *)flat);
+    memcpy(l1.w1, src.w1, s.d_hidden * s.d_in * sizeof(float));
+    memcpy(l1.b1, src.b1, s.d_hidden * sizeof(float));
+    memcpy(l1.w2, src.w2, s.d_out * s.d_hidden * sizeof(float));
+    memcpy(l1.b2, src.b2, s.d_out * sizeof(float));
+    int contiguous = l1.b1 == l1.w1 + s.d_hidden * s.d_in && l1.w2 == l1.b1 + s.d_hidden &&
+                     l1.b2 == l1.w2 + s.d_out * s.d_hidden;
+    KVZ_CHECK(contiguous, "surrogate layer block is not w1,b1,w2,b2 contiguous");
+    float *pred = malloc(n * s.d_out * sizeof *pred);
+    double loss = 0, sse = 0;
+    KVZ_CHECK_OK(kvz_surrogate_predict(sur, 1, x, n, pred, NULL, &err), err);
+    KVZ_CHECK_OK(kvz_mlp_loss_grad(s, flat, x, y, n, &loss, NULL, &err), err);
+    for (size_t i = 0; i < n * s.d_out; i++)
+        sse += ((double)pred[i] - y[i]) * ((double)pred[i] - y[i]);
+    sse /= (double)(n * s.d_out);
+    printf("kvz_surrogate_predict MSE %.9g, trainer loss %.9g\n", sse, loss);
+    KVZ_CHECK(fabs(sse - loss) <= 1e-5 * loss, "surrogate MSE %.9g vs trainer %.9g", sse, loss);
+    free(pred);
+    kvz_surrogate_free(sur);
 }
 
 static void test_torch_parity(void)
@@ -96,6 +130,7 @@ static void test_torch_parity(void)
             rd[i] = final[i];
         }
         KVZ_CHECK(trainer_rel_err("final weights (normwise)", gd, rd, P) <= 1e-4, "final weights");
+        check_surrogate_agrees(s, params, x, y, n);
         free(gd);
         free(rd);
     }
