@@ -12,9 +12,14 @@
 
 #include "oracle_store_internal.h"
 
+/* The first HDF5 failure reason seen since the last kvz_h5_quiet (HDF5
+ * clears its error stack at every API call, so helpers note it right away). */
+static _Thread_local char noted[256];
+
 void kvz_h5_quiet(void)
 {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    noted[0] = '\0';
 }
 
 /* H5Ewalk2 callback: keeps the innermost (first) description. */
@@ -30,6 +35,8 @@ static herr_t keep_first_desc(unsigned n, const H5E_error2_t *e, void *data)
 static void h5_reason(char *buf, size_t size)
 {
     char desc[256] = "";
+    if (getenv("KVZ_H5_DEBUG"))
+        H5Eprint2(H5E_DEFAULT, stderr);
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, keep_first_desc, desc);
     const char *m = strstr(desc, "error message = '");
     if (m) {
@@ -43,6 +50,13 @@ static void h5_reason(char *buf, size_t size)
     H5Eclear2(H5E_DEFAULT);
 }
 
+int kvz_h5_note(void)
+{
+    if (!noted[0])
+        h5_reason(noted, sizeof noted);
+    return -1;
+}
+
 int kvz_h5_fail(kvz_error *err, int code, const char *path, const char *fmt, ...)
 {
     char what[512], reason[256];
@@ -50,7 +64,11 @@ int kvz_h5_fail(kvz_error *err, int code, const char *path, const char *fmt, ...
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    h5_reason(reason, sizeof reason);
+    if (noted[0])
+        snprintf(reason, sizeof reason, "%s", noted);
+    else
+        h5_reason(reason, sizeof reason);
+    noted[0] = '\0';
     if (reason[0])
         return kvz_fail(err, code, "%s: %s (%s)", path, what, reason);
     return kvz_fail(err, code, "%s: %s", path, what);
@@ -135,6 +153,8 @@ hid_t kvz_h5_create_file(const char *path)
     if (fapl < 0)
         return -1;
     hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    if (f < 0)
+        kvz_h5_note();
     H5Pclose(fapl);
     return f;
 }
@@ -145,6 +165,8 @@ hid_t kvz_h5_create_group(hid_t loc, const char *name)
     if (gcpl < 0)
         return -1;
     hid_t g = H5Gcreate2(loc, name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+    if (g < 0)
+        kvz_h5_note();
     H5Pclose(gcpl);
     return g;
 }
@@ -159,9 +181,9 @@ static int attr_put(hid_t obj, const char *name, hid_t type, const void *value)
     if (H5Aexists(obj, name) > 0)
         H5Adelete(obj, name);
     hid_t a = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = a >= 0 && H5Awrite(a, type, value) >= 0 ? 0 : -1;
+    int rc = a >= 0 && H5Awrite(a, type, value) >= 0 ? 0 : kvz_h5_note();
     if (a >= 0 && H5Aclose(a) < 0)
-        rc = -1;
+        rc = kvz_h5_note();
     H5Sclose(space);
     return rc;
 }
@@ -264,13 +286,19 @@ hid_t kvz_h5_dset_create(hid_t loc, const char *name, hid_t type, size_t rows, s
 {
     int rank = cols ? 2 : 1;
     hsize_t dims[2] = {rows, cols}, maxd[2] = {extendable ? H5S_UNLIMITED : rows, cols};
+    if (!extendable && chunk_rows > rows)
+        chunk_rows = rows; /* a fixed dataset's chunk may not exceed it */
     hsize_t chunk[2] = {chunk_rows ? chunk_rows : 1, cols};
     hid_t space = H5Screate_simple(rank, dims, maxd);
     hid_t dcpl = kvz_h5_ocpl(H5P_DATASET_CREATE);
     hid_t d = -1;
-    if (space >= 0 && dcpl >= 0 && H5Pset_chunk(dcpl, rank, chunk) >= 0 &&
-        H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) >= 0)
+    /* An empty fixed dataset stays contiguous (no chunk fits in 0 rows). */
+    int chunked = extendable || rows > 0;
+    if (space >= 0 && dcpl >= 0 && (!chunked || H5Pset_chunk(dcpl, rank, chunk) >= 0) &&
+        (H5Tis_variable_str(type) > 0 || H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) >= 0))
         d = H5Dcreate2(loc, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (d < 0)
+        kvz_h5_note();
     if (dcpl >= 0)
         H5Pclose(dcpl);
     if (space >= 0)
@@ -304,7 +332,7 @@ int kvz_h5_dset_write_rows(hid_t d, hid_t memtype, size_t row0, size_t n, size_t
     hid_t fs, ms;
     if (select_rows(d, row0, n, cols, &fs, &ms) < 0)
         return -1;
-    int rc = H5Dwrite(d, memtype, ms, fs, H5P_DEFAULT, buf) < 0 ? -1 : 0;
+    int rc = H5Dwrite(d, memtype, ms, fs, H5P_DEFAULT, buf) < 0 ? kvz_h5_note() : 0;
     H5Sclose(fs);
     H5Sclose(ms);
     return rc;
@@ -317,7 +345,7 @@ int kvz_h5_dset_read_rows(hid_t d, hid_t memtype, size_t row0, size_t n, size_t 
     hid_t fs, ms;
     if (select_rows(d, row0, n, cols, &fs, &ms) < 0)
         return -1;
-    int rc = H5Dread(d, memtype, ms, fs, H5P_DEFAULT, buf) < 0 ? -1 : 0;
+    int rc = H5Dread(d, memtype, ms, fs, H5P_DEFAULT, buf) < 0 ? kvz_h5_note() : 0;
     H5Sclose(fs);
     H5Sclose(ms);
     return rc;
@@ -328,7 +356,7 @@ int kvz_h5_dset_append_rows(hid_t d, hid_t memtype, size_t row0, size_t n, size_
 {
     hsize_t dims[2] = {row0 + n, cols};
     if (H5Dset_extent(d, dims) < 0)
-        return -1;
+        return kvz_h5_note();
     return kvz_h5_dset_write_rows(d, memtype, row0, n, cols, buf);
 }
 

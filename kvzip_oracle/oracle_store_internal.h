@@ -17,6 +17,9 @@
 
 /* Turns off HDF5's automatic error printing (library code never prints). */
 void kvz_h5_quiet(void);
+/* Remembers HDF5's current innermost reason (the first since kvz_h5_quiet)
+ * for the next kvz_h5_fail; returns -1 so failure paths can return it. */
+int kvz_h5_note(void);
 /* kvz_fail with "<path>: <what>" plus HDF5's innermost reason when there is one. */
 int kvz_h5_fail(kvz_error *err, int code, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

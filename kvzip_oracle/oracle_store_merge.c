@@ -20,51 +20,79 @@ typedef struct merge_ctx {
     hid_t out;
 } merge_ctx;
 
-/* Copies rows [0, n) of src into dst from row dst0, `block` rows at a time. */
-static int copy_rows(hid_t src, hid_t dst, size_t dst0, size_t n, size_t cols, size_t block)
+/* Rows gathered from the shards into blocks of one chunk at fixed global
+ * offsets, so the final file's writes (and bytes) do not depend on where the
+ * shard boundaries fell. */
+typedef struct block_writer {
+    hid_t dst, type;
+    int vlen;
+    size_t cols, row_bytes, block; /* rows per block */
+    size_t row0, fill;             /* global row of buf[0], rows in buf */
+    unsigned char *buf;
+} block_writer;
+
+/* Frees the strings HDF5 allocated when reading the buffered rows. */
+static int bw_reclaim(block_writer *w)
 {
-    hid_t t = H5Dget_type(src);
-    if (t < 0)
-        return -1;
-    int vlen = H5Tis_variable_str(t) > 0;
-    size_t row_bytes = H5Tget_size(t) * (cols ? cols : 1);
-    void *buf = malloc((block < n ? block : n) * row_bytes + 1);
-    int rc = buf ? 0 : -1;
-    for (size_t r = 0; r < n && rc == 0; r += block) {
-        size_t k = n - r < block ? n - r : block;
-        rc = kvz_h5_dset_read_rows(src, t, r, k, cols, buf);
-        if (rc == 0)
-            rc = kvz_h5_dset_write_rows(dst, t, dst0 + r, k, cols, buf);
-        if (vlen && rc == 0) {
-            hsize_t dims = k;
-            hid_t ms = H5Screate_simple(1, &dims, NULL);
-            H5Dvlen_reclaim(t, ms, H5P_DEFAULT, buf);
+    int rc = 0;
+    if (w->vlen && w->fill) {
+        hsize_t dims = w->fill;
+        hid_t ms = H5Screate_simple(1, &dims, NULL);
+        if (ms < 0 || H5Dvlen_reclaim(w->type, ms, H5P_DEFAULT, w->buf) < 0)
+            rc = -1;
+        if (ms >= 0)
             H5Sclose(ms);
-        }
     }
-    free(buf);
-    H5Tclose(t);
     return rc;
 }
 
-/* Copies dataset `sp` of shard k into dst. */
-static int copy_from_shard(merge_ctx *c, size_t k, const kvz_ostore_dset *sp, hid_t dst,
-                           size_t block)
+static int bw_flush(block_writer *w)
+{
+    if (w->fill == 0)
+        return 0;
+    int rc = kvz_h5_dset_write_rows(w->dst, w->type, w->row0, w->fill, w->cols, w->buf);
+    if (bw_reclaim(w) < 0)
+        rc = -1;
+    w->row0 += w->fill;
+    w->fill = 0;
+    return rc;
+}
+
+/* Appends rows [0, n) of src to the writer. */
+static int bw_copy(block_writer *w, hid_t src, size_t n)
+{
+    for (size_t r = 0; r < n;) {
+        size_t k = n - r < w->block - w->fill ? n - r : w->block - w->fill;
+        if (kvz_h5_dset_read_rows(src, w->type, r, k, w->cols, w->buf + w->fill * w->row_bytes) <
+            0)
+            return -1;
+        w->fill += k;
+        r += k;
+        if (w->fill == w->block && bw_flush(w) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Appends dataset `sp` of shard k (which must start where the writer is). */
+static int copy_from_shard(merge_ctx *c, size_t k, const kvz_ostore_dset *sp, block_writer *w)
 {
     char *path = kvz_ostore_shard_path(c->parts, k, 0);
-    hid_t f = path ? H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT) : -1;
     kvz_ostore_shard_counts sc;
     int rc = -1;
-    if (f >= 0 && kvz_ostore_shard_counts_read(path, &sc) == 0) {
-        hid_t src = H5Dopen2(f, sp->name, H5P_DEFAULT);
-        size_t dims[2], n = sp->per_doc ? sc.n_docs : sc.n_samples;
-        size_t dst0 = sp->per_doc ? sc.first_doc : sc.first_sample;
-        if (src >= 0 && kvz_h5_dset_shape(src, dims) > 0 && dims[0] == n &&
-            dims[1] == sp->cols)
-            rc = copy_rows(src, dst, dst0, n, sp->cols, block);
-        if (src >= 0)
-            H5Dclose(src);
+    if (!path || kvz_ostore_shard_counts_read(path, &sc) != 0) {
+        free(path);
+        return -1;
     }
+    size_t dims[2], n = sp->per_doc ? sc.n_docs : sc.n_samples;
+    size_t first = sp->per_doc ? sc.first_doc : sc.first_sample;
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t src = f >= 0 ? H5Dopen2(f, sp->name, H5P_DEFAULT) : -1;
+    if (src >= 0 && first == w->row0 + w->fill && kvz_h5_dset_shape(src, dims) > 0 &&
+        dims[0] == n && dims[1] == sp->cols)
+        rc = bw_copy(w, src, n);
+    if (src >= 0)
+        H5Dclose(src);
     if (f >= 0)
         H5Fclose(f);
     free(path);
@@ -74,22 +102,29 @@ static int copy_from_shard(merge_ctx *c, size_t k, const kvz_ostore_dset *sp, hi
 static int merge_dset(merge_ctx *c, const kvz_ostore_dset *sp)
 {
     size_t rows = sp->per_doc ? c->p->n_docs : c->p->n_samples;
-    hid_t t = kvz_ostore_kind_type(sp->kind);
-    if (t < 0)
+    block_writer w = {.type = kvz_ostore_kind_type(sp->kind), .cols = sp->cols};
+    if (w.type < 0)
         return -1;
-    size_t row_bytes = H5Tget_size(t) * (sp->cols ? sp->cols : 1);
-    size_t chunk = kvz_h5_chunk_rows(row_bytes, FINAL_CHUNK_BYTES);
-    if (chunk > rows)
-        chunk = rows ? rows : 1;
-    hid_t d = kvz_h5_dset_create(c->out, sp->name, t, rows, sp->cols, 0, chunk);
-    H5Tclose(t);
-    if (d < 0)
-        return -1;
-    int rc = 0;
+    w.vlen = H5Tis_variable_str(w.type) > 0;
+    w.row_bytes = H5Tget_size(w.type) * (sp->cols ? sp->cols : 1);
+    w.block = kvz_h5_chunk_rows(w.row_bytes, FINAL_CHUNK_BYTES);
+    if (w.block > rows)
+        w.block = rows ? rows : 1;
+    w.buf = malloc(w.block * w.row_bytes);
+    w.dst = w.buf ? kvz_h5_dset_create(c->out, sp->name, w.type, rows, sp->cols, 0, w.block) : -1;
+    int rc = w.dst >= 0 ? 0 : -1;
     for (size_t k = 0; k < c->p->n_shards && rc == 0; k++)
-        rc = copy_from_shard(c, k, sp, d, chunk);
-    if (H5Dclose(d) < 0)
+        rc = copy_from_shard(c, k, sp, &w);
+    if (rc == 0)
+        rc = bw_flush(&w);
+    if (rc == 0 && w.row0 != rows)
         rc = -1;
+    if (rc != 0)
+        bw_reclaim(&w);
+    if (w.dst >= 0 && H5Dclose(w.dst) < 0)
+        rc = kvz_h5_note();
+    H5Tclose(w.type);
+    free(w.buf);
     return rc;
 }
 
@@ -144,7 +179,7 @@ int kvz_ostore_merge(const char *parts, const char *output, const kvz_oracle_met
     merge_ctx c = {parts, p, kvz_h5_create_file(tmp)};
     int bad = c.out < 0 || fill_file(&c, m, ridge) < 0;
     if (c.out >= 0 && H5Fclose(c.out) < 0)
-        bad = 1;
+        bad = kvz_h5_note();
     int rc = bad ? kvz_h5_fail(err, KVZ_EIO, output, "cannot write the merged dataset %s", tmp)
                  : publish(tmp, output, err);
     if (rc != KVZ_OK)

@@ -36,7 +36,7 @@ int kvz_ostore_progress_save(const char *parts, const kvz_oracle_meta *m,
     hid_t f = kvz_h5_create_file(tmp);
     int bad = f < 0 || write_progress(f, m, p, ridge) < 0;
     if (f >= 0 && H5Fclose(f) < 0)
-        bad = 1;
+        bad = kvz_h5_note();
     if (bad) {
         rc = kvz_h5_fail(err, KVZ_EIO, tmp, "cannot write the ridge sums / progress record");
         unlink(tmp);

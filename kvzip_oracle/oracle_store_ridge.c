@@ -102,7 +102,7 @@ static int write_f64(hid_t g, const char *name, const double *v, size_t rows, si
         return -1;
     int rc = kvz_h5_dset_write_rows(d, H5T_NATIVE_DOUBLE, 0, rows, cols, v);
     if (H5Dclose(d) < 0)
-        rc = -1;
+        rc = kvz_h5_note();
     return rc;
 }
 
@@ -123,7 +123,7 @@ static int write_layer(kvz_ostore_ridge *r, hid_t root, size_t l)
              kvz_h5_attr_put_i64(g, "count", r->count) < 0
              ? -1 : 0;
     if (H5Gclose(g) < 0)
-        rc = -1;
+        rc = kvz_h5_note();
     return rc;
 }
 
@@ -136,7 +136,7 @@ int kvz_ostore_ridge_write(kvz_ostore_ridge *r, hid_t f)
     for (size_t l = 0; l < r->L && rc == 0; l++)
         rc = write_layer(r, root, l);
     if (H5Gclose(root) < 0)
-        rc = -1;
+        rc = kvz_h5_note();
     return rc;
 }
 

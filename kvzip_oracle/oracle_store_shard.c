@@ -13,7 +13,11 @@
 
 #include "oracle_store_internal.h"
 
+/* Shard chunks: about 256 KiB but at most 1024 rows, so small shards of
+ * narrow datasets (log-scores, sample columns) do not allocate whole
+ * 256 KiB chunks for a few hundred rows. */
 #define SHARD_CHUNK_BYTES (256u << 10)
+#define SHARD_CHUNK_MAX_ROWS 1024u
 
 char *kvz_ostore_shard_path(const char *parts, size_t k, int tmp)
 {
@@ -44,6 +48,8 @@ static int create_dsets(kvz_ostore_shard *s)
         const kvz_ostore_dset *sp = &s->specs[i];
         size_t row_bytes = kind_bytes(sp->kind) * (sp->cols ? sp->cols : 1);
         size_t chunk = sp->per_doc ? 64 : kvz_h5_chunk_rows(row_bytes, SHARD_CHUNK_BYTES);
+        if (chunk > SHARD_CHUNK_MAX_ROWS)
+            chunk = SHARD_CHUNK_MAX_ROWS;
         hid_t t = kvz_ostore_kind_type(sp->kind);
         if (t < 0)
             return -1;
@@ -212,11 +218,11 @@ int kvz_ostore_shard_close_tmp(kvz_ostore_shard *s, kvz_error *err)
               kvz_h5_attr_put_i64(s->file, "n_samples", (int64_t)s->n_samples) < 0;
     for (size_t i = 0; i < s->n_dsets; i++) {
         if (H5Dclose(s->dsets[i]) < 0)
-            bad = 1;
+            bad = kvz_h5_note();
         s->dsets[i] = -1;
     }
     if (H5Fclose(s->file) < 0)
-        bad = 1;
+        bad = kvz_h5_note();
     s->file = -1;
     if (bad)
         return kvz_h5_fail(err, KVZ_EIO, s->tmp_path, "cannot write shard");
