@@ -314,7 +314,8 @@ static int finish(kvz_corpus *c, const kvz_corpus_options *o, kvz_error *err)
         return kvz_fail(err, KVZ_ENOMEM, "corpus: out of memory");
     for (size_t i = 0; i < c->n_subsets; i++) {
         subset_heap *h = &c->subsets[i];
-        qsort(h->e, h->n, sizeof *h->e, cmp_entries_qsort);
+        if (h->n > 1)
+            qsort(h->e, h->n, sizeof *h->e, cmp_entries_qsort);
         for (size_t k = 0; k < h->n; k++) {
             entry *e = &c->entries[c->n_docs];
             *e = h->e[k];

@@ -126,7 +126,8 @@ int kvz_corpus_list_files(const char *path, char ***files, size_t *n, kvz_error 
         kvz_corpus_free_files(l.paths, l.n);
         return rc;
     }
-    qsort(l.paths, l.n, sizeof *l.paths, cmp_paths);
+    if (l.n > 1)
+        qsort(l.paths, l.n, sizeof *l.paths, cmp_paths);
     *files = l.paths;
     *n = l.n;
     return KVZ_OK;
