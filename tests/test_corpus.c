@@ -472,6 +472,40 @@ static void test_read_text(void)
     kvz_corpus_free(c);
 }
 
+/* A 200 KB line (getline, not a fixed buffer), an escaped NUL, CRLF ends. */
+static void test_long_lines(void)
+{
+    size_t n_words = 40000, len = n_words * 5;
+    char *text = malloc(len + 1), *line = malloc(len + 64);
+    if (!text || !line) {
+        free(text);
+        free(line);
+        return;
+    }
+    for (size_t i = 0; i < n_words; i++)
+        memcpy(text + 5 * i, "word ", 5);
+    text[len] = '\0';
+    int k = snprintf(line, len + 64, "{\"text\": \"a\\u0000b\"}\r\n\r\n{\"text\": \"%s\"}\r\n", text);
+    write_bytes("long.jsonl", line, (size_t)k);
+    kvz_corpus_options o = opts(tmp_path("long.jsonl"), 2, 0);
+    kvz_corpus *c = select_ok(&o);
+    if (c) {
+        KVZ_CHECK(kvz_corpus_count(c) == 2, "2 docs");
+        for (size_t i = 0; i < kvz_corpus_count(c); i++) {
+            const kvz_corpus_doc *d = kvz_corpus_doc_at(c, i);
+            if (strstr(d->source, ":3"))
+                check_read(c, i, text, len);
+            else
+                check_read(c, i, "a\0b", 3);
+            KVZ_CHECK(strstr(d->source, ":3") ? d->n_tokens >= n_words : d->n_tokens == 3,
+                      "%s: %zu tokens", d->source, d->n_tokens);
+        }
+    }
+    kvz_corpus_free(c);
+    free(text);
+    free(line);
+}
+
 /* --- errors --- */
 
 static void test_errors(void)
@@ -545,6 +579,7 @@ int main(void)
     test_filter_bounds();
     test_subset_field();
     test_read_text();
+    test_long_lines();
     test_errors();
     kvz_tokenizer_free(tok);
     return kvz_test_done();
