@@ -89,7 +89,7 @@ int rep_script_begin(char **buf, size_t *len, FILE **fp, const char *name, int w
     fprintf(*fp,
             "# %s.svg for kvzap report; run from the report directory: gnuplot gnuplot/%s.gp\n"
             "set encoding utf8\n"
-            "set terminal svg size %d,%d fixed enhanced font 'sans-serif,13' background rgb 'white'\n"
+            "set terminal svg size %d,%d fixed noenhanced font 'sans-serif,13' background rgb 'white'\n"
             "set output '%s.svg'\n"
             "set grid lc rgb '#dddddd' lw 1\n"
             "set border lw 1.2\n"

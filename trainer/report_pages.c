@@ -46,7 +46,7 @@ static void caption(char *out, size_t cap, const char *svg)
 {
     int layer;
     if (!strcmp(svg, "r2_by_layer.svg"))
-        snprintf(out, cap, "Held-out R^2 per layer, Linear vs MLP; the shaded band is the "
+        snprintf(out, cap, "Held-out R² per layer, Linear vs MLP; the shaded band is the "
                            "paper's 0.63-0.77 (squared Pearson of the MLP surrogates).");
     else if (!strcmp(svg, "loss_curves.svg"))
         snprintf(out, cap, "MLP training (solid) and validation (dashed) loss per epoch for "
@@ -96,10 +96,10 @@ static void provenance(FILE *fp, page_kind k, const rep_ctx *c)
 }
 
 static const char *const TABLE_NOTE =
-    "Held-out (test split) quality per trained layer. R^2 = 1 - SSE/SST of the predicted "
-    "log-scores over all KV heads; Pearson r; MSE in log-score^2; keep overlap at 2x/3x/4x: "
+    "Held-out (test split) quality per trained layer. R² = 1 - SSE/SST of the predicted "
+    "log-scores over all KV heads; Pearson r; MSE in log-score²; keep overlap at 2x/3x/4x: "
     "with thresholds pruning 1/2, 2/3, 3/4 of the pairs per head, the fraction of the "
-    "oracle-kept pairs the surrogate keeps too. The paper reports r^2 0.63-0.77 for MLP "
+    "oracle-kept pairs the surrogate keeps too. The paper reports r² 0.63-0.77 for MLP "
     "surrogates.";
 
 static void layer_table_head(FILE *fp, page_kind k)
@@ -116,8 +116,8 @@ static void layer_table_head(FILE *fp, page_kind k)
             fputs("<th>2x</th><th>3x</th><th>4x</th>", fp);
         fputs("</tr>\n", fp);
     } else {
-        fprintf(fp, "## Quality per layer\n\n%s\n\n| layer | Linear R^2 | Linear r | Linear MSE "
-                    "| MLP R^2 | MLP r | MLP MSE | Lin 2x | Lin 3x | Lin 4x | MLP 2x | MLP 3x "
+        fprintf(fp, "## Quality per layer\n\n%s\n\n| layer | Linear R² | Linear r | Linear MSE "
+                    "| MLP R² | MLP r | MLP MSE | Lin 2x | Lin 3x | Lin 4x | MLP 2x | MLP 3x "
                     "| MLP 4x | test pairs |\n|",
                 TABLE_NOTE);
         for (int i = 0; i < 14; i++)
@@ -160,7 +160,7 @@ static void head_table(FILE *fp, page_kind k, const rep_layer *l)
                     "<th>MLP R<sup>2</sup></th><th>MLP r</th><th>MLP MSE</th></tr>\n",
                 l->layer);
     else
-        fprintf(fp, "Layer %d:\n\n| head | Linear R^2 | Linear r | Linear MSE | MLP R^2 | "
+        fprintf(fp, "Layer %d:\n\n| head | Linear R² | Linear r | Linear MSE | MLP R² | "
                     "MLP r | MLP MSE |\n|---:|---:|---:|---:|---:|---:|---:|\n",
                 l->layer);
     for (size_t h = 0; h < n; h++) {

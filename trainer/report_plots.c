@@ -16,7 +16,7 @@ static void put_num(FILE *fp, double v)
         fputs(" NaN", fp);
 }
 
-/* gnuplot/layers.dat: layer, linear r2, mlp r2, mlp r^2, linear r^2,
+/* gnuplot/layers.dat: layer, linear r2, mlp r2, mlp r², linear r²,
  * linear keep overlap 2x 3x 4x, mlp keep overlap 2x 3x 4x. */
 static int write_layers_dat(const rep_ctx *c, kvz_error *err)
 {
@@ -89,18 +89,18 @@ int rep_plot_r2(rep_ctx *c, kvz_error *err)
         return kvz_fail(err, KVZ_ENOMEM, "report: out of memory");
     layer_axis(s, &c->metrics);
     fprintf(s,
-            "set title 'Held-out R^2 per layer: Linear vs MLP surrogate' font ',15'\n"
-            "set ylabel 'R^2 on the test split (1 = perfect)'\n"
+            "set title 'Held-out R² per layer: Linear vs MLP surrogate' font ',15'\n"
+            "set ylabel 'R² on the test split (1 = perfect)'\n"
             "set yrange [%g:1]\nset key bottom right\n"
             "set object 1 rect from graph 0, first %g to graph 1, first %g behind "
             "fc rgb '#2ca02c' fs transparent solid 0.15 noborder\n"
-            "set label 1 'paper: MLP r^2 (squared Pearson) %.2f-%.2f' at graph 0.015, first %g "
+            "set label 1 'paper: MLP r² (squared Pearson) %.2f-%.2f' at graph 0.015, first %g "
             "offset 0,0.7 tc rgb '#2a7a2a' font ',11'\n"
-            "plot 'gnuplot/layers.dat' u 1:2 w lp lw 2 pt 7 ps 0.8 lc rgb '#1f77b4' t 'Linear R^2', \\\n"
-            "  '' u 1:3 w lp lw 2 pt 5 ps 0.8 lc rgb '#d62728' t 'MLP R^2', \\\n"
-            "  '' u 1:4 w l dt 2 lw 1.5 lc rgb '#d62728' t 'MLP r^2 (squared Pearson)', \\\n"
+            "plot 'gnuplot/layers.dat' u 1:2 w lp lw 2 pt 7 ps 0.8 lc rgb '#1f77b4' t 'Linear R²', \\\n"
+            "  '' u 1:3 w lp lw 2 pt 5 ps 0.8 lc rgb '#d62728' t 'MLP R²', \\\n"
+            "  '' u 1:4 w l dt 2 lw 1.5 lc rgb '#d62728' t 'MLP r² (squared Pearson)', \\\n"
             "  keyentry w boxes fs transparent solid 0.15 noborder fc rgb '#2ca02c' "
-            "t 'paper band (MLP r^2)'\n",
+            "t 'paper band (MLP r²)'\n",
             lo, REP_PAPER_R2_LO, REP_PAPER_R2_HI, REP_PAPER_R2_LO, REP_PAPER_R2_HI,
             REP_PAPER_R2_HI);
     return finish_script(c, "r2_by_layer", s, &buf, err);
@@ -200,18 +200,19 @@ static void compression_script(FILE *s, const int present[3], const double range
     static const char *const styles[3] = {"lw 2.5 lc rgb 'black'", "lw 2 dt 2 lc rgb '#1f77b4'",
                                           "lw 2 lc rgb '#d62728'"};
     fprintf(s,
-            "set title 'Compression vs threshold {/:Italic τ} (test split, mean over layers and "
+            "set title 'Compression vs threshold τ (test split, mean over layers and "
             "heads)' font ',15'\n"
-            "set xlabel 'threshold {/:Italic τ} (log-score; a KV pair is pruned when y < τ)'\n"
+            "set xlabel 'threshold τ (log-score; a KV pair is pruned when y < τ)'\n"
             "set ylabel 'compression (fraction of KV pairs pruned)'\n"
             "set xrange [%g:%g]\nset yrange [0:1]\nset key top left\n"
             "set y2range [0:1]\nset y2tics ('2x' 0.5, '3x' 2.0/3, '4x' 0.75) tc rgb '#666666'\n"
             "set object 1 rect from first %g, graph 0 to first %g, graph 1 behind "
             "fc rgb '#888888' fs transparent solid 0.15 noborder\n"
-            "set label 1 'reference thresholds' at first %g, graph 0.96 center font ',11'\n"
-            "set label 2 '(Llama-3.1-8B -9..-6, Qwen3-8B -6..-3)' at first %g, graph 0.92 "
+            "set label 1 'reference thresholds' at first %g, graph 0.10 center font ',11'\n"
+            "set label 2 '(Llama-3.1-8B: -9..-6, Qwen3-8B: -6..-3)' at first %g, graph 0.05 "
             "center font ',9'\n"
             "set arrow from graph 0, first 0.5 to graph 1, first 0.5 nohead dt 3 lc rgb '#999999'\n"
+            "set arrow from graph 0, first 2.0/3 to graph 1, first 2.0/3 nohead dt 3 lc rgb '#999999'\n"
             "set arrow from graph 0, first 0.75 to graph 1, first 0.75 nohead dt 3 lc rgb '#999999'\n"
             "plot",
             range[0], range[1], REP_REF_TAU_LO, REP_REF_TAU_HI,

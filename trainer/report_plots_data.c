@@ -78,7 +78,8 @@ static void loss_clause(FILE *s, size_t block, int layer, const char *style, int
                 block, style, block, style);
 }
 
-static void loss_script(FILE *s, const int *layers, size_t n_layers, const double range[2])
+static void loss_script(FILE *s, const int *layers, size_t n_layers, const double range[2],
+                        double max_epoch)
 {
     static const char *const hi_colors[3] = {"#1f77b4", "#ff7f0e", "#d62728"};
     size_t hi[3] = {0, n_layers / 2, n_layers - 1};
@@ -86,12 +87,13 @@ static void loss_script(FILE *s, const int *layers, size_t n_layers, const doubl
     fprintf(s,
             "set title 'MLP training curves (every layer; first, middle and last highlighted)' "
             "font ',15'\n"
-            "set xlabel 'epoch'\nset ylabel 'MSE loss (log-score^2)%s'\n%s"
-            "set key outside right top\nset xtics 1\n"
+            "set xlabel 'epoch'\nset ylabel 'MSE loss (log-score²)%s'\n%s"
+            "set key outside right top\nset xtics %d\n"
             "plot keyentry w l lw 2 lc rgb 'black' t 'train (solid)', \\\n"
             "  keyentry w l lw 2 dt 2 lc rgb 'black' t 'validation (dashed)', \\\n"
             "  keyentry w l lw 1 lc rgb '#bbbbbb' t 'other layers'",
-            log_y ? ", log scale" : "", log_y ? "set logscale y\n" : "");
+            log_y ? ", log scale" : "", log_y ? "set logscale y\n" : "",
+            (int)(max_epoch / 15) + 1);
     for (size_t b = 0; b < n_layers; b++)
         if (b != hi[0] && b != hi[1] && b != hi[2])
             loss_clause(s, b, layers[b], "lw 0.8 lc rgb '#bbbbbb'", 0);
@@ -131,7 +133,10 @@ static int draw_loss(rep_ctx *c, const loss_row *rows, size_t n, kvz_error *err)
     if (!rc && rep_script_begin(&buf, &len, &s, "loss_curves", 900, 500))
         rc = kvz_fail(err, KVZ_ENOMEM, "report: out of memory");
     if (!rc) {
-        loss_script(s, layers, n_layers, range);
+        double max_epoch = 1;
+        for (size_t i = 0; i < n; i++)
+            max_epoch = rows[i].epoch > max_epoch ? rows[i].epoch : max_epoch;
+        loss_script(s, layers, n_layers, range, max_epoch);
         rc = finish(c, "loss_curves", s, &buf, err);
     }
     free(layers);
@@ -268,7 +273,7 @@ static void density_panel(FILE *s, const density *d, int m, double r2)
 {
     char r2_text[48] = "";
     if (isfinite(r2))
-        snprintf(r2_text, sizeof r2_text, " (R^2 = %.3f)", r2);
+        snprintf(r2_text, sizeof r2_text, " (R² = %.3f)", r2);
     fprintf(s,
             "set title '%s%s' font ',14'\n"
             "plot 'gnuplot/density_layer_%d.dat' index %d u 1:2:3 w image notitle, \\\n"
