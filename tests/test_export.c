@@ -596,6 +596,15 @@ static void atomic_writes(void)
     }
     KVZ_CHECK(count_entries(area) == 3, "no temp/old leftovers (%zu entries)", count_entries(area));
 
+    /* a trailing slash names the same directory; members name their export */
+    o.format = KVZ_EXPORT_KVPRESS;
+    snprintf(dest, sizeof dest, "%s/slash/", area);
+    KVZ_CHECK_OK(kvz_export_write(a, dest, &o, &err), err);
+    snprintf(dest, sizeof dest, "%s/slash/config.json", area);
+    KVZ_CHECK_OK(kvz_export_check(dest, NULL, &err), err);
+    snprintf(dest, sizeof dest, "%s/slash/model.safetensors", area);
+    KVZ_CHECK_OK(kvz_export_check(dest, NULL, &err), err);
+
     /* overwrite refuses a directory that is not an export */
     snprintf(dest, sizeof dest, "%s/userdir", area);
     mkdir(dest, 0777);

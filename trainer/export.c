@@ -235,9 +235,15 @@ int kvz_export_write(const kvz_surrogate *s, const char *path, const kvz_export_
     int rc = check_write_args(s, path, &o, err);
     if (rc)
         return rc;
-    if (o.format == KVZ_EXPORT_GGUF)
-        return kvz_export_write_gguf(s, path, &o, err);
-    return kvz_export_write_kvpress(s, path, &o, err);
+    char *clean = strdup(path); /* without trailing slashes: "out/" -> "out" */
+    if (!clean)
+        return kvz_fail(err, KVZ_ENOMEM, "%s: out of memory", path);
+    for (size_t n = strlen(clean); n > 1 && clean[n - 1] == '/'; n--)
+        clean[n - 1] = '\0';
+    rc = o.format == KVZ_EXPORT_GGUF ? kvz_export_write_gguf(s, clean, &o, err)
+                                     : kvz_export_write_kvpress(s, clean, &o, err);
+    free(clean);
+    return rc;
 }
 
 void kvz_export_report_fill(kvz_export_report *rep, kvz_export_format format,
@@ -269,6 +275,18 @@ void kvz_export_plan_shape_str(const kvz_export_tensor *t, char *buf, size_t cap
     kvz_export_shape_str(dims, t->n_dims, buf, cap);
 }
 
+/* "d/config.json" or "d/model.safetensors" -> "d" (malloc'ed); else NULL. */
+static char *export_dir_of_member(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    if (strcmp(base, "config.json") != 0 && strcmp(base, "model.safetensors") != 0)
+        return NULL;
+    if (!slash)
+        return strdup(".");
+    return slash == path ? strdup("/") : strndup(path, (size_t)(slash - path));
+}
+
 static int read_any(const char *path, kvz_export_report *rep, kvz_surrogate **out, kvz_error *err)
 {
     kvz_export_report local;
@@ -281,6 +299,12 @@ static int read_any(const char *path, kvz_export_report *rep, kvz_surrogate **ou
         return kvz_fail(err, KVZ_ENOTFOUND, "%s: no such file or directory", path);
     if (kvz_path_is_dir(path))
         return kvz_export_read_kvpress(path, rep, out, err);
+    char *dir = export_dir_of_member(path);
+    if (dir) {
+        int rc = kvz_export_read_kvpress(dir, rep, out, err);
+        free(dir);
+        return rc;
+    }
     return kvz_export_read_gguf(path, rep, out, err);
 }
 
