@@ -178,6 +178,7 @@ typedef struct kvz_ostore_shard {
 
 int kvz_ostore_shard_begin(kvz_ostore_shard *s, const char *parts, size_t k,
                            const kvz_oracle_meta *m, size_t first_doc, size_t first_sample,
+                           size_t rows_hint /* most rows expected; 0 = unknown */,
                            kvz_error *err);
 int kvz_ostore_shard_append(kvz_ostore_shard *s, const kvz_oracle_doc_record *rec,
                             const kvz_oracle_doc_samples *d, kvz_error *err);

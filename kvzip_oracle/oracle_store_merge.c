@@ -18,6 +18,7 @@ typedef struct merge_ctx {
     const char *parts;
     const kvz_ostore_progress *p;
     hid_t out;
+    kvz_ostore_shard_counts *counts; /* [p->n_shards] */
 } merge_ctx;
 
 /* Rows gathered from the shards into blocks of one chunk at fixed global
@@ -77,17 +78,13 @@ static int bw_copy(block_writer *w, hid_t src, size_t n)
 /* Appends dataset `sp` of shard k (which must start where the writer is). */
 static int copy_from_shard(merge_ctx *c, size_t k, const kvz_ostore_dset *sp, block_writer *w)
 {
+    const kvz_ostore_shard_counts *sc = &c->counts[k];
+    size_t dims[2], n = sp->per_doc ? sc->n_docs : sc->n_samples;
+    size_t first = sp->per_doc ? sc->first_doc : sc->first_sample;
     char *path = kvz_ostore_shard_path(c->parts, k, 0);
-    kvz_ostore_shard_counts sc;
-    int rc = -1;
-    if (!path || kvz_ostore_shard_counts_read(path, &sc) != 0) {
-        free(path);
-        return -1;
-    }
-    size_t dims[2], n = sp->per_doc ? sc.n_docs : sc.n_samples;
-    size_t first = sp->per_doc ? sc.first_doc : sc.first_sample;
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t f = path ? H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT) : -1;
     hid_t src = f >= 0 ? H5Dopen2(f, sp->name, H5P_DEFAULT) : -1;
+    int rc = -1;
     if (src >= 0 && first == w->row0 + w->fill && kvz_h5_dset_shape(src, dims) > 0 &&
         dims[0] == n && dims[1] == sp->cols)
         rc = bw_copy(w, src, n);
@@ -97,6 +94,22 @@ static int copy_from_shard(merge_ctx *c, size_t k, const kvz_ostore_dset *sp, bl
         H5Fclose(f);
     free(path);
     return rc;
+}
+
+/* Every shard's counts, read once. */
+static int read_counts(merge_ctx *c)
+{
+    c->counts = calloc(c->p->n_shards ? c->p->n_shards : 1, sizeof *c->counts);
+    if (!c->counts)
+        return -1;
+    for (size_t k = 0; k < c->p->n_shards; k++) {
+        char *path = kvz_ostore_shard_path(c->parts, k, 0);
+        int rc = path ? kvz_ostore_shard_counts_read(path, &c->counts[k]) : -1;
+        free(path);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
 }
 
 static int merge_dset(merge_ctx *c, const kvz_ostore_dset *sp)
@@ -142,7 +155,7 @@ static int fill_file(merge_ctx *c, const kvz_oracle_meta *m, kvz_ostore_ridge *r
 {
     size_t n_dsets;
     kvz_ostore_dset *specs = kvz_ostore_dsets(m, &n_dsets);
-    int rc = specs && write_root(c->out, m, c->p) == 0 ? 0 : -1;
+    int rc = specs && read_counts(c) == 0 && write_root(c->out, m, c->p) == 0 ? 0 : -1;
     for (size_t i = 0; specs && i < n_dsets && rc == 0; i++)
         rc = merge_dset(c, &specs[i]);
     free(specs);
@@ -176,11 +189,12 @@ int kvz_ostore_merge(const char *parts, const char *output, const kvz_oracle_met
     char *tmp = kvz_path_join(parts, "final.h5.tmp");
     if (!tmp)
         return kvz_fail(err, KVZ_ENOMEM, "%s: out of memory", parts);
-    merge_ctx c = {parts, p, kvz_h5_create_file(tmp)};
+    merge_ctx c = {parts, p, kvz_h5_create_file(tmp), NULL};
     int bad = c.out < 0 || fill_file(&c, m, ridge) < 0;
     if (c.out >= 0 && H5Fclose(c.out) < 0)
         bad = kvz_h5_note();
-    int rc = bad ? kvz_h5_fail(err, KVZ_EIO, output, "cannot write the merged dataset %s", tmp)
+    free(c.counts);
+    int rc = bad ? kvz_h5_fail(err, KVZ_EIO, output, "cannot build the merged dataset %s", tmp)
                  : publish(tmp, output, err);
     if (rc != KVZ_OK)
         unlink(tmp);

@@ -15,7 +15,8 @@
 
 /* Shard chunks: about 256 KiB but at most 1024 rows, so small shards of
  * narrow datasets (log-scores, sample columns) do not allocate whole
- * 256 KiB chunks for a few hundred rows. */
+ * 256 KiB chunks for a few hundred rows; and at most the rows a shard can
+ * hold (docs_per_shard * n_tokens) when that is known. */
 #define SHARD_CHUNK_BYTES (256u << 10)
 #define SHARD_CHUNK_MAX_ROWS 1024u
 
@@ -42,7 +43,7 @@ static size_t kind_bytes(int kind)
     }
 }
 
-static int create_dsets(kvz_ostore_shard *s)
+static int create_dsets(kvz_ostore_shard *s, size_t rows_hint)
 {
     for (size_t i = 0; i < s->n_dsets; i++) {
         const kvz_ostore_dset *sp = &s->specs[i];
@@ -50,6 +51,8 @@ static int create_dsets(kvz_ostore_shard *s)
         size_t chunk = sp->per_doc ? 64 : kvz_h5_chunk_rows(row_bytes, SHARD_CHUNK_BYTES);
         if (chunk > SHARD_CHUNK_MAX_ROWS)
             chunk = SHARD_CHUNK_MAX_ROWS;
+        if (!sp->per_doc && rows_hint && chunk > rows_hint)
+            chunk = rows_hint;
         hid_t t = kvz_ostore_kind_type(sp->kind);
         if (t < 0)
             return -1;
@@ -79,7 +82,7 @@ static void shard_free(kvz_ostore_shard *s)
 
 int kvz_ostore_shard_begin(kvz_ostore_shard *s, const char *parts, size_t k,
                            const kvz_oracle_meta *m, size_t first_doc, size_t first_sample,
-                           kvz_error *err)
+                           size_t rows_hint, kvz_error *err)
 {
     memset(s, 0, sizeof *s);
     s->file = -1;
@@ -101,7 +104,7 @@ int kvz_ostore_shard_begin(kvz_ostore_shard *s, const char *parts, size_t k,
         kvz_h5_attr_put_str(s->file, "kind", "kvzap-oracle-shard") < 0 ||
         kvz_h5_attr_put_i64(s->file, "first_doc", (int64_t)first_doc) < 0 ||
         kvz_h5_attr_put_i64(s->file, "first_sample", (int64_t)first_sample) < 0 ||
-        kvz_ostore_create_groups(s->file, m->n_layers) < 0 || create_dsets(s) < 0) {
+        kvz_ostore_create_groups(s->file, m->n_layers) < 0 || create_dsets(s, rows_hint) < 0) {
         int rc = kvz_h5_fail(err, KVZ_EIO, s->tmp_path, "cannot create shard");
         kvz_ostore_shard_abort(s);
         return rc;

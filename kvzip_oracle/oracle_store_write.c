@@ -234,8 +234,10 @@ static int append_doc(kvz_oracle_run *r, const kvz_oracle_doc_record *rec,
                       const kvz_oracle_doc_samples *s, kvz_error *err)
 {
     if (!r->shard_open) {
+        size_t dps = r->docs_per_shard, nt = r->meta.n_tokens;
+        size_t hint = nt && dps <= SIZE_MAX / nt ? dps * nt : 0; /* samples <= n_tokens/doc */
         int rc = kvz_ostore_shard_begin(&r->shard, r->parts, r->prog.n_shards, &r->meta,
-                                        r->n_docs, r->n_samples, err);
+                                        r->n_docs, r->n_samples, hint, err);
         if (rc != KVZ_OK)
             return rc;
         r->shard_open = 1;

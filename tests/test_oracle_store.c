@@ -75,7 +75,7 @@ static kvz_oracle_meta make_meta(int dtype)
                              .tokenizer = NULL, .chat_template = "{{ messages }}",
                              .corpus = "corpus/docs.jsonl", .text_field = "text",
                              .subset_field = "subset", .scoring = KVZ_SCORING_KVZIP_PLUS,
-                             .chunk_size = 2048, .n_tokens = 500, .min_doc_tokens = 750,
+                             .chunk_size = 2048, .n_tokens = 16, .min_doc_tokens = 750,
                              .max_doc_tokens = 1250, .train_docs_per_subset = 500,
                              .test_docs_per_subset = 5, .seed = 42, .hidden_dtype = dtype,
                              .store_hidden = 1, .ridge_stats = 1, .n_layers = L, .d_model = D,
@@ -315,9 +315,9 @@ static void test_resume(const char *ref)
                   strstr(err.msg, "pass --resume"),
               "resume=0 refused: %s", err.msg);
     kvz_oracle_meta other = m;
-    other.n_tokens = 400;
+    other.n_tokens = 15;
     KVZ_CHECK(kvz_oracle_run_open(out, &other, 2, 1, 0, &r, &done, &err) == KVZ_EINVAL &&
-                  strstr(err.msg, "oracle.n_tokens was 500, now 400") &&
+                  strstr(err.msg, "oracle.n_tokens was 16, now 15") &&
                   strstr(err.msg, ".parts: cannot resume"),
               "meta mismatch: %s", err.msg);
     other = m;
@@ -455,30 +455,61 @@ static void test_bad_files(const char *ref)
 }
 
 /* Child: write with a file-size limit; exits 0 when the failure was reported
- * as KVZ_EIO naming a file and no output appeared. */
-static void full_disk_child(const char *out, size_t dps, rlim_t limit)
+ * as KVZ_EIO naming the file (`where`) and the OS reason, and no output
+ * appeared. */
+static void full_disk_child(const char *out, size_t dps, rlim_t limit, const char *where)
 {
     signal(SIGXFSZ, SIG_IGN);
     struct rlimit rl = {limit, limit};
     setrlimit(RLIMIT_FSIZE, &rl);
     kvz_error err = {0};
     int rc = write_run(out, KVZ_HIDDEN_FLOAT16, dps, &err);
-    int ok = rc == KVZ_EIO && strstr(err.msg, out) != NULL && !exists(out);
-    if (!ok)
-        fprintf(stderr, "full disk (dps %zu): rc %d: %s\n", dps, rc, err.msg);
+    int ok = rc == KVZ_EIO && strstr(err.msg, out) && strstr(err.msg, where) &&
+             strstr(err.msg, "File too large") && !exists(out);
+    fprintf(stderr, "full disk (docs_per_shard %zu): rc %d: %s\n", dps, rc, err.msg);
     _exit(ok ? 0 : 1);
+}
+
+/* Largest file in the parts directory of an unfinished docs_per_shard=2 run. */
+static off_t largest_part(void)
+{
+    const char *out = tmp_path("probe.h5");
+    kvz_error err = {0};
+    kvz_oracle_meta m = make_meta(KVZ_HIDDEN_FLOAT16);
+    kvz_oracle_run *r;
+    size_t done;
+    if (kvz_oracle_run_open(out, &m, 2, 0, 0, &r, &done, &err) != KVZ_OK)
+        return 0;
+    append_docs(r, 0, N_DOCS, &err);
+    kvz_oracle_run_close(r);
+    off_t big = 0;
+    const char *names[] = {"ridge.h5", "shard-000000.h5", "shard-000001.h5", "shard-000002.h5"};
+    for (size_t i = 0; i < 4; i++) {
+        char p[700];
+        struct stat st;
+        snprintf(p, sizeof p, "%s/%s", parts_of(out), names[i]);
+        if (stat(p, &st) == 0 && st.st_size > big)
+            big = st.st_size;
+    }
+    return big;
 }
 
 static void test_full_disk(const char *ref)
 {
     struct stat st;
     stat(ref, &st);
-    size_t dps_cases[2] = {2, 100}; /* fails in the merge / in the shard */
+    off_t part = largest_part();
+    /* docs_per_shard 2: every part fits, the merged file does not; 100: the
+     * one shard does not fit. */
+    KVZ_CHECK(part > 0 && part < st.st_size, "parts (%lld bytes) smaller than the output "
+              "(%lld)", (long long)part, (long long)st.st_size);
+    size_t dps_cases[2] = {2, 100};
+    rlim_t limits[2] = {(rlim_t)(part + st.st_size) / 2, (rlim_t)part + 1};
     for (int c = 0; c < 2; c++) {
         const char *out = tmp_path(c ? "full_shard.h5" : "full_merge.h5");
         pid_t pid = fork();
         if (pid == 0)
-            full_disk_child(out, dps_cases[c], (rlim_t)st.st_size / 2);
+            full_disk_child(out, dps_cases[c], limits[c], c ? "shard-000000.h5.tmp" : "merged");
         int status = 0;
         waitpid(pid, &status, 0);
         KVZ_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "full disk case %d", c);
@@ -493,6 +524,57 @@ static void test_full_disk(const char *ref)
         kvz_oracle_run_close(r);
         KVZ_CHECK(files_equal(out, ref), "after the full disk: same bytes (case %d, resumed "
                   "at %zu)", c, done);
+    }
+}
+
+/* store_hidden = 0, ridge_stats = 0 (hidden may be NULL), then an empty run. */
+static void test_minimal_runs(void)
+{
+    kvz_error err = {0};
+    kvz_oracle_meta m = make_meta(KVZ_HIDDEN_FLOAT32);
+    m.store_hidden = m.ridge_stats = 0;
+    const char *out = tmp_path("scores_only.h5");
+    kvz_oracle_run *r;
+    size_t done;
+    KVZ_CHECK_OK(kvz_oracle_run_open(out, &m, 3, 0, 0, &r, &done, &err), err);
+    doc_data *d = malloc(sizeof *d);
+    for (size_t i = 0; i < 4; i++) {
+        make_doc(i, d);
+        d->s.hidden = NULL;
+        KVZ_CHECK_OK(kvz_oracle_run_append(r, &d->rec, &d->s, &err), err);
+    }
+    KVZ_CHECK(kvz_oracle_run_n_documents(r) == 4 && kvz_oracle_run_n_samples(r) == 3 + 10 + 7 + 4,
+              "counts");
+    KVZ_CHECK_OK(kvz_oracle_run_finish(r, &err), err);
+    kvz_oracle_run_close(r);
+    kvz_oracle_file *f;
+    KVZ_CHECK_OK(kvz_oracle_file_open(out, &f, &err), err);
+    if (f) {
+        float x[MAX_N * D];
+        KVZ_CHECK(kvz_oracle_file_read_hidden(f, 0, 0, 1, x, &err) == KVZ_ENOTFOUND, "no hidden");
+        KVZ_CHECK(kvz_oracle_file_read_ridge(f, 0, NULL, NULL, NULL, NULL, NULL, NULL, &err) ==
+                      KVZ_ENOTFOUND,
+                  "no ridge");
+        make_doc(3, d);
+        KVZ_CHECK_OK(kvz_oracle_file_read_scores(f, 2, 20, 4, x, &err), err);
+        kvz_test_allclose("scores of doc 3", x, d->scores + 2 * 4 * H, 4 * H, 0, 0);
+        kvz_oracle_file_close(f);
+    }
+    free(d);
+
+    m = make_meta(KVZ_HIDDEN_FLOAT16);
+    out = tmp_path("empty.h5");
+    KVZ_CHECK_OK(kvz_oracle_run_open(out, &m, 2, 0, 0, &r, &done, &err), err);
+    KVZ_CHECK_OK(kvz_oracle_run_finish(r, &err), err);
+    kvz_oracle_run_close(r);
+    KVZ_CHECK_OK(kvz_oracle_file_open(out, &f, &err), err);
+    if (f) {
+        KVZ_CHECK(kvz_oracle_file_get_info(f)->n_samples == 0, "empty dataset");
+        int64_t count = -1;
+        KVZ_CHECK_OK(kvz_oracle_file_read_ridge(f, 1, NULL, NULL, NULL, NULL, NULL, &count, &err),
+                     err);
+        KVZ_CHECK(count == 0, "empty ridge count");
+        kvz_oracle_file_close(f);
     }
 }
 
@@ -534,6 +616,7 @@ int main(void)
     test_refusals(refcopy);
     test_bad_files(refcopy);
     test_full_disk(refcopy);
+    test_minimal_runs();
     test_h5dump(refcopy);
     const char *keep = getenv("KVZ_ORACLE_STORE_KEEP"); /* manual h5py checks */
     if (keep) {
