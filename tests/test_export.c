@@ -22,6 +22,7 @@
 
 #include "common/kvz_file.h"
 #include "kvz_test.h"
+#include "model/gguf.h"
 #include "model/safetensors.h"
 #include "trainer/export.h"
 
@@ -501,12 +502,45 @@ static void corrupt_kvpress(void)
     kvz_surrogate_free(s3), kvz_surrogate_free(s2), kvz_surrogate_free(h5);
 }
 
+
 static const char *find_bytes(const char *hay, size_t n, const char *needle, size_t m)
 {
     for (size_t i = 0; i + m <= n; i++)
         if (memcmp(hay + i, needle, m) == 0)
             return hay + i;
     return NULL;
+}
+
+/* Copies good.gguf to name and overwrites the u32 found at (needle + skip). */
+static void patch_u32(const char *good, const char *data, size_t len, const char *name,
+                      const char *needle, size_t needle_len, size_t skip, uint32_t value,
+                      const char *expect)
+{
+    const char *at = find_bytes(data, len, needle, needle_len);
+    KVZ_CHECK(at != NULL, "%s: needle found", name);
+    if (!at)
+        return;
+    const char *bad = tmp_path(name);
+    copy_file(good, bad);
+    unsigned char le[4] = {value & 0xff, (value >> 8) & 0xff, (value >> 16) & 0xff, value >> 24};
+    patch_bytes(bad, (long)(at - data + (long)skip), le, 4);
+    expect_bad(bad, KVZ_EFORMAT, expect);
+}
+
+static void patch_gguf_cases(const char *g, const char *data, size_t len)
+{
+    /* key string, then the u32 type (4), then the u32 value */
+    patch_u32(g, data, len, "missing.gguf", "kvzap.n_modules", 15, 19, 3,
+              "missing tensor 'layers.2.0.weight'");
+    patch_u32(g, data, len, "extra.gguf", "kvzap.n_modules", 15, 19, 1,
+              "unexpected tensor 'layers.1.");
+    patch_u32(g, data, len, "hidden.gguf", "kvzap.hidden_dim", 16, 20, 0,
+              "kvzap.hidden_dim 0 does not fit kvzap.kind mlp");
+    patch_u32(g, data, len, "shape.gguf", "kvzap.input_dim", 15, 19, 25,
+              "tensor 'layers.0.0.weight' has shape [3, 24], expected [3, 25]");
+    /* tensor info: name, u32 n_dims, u64 ne[1], u32 type */
+    patch_u32(g, data, len, "dtype.gguf", "\x0f\0\0\0\0\0\0\0layers.0.0.bias", 23, 23 + 12,
+              KVZ_GGML_F16, "tensor 'layers.0.0.bias' is F16, expected F32 like the others");
 }
 
 static void corrupt_gguf(void)
@@ -538,6 +572,7 @@ static void corrupt_gguf(void)
         patch_bytes(bad, (long)(arch - data) + 12, "q", 1);
         expect_bad(bad, KVZ_EFORMAT, "general.architecture must be \"kvzap\"");
     }
+    patch_gguf_cases(g, data, len);
     free(data);
     kvz_surrogate_free(s);
 }

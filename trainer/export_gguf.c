@@ -181,6 +181,9 @@ static int write_body(gguf_out *o, const kvz_surrogate *s, const kvz_export_opti
 int kvz_export_write_gguf(const kvz_surrogate *s, const char *path, const kvz_export_options *opt,
                           kvz_error *err)
 {
+    if (s->n_layers > UINT32_MAX || s->d_in > UINT32_MAX || s->d_hidden > UINT32_MAX ||
+        s->d_out > UINT32_MAX)
+        return kvz_fail(err, KVZ_EINVAL, "%s: surrogate sizes exceed GGUF's uint32 fields", path);
     if (kvz_path_is_dir(path))
         return kvz_fail(err, KVZ_EINVAL, "%s: is a directory; a GGUF export is one file", path);
     if (kvz_path_exists(path) && !opt->overwrite)
@@ -317,8 +320,10 @@ static int export_dtype_of(const kvz_gguf *g, uint32_t type, kvz_export_dtype *o
                     kvz_gguf_path(g), name ? name : "unknown");
 }
 
-static int read_gguf_tensors(const kvz_gguf *g, const kvz_export_tensor *plan, size_t n,
-                             kvz_surrogate *s, kvz_export_dtype *dtype, kvz_error *err)
+/* Checks every tensor's name, shape and type (one float type for all), and
+ * that no tensor is extra. */
+static int check_gguf_tensors(const kvz_gguf *g, const kvz_export_tensor *plan, size_t n,
+                              kvz_export_dtype *dtype, kvz_error *err)
 {
     const char *file = kvz_gguf_path(g);
     const kvz_gguf_tensor_info *first = kvz_gguf_find_tensor(g, plan[0].name);
@@ -336,13 +341,20 @@ static int read_gguf_tensors(const kvz_gguf *g, const kvz_export_tensor *plan, s
             rc = kvz_fail(err, KVZ_EFORMAT, "%s: unexpected tensor '%s' (the metadata describes "
                           "%zu tensors)", file, name, n);
     }
+    return rc;
+}
+
+static int read_gguf_tensors(const kvz_gguf *g, const kvz_export_tensor *plan, size_t n,
+                             kvz_surrogate *s, kvz_error *err)
+{
+    int rc = KVZ_OK;
     for (size_t i = 0; !rc && i < n; i++) {
         float *dst = s->params + plan[i].offset;
         rc = kvz_gguf_tensor_to_f32(g, kvz_gguf_find_tensor(g, plan[i].name), dst, err);
         for (size_t k = 0; !rc && k < plan[i].numel; k++)
             if (!isfinite(dst[k]))
                 rc = kvz_fail(err, KVZ_EFORMAT, "%s: tensor '%s' element %zu is not finite",
-                              file, plan[i].name, k);
+                              kvz_gguf_path(g), plan[i].name, k);
     }
     return rc;
 }
@@ -362,9 +374,11 @@ static int read_opened(const kvz_gguf *g, kvz_export_report *rep, kvz_surrogate 
     rc = kvz_export_plan(d.kind, d.n_layers, d.d_hidden, d.d_in, d.d_out, &plan, &n, err);
     if (rc)
         return rc;
-    rc = kvz_surrogate_create(d.kind, d.n_layers, d.d_in, d.d_hidden, d.d_out, &s, err);
+    rc = check_gguf_tensors(g, plan, n, &dtype, err);
     if (!rc)
-        rc = read_gguf_tensors(g, plan, n, s, &dtype, err);
+        rc = kvz_surrogate_create(d.kind, d.n_layers, d.d_in, d.d_hidden, d.d_out, &s, err);
+    if (!rc)
+        rc = read_gguf_tensors(g, plan, n, s, err);
     if (!rc)
         kvz_export_report_fill(rep, KVZ_EXPORT_GGUF, dtype, s, kvz_gguf_n_tensors(g));
     free(plan);

@@ -497,8 +497,10 @@ static int check_finite(const float *v, size_t n, const char *file, const char *
     return KVZ_OK;
 }
 
+/* Checks every tensor's name, shape and dtype before allocating, then
+ * converts them into a new surrogate. */
 static int read_tensors(const kvz_safetensors *st, const char *file, const kv_config *c,
-                        kvz_surrogate *s, kvz_error *err)
+                        kvz_surrogate **out, kvz_error *err)
 {
     kvz_export_tensor *plan;
     size_t n;
@@ -512,6 +514,9 @@ static int read_tensors(const kvz_safetensors *st, const char *file, const kv_co
         rc = check_st_tensor(st, file, plan + i, c, err);
     if (!rc)
         rc = find_extra(st, file, plan, n, err);
+    kvz_surrogate *s = NULL;
+    if (!rc)
+        rc = kvz_surrogate_create(c->kind, c->n_layers, c->d_in, c->d_hidden, c->d_out, &s, err);
     for (size_t i = 0; !rc && i < n; i++) {
         float *dst = s->params + plan[i].offset;
         rc = kvz_safetensors_to_f32(st, kvz_safetensors_find(st, plan[i].name), dst,
@@ -520,6 +525,10 @@ static int read_tensors(const kvz_safetensors *st, const char *file, const kv_co
             rc = check_finite(dst, plan[i].numel, file, plan[i].name, err);
     }
     free(plan);
+    if (rc)
+        kvz_surrogate_free(s);
+    else
+        *out = s;
     return rc;
 }
 
@@ -540,9 +549,7 @@ int kvz_export_read_kvpress(const char *path, kvz_export_report *rep, kvz_surrog
     if (!rc)
         rc = kvz_safetensors_open(file, &st, err);
     if (!rc)
-        rc = kvz_surrogate_create(c.kind, c.n_layers, c.d_in, c.d_hidden, c.d_out, &s, err);
-    if (!rc)
-        rc = read_tensors(st, file, &c, s, err);
+        rc = read_tensors(st, file, &c, &s, err);
     if (!rc)
         kvz_export_report_fill(rep, KVZ_EXPORT_KVPRESS, c.dtype, s, kvz_safetensors_n_tensors(st));
     kvz_safetensors_close(st);
