@@ -2,8 +2,10 @@
  * directories of them, or JSONL (spec 1.4, reference corpus selection).
  *
  * Selection is streaming and deterministic for a seed: every document gets a
- * 64-bit key = hash(seed, source id) (source id = "path" for a text file,
- * "path:LINE" for a JSONL line); per subset the documents with the smallest
+ * 64-bit key = hash(seed, source id), the id taken relative to the corpus
+ * root ("sub/a.txt" for a text file, "code.jsonl:17" for a JSONL line; a
+ * single-file corpus uses the file's base name), so moving the corpus or
+ * naming it by a relative or absolute path keeps the selection; per subset the documents with the smallest
  * keys that pass the length filter are kept, up to train + test of them
  * (a bounded max-heap, so memory depends on the quotas, never on the corpus
  * size; only documents whose key would enter the heap are tokenized). Within a
