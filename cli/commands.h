@@ -11,6 +11,7 @@ int cmd_template(int argc, char **argv); /* cmd_template.c: render a chat templa
 int cmd_generate(int argc, char **argv); /* cmd_generate.c: greedy generation */
 int cmd_ppl(int argc, char **argv);      /* cmd_ppl.c: perplexity */
 int cmd_logits(int argc, char **argv);   /* cmd_logits.c: logits dump */
+int cmd_oracle(int argc, char **argv);   /* cmd_oracle.c: harvest oracle data */
 int cmd_config(int argc, char **argv);   /* cmd_config.c: validate/print a YAML config */
 int cmd_devices(int argc, char **argv);  /* cmd_devices.c: list CUDA devices */
 

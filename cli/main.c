@@ -19,6 +19,7 @@ static const command COMMANDS[] = {
     {"generate", cmd_generate, "greedy generation (optionally chat-templated) with the CPU forward pass"},
     {"ppl", cmd_ppl, "perplexity of a text file with a sliding window"},
     {"logits", cmd_logits, "dump last-position (or all) logits to a file, for debugging"},
+    {"oracle", cmd_oracle, "harvest KVzip+ oracle data (hidden states, log-scores) into HDF5"},
     {"config", cmd_config, "validate a YAML run configuration and print it with defaults"},
     {"devices", cmd_devices, "list the CUDA devices this build can use"},
 };
