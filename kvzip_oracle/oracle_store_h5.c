@@ -35,8 +35,6 @@ static herr_t keep_first_desc(unsigned n, const H5E_error2_t *e, void *data)
 static void h5_reason(char *buf, size_t size)
 {
     char desc[256] = "";
-    if (getenv("KVZ_H5_DEBUG"))
-        H5Eprint2(H5E_DEFAULT, stderr);
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, keep_first_desc, desc);
     const char *m = strstr(desc, "error message = '");
     if (m) {
