@@ -15,6 +15,8 @@ static const char *const SCORINGS[] = {"kvzip_plus", "chunked", NULL};
 static const char *const SURROGATES[] = {"linear", "mlp", "both", NULL};
 static const char *const EXPORT_FORMATS[] = {"kvpress", "gguf", NULL};
 static const char *const EXPORT_DTYPES[] = {"bfloat16", "float16", "float32", NULL};
+static const char *const NON_FINITE[] = {"error", "skip", NULL};
+static const char *const EXPORT_MODELS[] = {"mlp", "linear", NULL};
 
 static int check_chat_template(const char *value, char *why, size_t why_size)
 {
@@ -87,7 +89,7 @@ static const kvz_config_field CONFIG_FIELDS[] = {
     PATH("train.output", train.output, "where the trained surrogates are written"),
     {"train.layers", KVZ_CFG_LAYERS, OFF(train.layers), "all", NULL, 0, 0, 0, NULL,
      "layers to train: all, or a list of layer indices"},
-    ENUM("train.model", train.model, "mlp", SURROGATES, "surrogate kind: linear, mlp or both"),
+    ENUM("train.model", train.model, "both", SURROGATES, "surrogate kind: linear, mlp or both"),
     NUM("train.ridge_alpha", KVZ_CFG_DOUBLE, train.ridge_alpha, "1.0", NONNEG, 0, 0,
         "ridge penalty (sklearn Ridge alpha; intercept not penalized)"),
     NUM("train.mlp_hidden", KVZ_CFG_SIZE, train.mlp_hidden, "0", 0, 0, 0,
@@ -110,11 +112,18 @@ static const kvz_config_field CONFIG_FIELDS[] = {
         KVZ_CFG_MAX_EXCLUSIVE, 0, 1, "random validation split (monitoring only)"),
     NUM("train.seed", KVZ_CFG_INT, train.seed, "0", NONNEG, 0, 0,
         "seed for initialisation, split and shuffling"),
+    ENUM("train.non_finite", train.non_finite, "error", NON_FINITE,
+         "samples with NaN/Inf hidden states or targets: error (refuse) or skip (count and drop)"),
+    BOOL("train.mlp_init_output_bias", train.mlp_init_output_bias, "false",
+         "start the MLP output bias at the training targets' mean (not in the reference "
+         "recipe; helps small datasets)"),
 
     ENUM("export.format", export.format, "kvpress", EXPORT_FORMATS,
          "kvpress: config.json + model.safetensors that kvpress loads; gguf"),
     ENUM("export.dtype", export.dtype, "bfloat16", EXPORT_DTYPES, "weight dtype of the export"),
     PATH("export.output", export.output, "export directory (kvpress) or file (gguf)"),
+    ENUM("export.model", export.model, "mlp", EXPORT_MODELS,
+         "which trained surrogate to export (from train.output)"),
 };
 
 static const size_t N_FIELDS = sizeof CONFIG_FIELDS / sizeof CONFIG_FIELDS[0];

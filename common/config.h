@@ -30,8 +30,11 @@ enum { KVZ_DEVICE_AUTO = 0, KVZ_DEVICE_CPU, KVZ_DEVICE_CUDA };
 enum { KVZ_HIDDEN_FLOAT16 = 0, KVZ_HIDDEN_FLOAT32 };
 enum { KVZ_SCORING_KVZIP_PLUS = 0, KVZ_SCORING_CHUNKED };
 enum { KVZ_SURROGATE_LINEAR = 0, KVZ_SURROGATE_MLP, KVZ_SURROGATE_BOTH };
-enum { KVZ_EXPORT_KVPRESS = 0, KVZ_EXPORT_GGUF };
-enum { KVZ_EXPORT_BFLOAT16 = 0, KVZ_EXPORT_FLOAT16, KVZ_EXPORT_FLOAT32 };
+enum { KVZ_NON_FINITE_ERROR = 0, KVZ_NON_FINITE_SKIP };
+enum { KVZ_EXPORT_MODEL_MLP = 0, KVZ_EXPORT_MODEL_LINEAR };
+/* Same values as trainer/export.h's kvz_export_format and kvz_export_dtype. */
+enum { KVZ_CFG_EXPORT_KVPRESS = 0, KVZ_CFG_EXPORT_GGUF };
+enum { KVZ_CFG_EXPORT_BFLOAT16 = 0, KVZ_CFG_EXPORT_FLOAT16, KVZ_CFG_EXPORT_FLOAT32 };
 
 /* train.layers: "all", or an explicit non-empty list of distinct layer indices. */
 typedef struct kvz_layer_list {
@@ -71,11 +74,14 @@ typedef struct kvz_run_config {
         size_t batch_size, epochs;
         double grad_clip, val_fraction;
         int64_t seed;
+        int non_finite;           /* KVZ_NON_FINITE_* */
+        int mlp_init_output_bias; /* bool */
     } train;
     struct {
-        int format; /* KVZ_EXPORT_KVPRESS / _GGUF */
-        int dtype;  /* KVZ_EXPORT_BFLOAT16 / _FLOAT16 / _FLOAT32 */
+        int format; /* KVZ_CFG_EXPORT_KVPRESS / _GGUF */
+        int dtype;  /* KVZ_CFG_EXPORT_BFLOAT16 / _FLOAT16 / _FLOAT32 */
         char *output;
+        int model; /* KVZ_EXPORT_MODEL_* */
     } export;
 } kvz_run_config;
 

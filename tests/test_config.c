@@ -113,7 +113,7 @@ static void check_defaults(void)
                   c.train.epochs == 15 && c.train.grad_clip == 1.0 &&
                   c.train.val_fraction == 0.05 && c.train.seed == 0,
               "train defaults");
-    KVZ_CHECK(c.export.format == KVZ_EXPORT_KVPRESS && c.export.dtype == KVZ_EXPORT_BFLOAT16 &&
+    KVZ_CHECK(c.export.format == KVZ_CFG_EXPORT_KVPRESS && c.export.dtype == KVZ_CFG_EXPORT_BFLOAT16 &&
                   !c.export.output,
               "export defaults");
     KVZ_CHECK_OK(kvz_config_validate(&c, &err), err);
