@@ -106,7 +106,7 @@ static void check_defaults(void)
                   c.oracle.scoring == KVZ_SCORING_KVZIP_PLUS && c.oracle.chunk_size == 2048 &&
                   c.oracle.store_hidden == 1 && c.oracle.ridge_stats == 1,
               "oracle defaults");
-    KVZ_CHECK(c.train.layers.all && c.train.model == KVZ_SURROGATE_MLP &&
+    KVZ_CHECK(c.train.layers.all && c.train.model == KVZ_SURROGATE_BOTH &&
                   c.train.ridge_alpha == 1.0 && c.train.mlp_hidden == 0 && c.train.lr == 5e-3 &&
                   c.train.beta1 == 0.9 && c.train.beta2 == 0.999 && c.train.eps == 1e-8 &&
                   c.train.weight_decay == 0.01 && c.train.batch_size == 512 &&
