@@ -12,6 +12,10 @@ int cmd_generate(int argc, char **argv); /* cmd_generate.c: greedy generation */
 int cmd_ppl(int argc, char **argv);      /* cmd_ppl.c: perplexity */
 int cmd_logits(int argc, char **argv);   /* cmd_logits.c: logits dump */
 int cmd_oracle(int argc, char **argv);   /* cmd_oracle.c: harvest oracle data */
+int cmd_train(int argc, char **argv);    /* cmd_train.c: fit surrogates */
+int cmd_report(int argc, char **argv);   /* cmd_report.c: training report (plots, HTML) */
+int cmd_export(int argc, char **argv);   /* cmd_export.c: export / check surrogates */
+int cmd_score(int argc, char **argv);    /* cmd_score.c: surrogate predictions */
 int cmd_config(int argc, char **argv);   /* cmd_config.c: validate/print a YAML config */
 int cmd_devices(int argc, char **argv);  /* cmd_devices.c: list CUDA devices */
 

@@ -20,6 +20,10 @@ static const command COMMANDS[] = {
     {"ppl", cmd_ppl, "perplexity of a text file with a sliding window"},
     {"logits", cmd_logits, "dump last-position (or all) logits to a file, for debugging"},
     {"oracle", cmd_oracle, "harvest KVzip+ oracle data (hidden states, log-scores) into HDF5"},
+    {"train", cmd_train, "fit Linear and MLP surrogates per layer from an oracle dataset, with metrics"},
+    {"report", cmd_report, "render the training report (SVG plots, index.html) from kvzap train output"},
+    {"export", cmd_export, "export trained surrogates (kvpress safetensors or GGUF); --check verifies one"},
+    {"score", cmd_score, "predict log-scores from an oracle dataset layer with an exported surrogate"},
     {"config", cmd_config, "validate a YAML run configuration and print it with defaults"},
     {"devices", cmd_devices, "list the CUDA devices this build can use"},
 };

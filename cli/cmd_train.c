@@ -1,0 +1,188 @@
+/* cmd_train: `kvzap train`: fit the Linear and MLP surrogates of every layer
+ * from an oracle dataset (trainer/train.h), then render the report
+ * (trainer/report.h) and print the per-layer held-out R^2. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/config.h"
+#include "../trainer/report.h"
+#include "../trainer/train.h"
+#include "cli_forward.h"
+#include "cli_progress.h"
+#include "commands.h"
+
+static const char USAGE[] =
+    "usage: kvzap train [--config FILE] [--set KEY=VALUE]... [--threads N] [--no-report]\n"
+    "                   [--quiet]\n";
+
+static const char HELP[] =
+    "\nReads train.dataset (an oracle .h5 from `kvzap oracle`) one layer at a time, fits\n"
+    "the Linear surrogate (exact float64 ridge) and the MLP surrogate (AdamW recipe of\n"
+    "the reference) on the training documents, measures both on the held-out test\n"
+    "documents, and writes train.output: linear/ and mlp/ (kvpress layout, float32),\n"
+    "metrics.json/csv, train_log.csv, predictions, compression.csv and report/.\n\n"
+    "  --config FILE     YAML run configuration (configs/train/, docs/configuration.md)\n"
+    "  --set KEY=VALUE   override one key, e.g. --set train.layers=0,1,2\n"
+    "  --threads N       CPU threads (same as --set model.threads=N)\n"
+    "  --no-report       skip the plots (kvzap report renders them later)\n"
+    "  --quiet           no progress output\n\n"
+    "Output files: docs/training-output.md. Export for kvpress: kvzap export.\n";
+
+typedef struct train_args {
+    const char *config;
+    const char **sets;
+    size_t n_sets;
+    int quiet, threads, no_report;
+} train_args;
+
+static int parse_one(int argc, char **argv, int *i, train_args *a)
+{
+    const char *arg = argv[*i];
+    int has_value = *i + 1 < argc;
+    if (!strcmp(arg, "--quiet") || !strcmp(arg, "-q"))
+        a->quiet = 1;
+    else if (!strcmp(arg, "--no-report"))
+        a->no_report = 1;
+    else if (!strcmp(arg, "--config") && has_value)
+        a->config = argv[++*i];
+    else if (!strcmp(arg, "--set") && has_value)
+        a->sets[a->n_sets++] = argv[++*i];
+    else if (!strncmp(arg, "--set=", 6))
+        a->sets[a->n_sets++] = arg + 6;
+    else if (!strcmp(arg, "--threads") && has_value)
+        return cli_parse_threads("train", argv[++*i], &a->threads);
+    else if (!strcmp(arg, "--config") || !strcmp(arg, "--set") || !strcmp(arg, "--threads"))
+        return cli_usage_error("train", "option needs a value", USAGE);
+    else
+        return cli_usage_error("train", "unexpected argument", USAGE);
+    return 0;
+}
+
+static int load_config(const train_args *a, kvz_run_config *cfg)
+{
+    kvz_error err = {0};
+    int rc = kvz_config_init(cfg, &err);
+    rc = rc ? rc : a->config ? kvz_config_apply_file(cfg, a->config, &err) : KVZ_OK;
+    for (size_t i = 0; rc == KVZ_OK && i < a->n_sets; i++)
+        rc = kvz_config_set_arg(cfg, a->sets[i], &err);
+    if (rc == KVZ_OK && a->threads > 0) {
+        char text[32];
+        snprintf(text, sizeof text, "%d", a->threads);
+        rc = kvz_config_set(cfg, "model.threads", text, &err);
+    }
+    rc = rc ? rc : kvz_config_validate(cfg, &err);
+    rc = rc ? rc : kvz_config_require(cfg, "train.dataset", &err);
+    rc = rc ? rc : kvz_config_require(cfg, "train.output", &err);
+    if (rc)
+        return cli_error("train", err.msg);
+    return 0;
+}
+
+typedef struct train_view {
+    cli_progress bar;
+    size_t n_rows;
+    struct {
+        size_t layer;
+        double linear_r2, mlp_r2;
+    } rows[4096];
+} train_view;
+
+static void on_progress(const kvz_train_progress *p, void *user)
+{
+    train_view *v = user;
+    char extra[128];
+    if (p->phase == KVZ_TRAIN_LAYER_DONE && v->n_rows < 4096) {
+        v->rows[v->n_rows].layer = p->layer;
+        v->rows[v->n_rows].linear_r2 = p->linear_r2;
+        v->rows[v->n_rows].mlp_r2 = p->mlp_r2;
+        v->n_rows++;
+    }
+    if (p->phase == KVZ_TRAIN_EPOCH)
+        snprintf(extra, sizeof extra, "layer %zu epoch %zu/%zu  train %.4f  val %.4f", p->layer,
+                 p->epoch, p->epochs, p->train_loss, p->val_loss);
+    else if (p->phase == KVZ_TRAIN_LAYER_DONE)
+        snprintf(extra, sizeof extra, "layer %zu done  R2 linear %.3f  mlp %.3f", p->layer,
+                 p->linear_r2, p->mlp_r2);
+    else if (p->phase == KVZ_TRAIN_WRITING)
+        snprintf(extra, sizeof extra, "writing outputs");
+    else
+        snprintf(extra, sizeof extra, "layer %zu: %s", p->layer,
+                 p->phase == KVZ_TRAIN_LOADING ? "reading" : "ridge fitted");
+    double rate = p->elapsed_s > 0 ? (double)p->layers_done / p->elapsed_s : 0;
+    cli_progress_update(&v->bar, p->layers_done, p->layers_total, "layers", rate * 60.0,
+                        "layers/min", p->elapsed_s, extra,
+                        p->phase == KVZ_TRAIN_LAYER_DONE || p->phase == KVZ_TRAIN_WRITING);
+}
+
+static void print_r2_table(const train_view *v)
+{
+    printf("layer  R2 linear  R2 mlp   (held-out test documents)\n");
+    for (size_t i = 0; i < v->n_rows; i++)
+        printf("%5zu  %9.4f  %6.4f\n", v->rows[i].layer, v->rows[i].linear_r2, v->rows[i].mlp_r2);
+}
+
+/* Renders the report and prints its summary; without it, our own table. */
+static void finish_report(const char *out_dir, const train_view *v, int no_report)
+{
+    if (no_report) {
+        print_r2_table(v);
+        return;
+    }
+    kvz_report_summary sum;
+    kvz_error err = {0};
+    if (kvz_report_render(out_dir, NULL, &sum, &err) != KVZ_OK) {
+        print_r2_table(v);
+        fprintf(stderr, "kvzap train: no report: %s\n", err.msg);
+        return;
+    }
+    kvz_report_summary_print(&sum, stdout);
+    printf("report: %s\n", sum.index_html);
+    kvz_report_summary_free(&sum);
+}
+
+int cmd_train(int argc, char **argv)
+{
+    if (cli_wants_help(argc, argv)) {
+        printf("%s%s", USAGE, HELP);
+        return 0;
+    }
+    train_args a = {0};
+    a.sets = calloc((size_t)argc + 1, sizeof *a.sets);
+    if (!a.sets)
+        return cli_error("train", "out of memory");
+    int rc = 0;
+    for (int i = 1; rc == 0 && i < argc; i++)
+        rc = parse_one(argc, argv, &i, &a);
+    kvz_run_config cfg;
+    rc = rc ? rc : load_config(&a, &cfg);
+    free(a.sets);
+    if (rc)
+        return rc;
+    cli_tune_openblas();
+    train_view *v = calloc(1, sizeof *v);
+    if (!v) {
+        kvz_config_free(&cfg);
+        return cli_error("train", "out of memory");
+    }
+    cli_progress_init(&v->bar, a.quiet);
+    v->bar.period_s = 5.0;
+    kvz_train_summary sum;
+    kvz_error err = {0};
+    rc = kvz_train_run(&cfg, on_progress, v, &sum, &err);
+    cli_progress_end(&v->bar);
+    if (rc == KVZ_OK) {
+        printf("trained %zu layers on %zu samples (%zu held out) in %.1f s -> %s\n",
+               sum.n_layers_trained, sum.n_train / (sum.n_layers_trained ? sum.n_layers_trained : 1),
+               sum.n_test / (sum.n_layers_trained ? sum.n_layers_trained : 1), sum.seconds,
+               sum.output);
+        if (sum.n_skipped_nonfinite)
+            printf("skipped %zu samples with NaN/Inf values (train.non_finite: skip)\n",
+                   sum.n_skipped_nonfinite);
+        finish_report(sum.output, v, a.no_report);
+    }
+    free(v);
+    kvz_config_free(&cfg);
+    return rc ? cli_error("train", err.msg) : 0;
+}

@@ -1,0 +1,399 @@
+/* train: the per-layer training loop behind `kvzap train` (see train.h).
+ * Reads top to bottom: open the dataset, choose layers, then per layer read
+ * its samples split by document, fit Linear (ridge) and MLP, measure both on
+ * the test split, record; finally write everything (train_output.c). */
+#include "train.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../ops/ops.h"
+#include "mlp.h"
+#include "ridge.h"
+#include "train_internal.h"
+
+enum { READ_BLOCK_ROWS = 4096 };
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void report(trainer *t, kvz_train_progress *p)
+{
+    p->elapsed_s = now_s() - t->t0;
+    p->layers_total = t->n_sel;
+    if (t->progress)
+        t->progress(p, t->user);
+}
+
+/* ---------- setup ---------- */
+
+static int open_dataset(trainer *t, kvz_error *err)
+{
+    int rc = kvz_oracle_file_open(t->cfg->train.dataset, &t->file, err);
+    if (rc)
+        return rc;
+    t->info = kvz_oracle_file_get_info(t->file);
+    size_t N = t->info->n_samples;
+    if (N == 0)
+        return kvz_fail(err, KVZ_EFORMAT, "%s: the dataset has no samples", t->cfg->train.dataset);
+    t->split = malloc(N);
+    if (!t->split)
+        return kvz_fail(err, KVZ_ENOMEM, "out of memory");
+    return kvz_oracle_file_read_samples(t->file, 0, N, NULL, NULL, NULL, t->split, err);
+}
+
+static int choose_layers(trainer *t, kvz_error *err)
+{
+    const kvz_layer_list *ll = &t->cfg->train.layers;
+    size_t L = t->info->n_layers;
+    t->n_sel = ll->all ? L : ll->n;
+    t->layers = malloc((t->n_sel ? t->n_sel : 1) * sizeof *t->layers);
+    if (!t->layers)
+        return kvz_fail(err, KVZ_ENOMEM, "out of memory");
+    for (size_t i = 0; i < t->n_sel; i++) {
+        int64_t l = ll->all ? (int64_t)i : ll->ids[i];
+        if (l < 0 || (size_t)l >= L)
+            return kvz_fail(err, KVZ_EINVAL,
+                            "train.layers: layer %lld is out of range (the dataset's model has "
+                            "%zu layers, 0..%zu)",
+                            (long long)l, L, L - 1);
+        t->layers[i] = (size_t)l;
+    }
+    for (size_t i = 1; i < t->n_sel; i++) /* ascending (insertion sort; n is small) */
+        for (size_t j = i; j > 0 && t->layers[j] < t->layers[j - 1]; j--) {
+            size_t tmp = t->layers[j];
+            t->layers[j] = t->layers[j - 1];
+            t->layers[j - 1] = tmp;
+        }
+    return KVZ_OK;
+}
+
+static int create_models(trainer *t, kvz_error *err)
+{
+    int model = t->cfg->train.model;
+    const kvz_oracle_file_info *in = t->info;
+    t->want_linear = model == KVZ_SURROGATE_LINEAR || model == KVZ_SURROGATE_BOTH;
+    t->want_mlp = model == KVZ_SURROGATE_MLP || model == KVZ_SURROGATE_BOTH;
+    if (t->want_mlp && !in->store_hidden)
+        return kvz_fail(err, KVZ_EINVAL,
+                        "%s: the dataset has no hidden states (oracle.store_hidden was false), "
+                        "so only the Linear surrogate can be trained (train.model: linear)",
+                        t->cfg->train.dataset);
+    if (!in->store_hidden && !in->ridge_stats)
+        return kvz_fail(err, KVZ_EINVAL,
+                        "%s: the dataset has neither hidden states nor ridge statistics; "
+                        "nothing can be trained from it",
+                        t->cfg->train.dataset);
+    t->d_hidden = t->cfg->train.mlp_hidden ? t->cfg->train.mlp_hidden : in->d_model / 8;
+    if (t->d_hidden == 0)
+        t->d_hidden = 1;
+    int rc = KVZ_OK;
+    if (t->want_linear)
+        rc = kvz_surrogate_create(KVZ_SURROGATE_KIND_LINEAR, in->n_layers, in->d_model, 0,
+                                  in->n_kv_heads, &t->linear, err);
+    if (rc == KVZ_OK && t->want_mlp)
+        rc = kvz_surrogate_create(KVZ_SURROGATE_KIND_MLP, in->n_layers, in->d_model, t->d_hidden,
+                                  in->n_kv_heads, &t->mlp, err);
+    return rc;
+}
+
+/* ---------- reading one layer ---------- */
+
+static void free_layer(layer_data *d)
+{
+    free(d->train_x);
+    free(d->train_y);
+    free(d->test_x);
+    free(d->test_y);
+    memset(d, 0, sizeof *d);
+}
+
+static int all_finite(const float *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            return 0;
+    return 1;
+}
+
+static int alloc_layer(trainer *t, layer_data *d, int with_x, kvz_error *err)
+{
+    size_t N = t->info->n_samples, D = t->info->d_model, H = t->info->n_kv_heads;
+    size_t n_test = 0;
+    for (size_t r = 0; r < N; r++)
+        n_test += t->split[r] != 0;
+    size_t n_train = N - n_test;
+    d->train_y = malloc((n_train ? n_train : 1) * H * sizeof(float));
+    d->test_y = malloc((n_test ? n_test : 1) * H * sizeof(float));
+    if (with_x) {
+        d->train_x = malloc((n_train ? n_train : 1) * D * sizeof(float));
+        d->test_x = malloc((n_test ? n_test : 1) * D * sizeof(float));
+    }
+    if (!d->train_y || !d->test_y || (with_x && (!d->train_x || !d->test_x)))
+        return kvz_fail(err, KVZ_ENOMEM, "out of memory (one layer: %zu samples x %zu dims)", N, D);
+    return KVZ_OK;
+}
+
+/* Appends one sample row to train or test (non-finite: refused or skipped). */
+static int route_row(trainer *t, layer_data *d, size_t layer, size_t row, const float *x,
+                     const float *y, kvz_error *err)
+{
+    size_t D = t->info->d_model, H = t->info->n_kv_heads;
+    if (!all_finite(y, H) || (x && !all_finite(x, D))) {
+        if (t->cfg->train.non_finite == KVZ_NON_FINITE_ERROR)
+            return kvz_fail(err, KVZ_EFORMAT,
+                            "%s: layer %zu sample %zu has a NaN/Inf %s (set train.non_finite: "
+                            "skip to drop such samples)",
+                            t->cfg->train.dataset, layer, row,
+                            all_finite(y, H) ? "hidden state" : "log-score");
+        d->n_skipped++;
+        return KVZ_OK;
+    }
+    int test = t->split[row] != 0;
+    size_t *n = test ? &d->n_test : &d->n_train;
+    float *dx = test ? d->test_x : d->train_x, *dy = test ? d->test_y : d->train_y;
+    if (x)
+        memcpy(dx + *n * D, x, D * sizeof(float));
+    memcpy(dy + *n * H, y, H * sizeof(float));
+    (*n)++;
+    return KVZ_OK;
+}
+
+static int read_layer(trainer *t, size_t layer, layer_data *d, kvz_error *err)
+{
+    size_t N = t->info->n_samples, D = t->info->d_model, H = t->info->n_kv_heads;
+    int with_x = t->info->store_hidden;
+    int rc = alloc_layer(t, d, with_x, err);
+    float *bx = with_x ? malloc(READ_BLOCK_ROWS * D * sizeof(float)) : NULL;
+    float *by = malloc(READ_BLOCK_ROWS * H * sizeof(float));
+    if (rc == KVZ_OK && (!by || (with_x && !bx)))
+        rc = kvz_fail(err, KVZ_ENOMEM, "out of memory");
+    for (size_t r0 = 0; rc == KVZ_OK && r0 < N; r0 += READ_BLOCK_ROWS) {
+        size_t n = N - r0 < READ_BLOCK_ROWS ? N - r0 : READ_BLOCK_ROWS;
+        if (with_x)
+            rc = kvz_oracle_file_read_hidden(t->file, layer, r0, n, bx, err);
+        rc = rc ? rc : kvz_oracle_file_read_scores(t->file, layer, r0, n, by, err);
+        for (size_t r = 0; rc == KVZ_OK && r < n; r++)
+            rc = route_row(t, d, layer, r0 + r, with_x ? bx + r * D : NULL, by + r * H, err);
+    }
+    free(bx);
+    free(by);
+    return rc;
+}
+
+/* ---------- fitting ---------- */
+
+static int fit_linear(trainer *t, size_t layer, const layer_data *d, kvz_error *err)
+{
+    kvz_surrogate_layer p = kvz_surrogate_layer_at(t->linear, layer);
+    size_t D = t->info->d_model, H = t->info->n_kv_heads;
+    double alpha = t->cfg->train.ridge_alpha;
+    if (t->info->ridge_stats && d->n_skipped == 0) { /* exact sums of the fp32 states */
+        double *buf = malloc((D * D + D * H + D + 2 * H) * sizeof(double));
+        if (!buf)
+            return kvz_fail(err, KVZ_ENOMEM, "out of memory");
+        kvz_ridge_stats st = {D, H, buf, buf + D * D, buf + D * D + D * H,
+                              buf + D * D + D * H + D, buf + D * D + D * H + D + H, 0};
+        int rc = kvz_oracle_file_read_ridge(t->file, layer, buf, buf + D * D, buf + D * D + D * H,
+                                            buf + D * D + D * H + D,
+                                            buf + D * D + D * H + D + H, &st.count, err);
+        rc = rc ? rc : kvz_ridge_solve(&st, alpha, p.w1, p.b1, err);
+        free(buf);
+        return rc;
+    }
+    if (!d->train_x)
+        return kvz_fail(err, KVZ_EINVAL, "layer %zu: no hidden states to fit the ridge from", layer);
+    kvz_ridge_acc *acc = NULL;
+    int rc = kvz_ridge_acc_create(D, H, &acc, err);
+    rc = rc ? rc : kvz_ridge_acc_add(acc, d->train_x, d->train_y, d->n_train, err);
+    if (rc == KVZ_OK) {
+        kvz_ridge_stats st = kvz_ridge_acc_stats(acc);
+        rc = kvz_ridge_solve(&st, alpha, p.w1, p.b1, err);
+    }
+    kvz_ridge_acc_free(acc);
+    return rc;
+}
+
+typedef struct epoch_ctx {
+    trainer *t;
+    size_t layer;
+    double t_start;
+    int rc;
+    kvz_error *err;
+} epoch_ctx;
+
+static int on_epoch(void *ctx, size_t epoch, size_t epochs, double train_loss, double val_loss,
+                    double lr)
+{
+    epoch_ctx *c = ctx;
+    c->rc = train_out_log_epoch(c->t, c->layer, epoch, lr, train_loss, val_loss,
+                                now_s() - c->t_start, c->err);
+    kvz_train_progress p = {KVZ_TRAIN_EPOCH, c->layer, 0, 0, epoch, epochs, train_loss,
+                            val_loss, NAN, NAN, 0};
+    report(c->t, &p);
+    return c->rc != KVZ_OK;
+}
+
+static int fit_mlp(trainer *t, size_t layer, const layer_data *d, json_t *obj, kvz_error *err)
+{
+    const kvz_run_config *c = t->cfg;
+    kvz_mlp_shape shape = {t->info->d_model, t->d_hidden, t->info->n_kv_heads};
+    kvz_mlp_options o;
+    kvz_mlp_options_default(&o);
+    o.epochs = c->train.epochs;
+    o.batch_size = c->train.batch_size;
+    o.lr = c->train.lr;
+    o.beta1 = c->train.beta1;
+    o.beta2 = c->train.beta2;
+    o.eps = c->train.eps;
+    o.weight_decay = c->train.weight_decay;
+    o.max_grad_norm = c->train.grad_clip;
+    o.val_fraction = c->train.val_fraction;
+    o.seed = (uint64_t)c->train.seed + 0x9E3779B97F4A7C15ull * (uint64_t)(layer + 1);
+    o.init_b2_mean = c->train.mlp_init_output_bias;
+    epoch_ctx ec = {t, layer, now_s(), KVZ_OK, err};
+    o.progress = on_epoch;
+    o.progress_ctx = &ec;
+    kvz_mlp_log log = {0};
+    int rc = kvz_mlp_train(shape, d->train_x, d->train_y, d->n_train, &o,
+                           kvz_surrogate_layer_at(t->mlp, layer), &log, err);
+    if (ec.rc)
+        rc = ec.rc;
+    if (rc == KVZ_OK && log.n_epochs > 0) {
+        json_object_set_new(obj, "train_seconds", json_real(now_s() - ec.t_start));
+        json_object_set_new(obj, "final_train_loss", json_real(log.train_loss[log.n_epochs - 1]));
+        double v = log.val_loss[log.n_epochs - 1];
+        json_object_set_new(obj, "final_val_loss", isfinite(v) ? json_real(v) : json_null());
+    }
+    kvz_mlp_log_free(&log);
+    return rc;
+}
+
+/* ---------- one layer ---------- */
+
+static int predict_test(const kvz_surrogate *s, size_t layer, const layer_data *d, float **out,
+                        kvz_error *err)
+{
+    *out = malloc((d->n_test ? d->n_test : 1) * s->d_out * sizeof(float));
+    if (!*out)
+        return kvz_fail(err, KVZ_ENOMEM, "out of memory");
+    return kvz_surrogate_predict(s, layer, d->test_x, d->n_test, *out, NULL, err);
+}
+
+static int measure_layer(trainer *t, size_t layer, const layer_data *d, json_t *lin_obj,
+                         json_t *mlp_obj, kvz_error *err)
+{
+    float *pl = NULL, *pm = NULL;
+    int rc = KVZ_OK;
+    if (t->want_linear)
+        rc = predict_test(t->linear, layer, d, &pl, err);
+    if (rc == KVZ_OK && t->want_mlp)
+        rc = predict_test(t->mlp, layer, d, &pm, err);
+    json_t *layer_obj = json_pack("{s:I, s:I, s:I, s:I}", "layer", (json_int_t)layer, "n_train",
+                                  (json_int_t)d->n_train, "n_test", (json_int_t)d->n_test,
+                                  "n_skipped_nonfinite", (json_int_t)d->n_skipped);
+    if (lin_obj)
+        json_object_set(layer_obj, "linear", lin_obj);
+    if (mlp_obj)
+        json_object_set(layer_obj, "mlp", mlp_obj);
+    rc = rc ? rc : train_out_layer(t, layer, d, pl, pm, layer_obj, err);
+    rc = rc ? rc : train_out_predictions(t, layer, d, pl, pm, err);
+    json_decref(layer_obj);
+    free(pl);
+    free(pm);
+    return rc;
+}
+
+static int train_layer(trainer *t, size_t idx, kvz_error *err)
+{
+    size_t layer = t->layers[idx];
+    kvz_train_progress p = {KVZ_TRAIN_LOADING, layer, idx, 0, 0, 0, NAN, NAN, NAN, NAN, 0};
+    report(t, &p);
+    layer_data d = {0};
+    json_t *lin = t->want_linear ? json_object() : NULL, *mlp = t->want_mlp ? json_object() : NULL;
+    int rc = read_layer(t, layer, &d, err);
+    if (rc == KVZ_OK && d.n_train == 0)
+        rc = kvz_fail(err, KVZ_EFORMAT, "%s: layer %zu has no training samples",
+                      t->cfg->train.dataset, layer);
+    if (rc == KVZ_OK && d.n_test == 0 && t->info->store_hidden)
+        rc = kvz_fail(err, KVZ_EFORMAT,
+                      "%s: no test-split samples (held-out metrics need test documents; set "
+                      "oracle.test_docs_per_subset >= 1)",
+                      t->cfg->train.dataset);
+    double t_fit = now_s();
+    if (rc == KVZ_OK && t->want_linear) {
+        rc = fit_linear(t, layer, &d, err);
+        json_object_set_new(lin, "fit_seconds", json_real(now_s() - t_fit));
+        p.phase = KVZ_TRAIN_LINEAR;
+        report(t, &p);
+    }
+    if (rc == KVZ_OK && t->want_mlp)
+        rc = fit_mlp(t, layer, &d, mlp, err);
+    if (rc == KVZ_OK && t->info->store_hidden)
+        rc = measure_layer(t, layer, &d, lin, mlp, err);
+    if (rc == KVZ_OK) {
+        t->sum.n_train += d.n_train;
+        t->sum.n_test += d.n_test;
+        t->sum.n_skipped_nonfinite += d.n_skipped;
+        p.phase = KVZ_TRAIN_LAYER_DONE;
+        p.layers_done = idx + 1;
+        p.linear_r2 = lin && json_object_get(lin, "r2") ? json_real_value(json_object_get(lin, "r2")) : NAN;
+        p.mlp_r2 = mlp && json_object_get(mlp, "r2") ? json_real_value(json_object_get(mlp, "r2")) : NAN;
+        report(t, &p);
+    }
+    json_decref(lin);
+    json_decref(mlp);
+    free_layer(&d);
+    return rc;
+}
+
+/* ---------- the job ---------- */
+
+static void free_trainer(trainer *t)
+{
+    kvz_oracle_file_close(t->file);
+    kvz_surrogate_free(t->linear);
+    kvz_surrogate_free(t->mlp);
+    json_decref(t->metrics_layers);
+    free(t->split);
+    free(t->layers);
+    free(t->log_csv);
+    free(t->out_dir);
+}
+
+int kvz_train_run(const kvz_run_config *cfg, kvz_train_progress_fn progress, void *user,
+                  kvz_train_summary *summary_or_NULL, kvz_error *err)
+{
+    trainer t = {0};
+    t.cfg = cfg;
+    t.progress = progress;
+    t.user = user;
+    t.t0 = now_s();
+    if (cfg->model.threads)
+        kvz_ops_set_threads((int)cfg->model.threads);
+    int rc = kvz_config_require(cfg, "train.dataset", err);
+    rc = rc ? rc : kvz_config_require(cfg, "train.output", err);
+    rc = rc ? rc : open_dataset(&t, err);
+    rc = rc ? rc : choose_layers(&t, err);
+    rc = rc ? rc : create_models(&t, err);
+    rc = rc ? rc : train_out_prepare(&t, err);
+    for (size_t i = 0; rc == KVZ_OK && i < t.n_sel; i++)
+        rc = train_layer(&t, i, err);
+    if (rc == KVZ_OK) {
+        kvz_train_progress p = {KVZ_TRAIN_WRITING, 0, t.n_sel, 0, 0, 0, NAN, NAN, NAN, NAN, 0};
+        report(&t, &p);
+        rc = train_out_finish(&t, err);
+    }
+    t.sum.n_layers_trained = rc == KVZ_OK ? t.n_sel : 0;
+    t.sum.seconds = now_s() - t.t0;
+    if (summary_or_NULL)
+        *summary_or_NULL = t.sum;
+    free_trainer(&t);
+    return rc;
+}

@@ -1,0 +1,60 @@
+/* train_internal: state shared by train.c (the per-layer loop) and
+ * train_output.c (metrics.json/csv, train_log.csv, predictions,
+ * compression.csv, exports). Private to trainer/. */
+#ifndef KVZ_TRAIN_INTERNAL_H
+#define KVZ_TRAIN_INTERNAL_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../kvzip_oracle/oracle_store.h"
+#include "metrics.h"
+#include "surrogate.h"
+#include "train.h"
+
+enum { TRAIN_N_TAU = 81 };            /* tau = -20 .. 0 step 0.25 */
+#define TRAIN_TAU(k) (-20.0 + 0.25 * (double)(k))
+enum { TRAIN_MAX_PREDICTION_PAIRS = 20000 };
+
+/* One layer's samples, split by document into train and test. */
+typedef struct layer_data {
+    size_t n_train, n_test, n_skipped;
+    float *train_x, *train_y; /* [n_train, D], [n_train, Hkv] (x NULL without hidden) */
+    float *test_x, *test_y;   /* [n_test, D], [n_test, Hkv] */
+} layer_data;
+
+typedef struct trainer {
+    const kvz_run_config *cfg;
+    kvz_train_progress_fn progress;
+    void *user;
+    double t0;
+    kvz_oracle_file *file;
+    const kvz_oracle_file_info *info;
+    uint8_t *split;          /* [N] 0 train, 1 test */
+    size_t *layers, n_sel;   /* layers to train, ascending */
+    size_t d_hidden;         /* MLP hidden width */
+    int want_linear, want_mlp;
+    kvz_surrogate *linear, *mlp;
+    json_t *metrics_layers;  /* array of per-layer objects (metrics.json) */
+    char *log_csv;           /* train_log.csv rows */
+    size_t log_len, log_cap;
+    double pruned[3][TRAIN_N_TAU], pairs; /* compression counts: oracle, linear, mlp */
+    char *out_dir;
+    kvz_train_summary sum;
+} trainer;
+
+/* train_output.c */
+int train_out_prepare(trainer *t, kvz_error *err);
+int train_out_log_epoch(trainer *t, size_t layer, size_t epoch, double lr, double train_loss,
+                        double val_loss, double seconds, kvz_error *err);
+/* Records a layer's metrics (pred_* NULL when that model was not trained). */
+int train_out_layer(trainer *t, size_t layer, const layer_data *d, const float *pred_linear,
+                    const float *pred_mlp, json_t *layer_obj, kvz_error *err);
+int train_out_predictions(trainer *t, size_t layer, const layer_data *d,
+                          const float *pred_linear, const float *pred_mlp, kvz_error *err);
+int train_out_finish(trainer *t, kvz_error *err);
+/* Metrics of one model as a JSON object (keys of docs/training-output.md). */
+json_t *train_metrics_json(const kvz_metrics *m);
+
+#endif
