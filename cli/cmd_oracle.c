@@ -125,8 +125,11 @@ static void print_summary(const kvz_oracle_summary *s)
     printf("wrote %s: %zu documents, %zu samples", s->output, s->n_documents, s->n_samples);
     if (s->docs_resumed)
         printf(" (%zu documents from the interrupted run)", s->docs_resumed);
-    printf("; %zu prompt tokens in %s (%.0f tok/s)\n", s->tokens_this_run, dur,
-           s->seconds > 0 ? (double)s->tokens_this_run / s->seconds : 0.0);
+    char hv[32];
+    cli_human_duration(s->harvest_seconds, hv, sizeof hv);
+    printf("; %zu prompt tokens harvested in %s (%.1f tok/s), %s in all\n", s->tokens_this_run,
+           hv, s->harvest_seconds > 0 ? (double)s->tokens_this_run / s->harvest_seconds : 0.0,
+           dur);
 }
 
 int cmd_oracle(int argc, char **argv)

@@ -48,7 +48,8 @@ typedef struct kvz_oracle_summary {
     size_t n_documents, n_samples, docs_resumed;
     size_t corpus_scanned, corpus_eligible;
     size_t tokens_this_run;
-    double seconds;
+    double seconds;         /* whole call: model load, selection, harvest, merge */
+    double harvest_seconds; /* the document loop alone */
     int finished; /* 0 when stop_after_docs ended it early */
 } kvz_oracle_summary;
 
