@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <hdf5.h>
+
 #include "../data/corpus.h"
 #include "../model/chat_template.h"
 #include "../model/checkpoint.h"
@@ -344,6 +346,11 @@ static void fill_summary(const harvest *h, kvz_oracle_summary *s)
 int kvz_oracle_harvest(const kvz_run_config *cfg, const kvz_oracle_options *opt,
                        kvz_oracle_summary *summary_or_NULL, kvz_error *err)
 {
+    /* HDF5 1.10 (before 1.14.1, HDFFV-11052) keeps a freed file in its ID
+     * table when H5Fclose fails (e.g. EFBIG/ENOSPC while flushing) and then
+     * crashes in its atexit handler; the store closes every file itself, so
+     * skip that handler (a no-op once the library is initialized). */
+    H5dont_atexit();
     kvz_oracle_options no_opt = {0};
     kvz_oracle_summary sum = {0};
     harvest h = {0};
