@@ -13,6 +13,7 @@
 
 #include <hdf5.h>
 
+#include "../common/kvz_file.h"
 #include "../data/corpus.h"
 #include "../model/chat_template.h"
 #include "../model/checkpoint.h"
@@ -87,17 +88,18 @@ static int make_parent_dirs(const char *path, kvz_error *err)
     int rc = KVZ_OK;
     if (slash && slash != dir) {
         *slash = '\0';
-        for (char *p = dir + 1; rc == KVZ_OK && p; p = strchr(p + 1, '/')) {
-            char saved = *p;
-            if (saved == '/')
+        /* every prefix ending before a '/', then the whole directory */
+        for (char *p = strchr(dir + 1, '/'); rc == KVZ_OK; p = strchr(p + 1, '/')) {
+            if (p)
                 *p = '\0';
             if (mkdir(dir, 0777) != 0 && errno != EEXIST)
                 rc = kvz_fail(err, KVZ_EIO, "%s: cannot create directory '%s': %s", path, dir,
                               strerror(errno));
-            if (saved == '/')
-                *p = '/';
-            else
+            else if (!kvz_path_is_dir(dir))
+                rc = kvz_fail(err, KVZ_EIO, "%s: '%s' exists and is not a directory", path, dir);
+            if (!p)
                 break;
+            *p = '/';
         }
     }
     free(dir);
