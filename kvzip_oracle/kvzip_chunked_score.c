@@ -73,8 +73,25 @@ static void logits_block(const chunk_job *jb, size_t g, size_t r0, size_t nq, si
                 0.0f, s, (blasint)nk);
 }
 
-/* Online log-sum-exp update of rows [r0, r0+nq) over keys [ib, ie); causal:
- * row r sees keys up to base + r only. */
+/* Online log-sum-exp update of (m, l) with row[0..n). */
+static void lse_update(const float *row, size_t n, double *m, double *l)
+{
+    double bm = -INFINITY;
+    for (size_t c = 0; c < n; c++)
+        bm = row[c] > bm ? row[c] : bm;
+    if (bm > *m) {
+        *l *= exp(*m - bm);
+        *m = bm;
+    }
+    float mf = (float)*m;
+    double sum = 0.0;
+    for (size_t c = 0; c < n; c++)
+        sum += expf(row[c] - mf);
+    *l += sum;
+}
+
+/* Log-sum-exp update of rows [r0, r0+nq) over keys [ib, ie); causal: row r
+ * sees keys up to base + r only. */
 static void lse_segment(const chunk_job *jb, size_t g, size_t r0, size_t nq, size_t ib,
                         size_t ie, int causal, float *s, double *m, double *l)
 {
@@ -86,39 +103,23 @@ static void lse_segment(const chunk_job *jb, size_t g, size_t r0, size_t nq, siz
             size_t last = base + r0 + r; /* last visible key (causal) */
             if (causal && last < i0)
                 continue;
-            size_t nvalid = causal ? min_sz(nk, last + 1 - i0) : nk;
-            const float *row = s + r * nk;
-            double bm = -INFINITY;
-            for (size_t c = 0; c < nvalid; c++)
-                bm = row[c] > bm ? row[c] : bm;
-            if (bm > m[r]) {
-                l[r] *= exp(m[r] - bm);
-                m[r] = bm;
-            }
-            float mf = (float)m[r];
-            double sum = 0.0;
-            for (size_t c = 0; c < nvalid; c++)
-                sum += expf(row[c] - mf);
-            l[r] += sum;
+            lse_update(s + r * nk, causal ? min_sz(nk, last + 1 - i0) : nk, &m[r], &l[r]);
         }
     }
 }
 
-/* best[i-c0] = max over rows [r0, r0+nq) of the chunk key's log-score. */
-static void chunk_best(const chunk_job *jb, size_t g, size_t r0, size_t nq, float *s,
-                       const double *shift, const double *lognorm, double *best)
+/* best[i-c0] = max over rows [r0, r0+nq) of the chunk key's log-score, from
+ * the chunk logits sc[nq, nC]. */
+static void chunk_best(const chunk_job *jb, size_t nq, const float *sc, const double *shift,
+                       const double *lognorm, double *best)
 {
-    for (size_t i0 = jb->c0; i0 < jb->c1; i0 += CK_BLOCK) {
-        size_t nk = min_sz(jb->c1 - i0, CK_BLOCK);
-        logits_block(jb, g, r0, nq, i0, nk, s);
-        for (size_t r = 0; r < nq; r++)
-            for (size_t c = 0; c < nk; c++) {
-                double y = (double)s[r * nk + c] - shift[r] + lognorm[i0 + c - jb->c0];
-                double *b = &best[i0 + c - jb->c0];
-                if (y > *b)
-                    *b = y;
-            }
-    }
+    size_t nC = jb->c1 - jb->c0;
+    for (size_t r = 0; r < nq; r++)
+        for (size_t c = 0; c < nC; c++) {
+            double y = (double)sc[r * nC + c] - shift[r] + lognorm[c];
+            if (y > best[c])
+                best[c] = y;
+        }
 }
 
 static void lognorm_item(void *ctx, size_t g)
@@ -138,20 +139,24 @@ static void score_item(void *ctx, size_t item)
     for (size_t i = 0; i < nC; i++)
         best[i] = -INFINITY;
     float *s = malloc((size_t)CQ_BLOCK * CK_BLOCK * sizeof *s);
-    jb->status[item] = s ? KVZ_OK : KVZ_ENOMEM;
-    for (size_t r0 = r_begin; s && r0 < r_end; r0 += CQ_BLOCK) {
+    float *sc = malloc((size_t)CQ_BLOCK * nC * sizeof *sc); /* chunk logits, reused */
+    jb->status[item] = s && sc ? KVZ_OK : KVZ_ENOMEM;
+    for (size_t r0 = r_begin; s && sc && r0 < r_end; r0 += CQ_BLOCK) {
         size_t nq = min_sz(r_end - r0, CQ_BLOCK);
         double m[CQ_BLOCK], l[CQ_BLOCK], shift[CQ_BLOCK];
         for (size_t r = 0; r < nq; r++)
             m[r] = -INFINITY, l[r] = 0.0;
         lse_segment(jb, g, r0, nq, 0, jb->n_sink, 0, s, m, l);
-        lse_segment(jb, g, r0, nq, jb->c0, jb->c1, 0, s, m, l);
+        logits_block(jb, g, r0, nq, jb->c0, nC, sc);
+        for (size_t r = 0; r < nq; r++)
+            lse_update(sc + r * nC, nC, &m[r], &l[r]);
         lse_segment(jb, g, r0, nq, jb->tap->pos0, jb->tap->pos0 + r0 + nq, 1, s, m, l);
         for (size_t r = 0; r < nq; r++)
             shift[r] = m[r] + log(l[r]) + jb->log_xnorm[r0 + r];
-        chunk_best(jb, g, r0, nq, s, shift, jb->lognorm + g * nC, best);
+        chunk_best(jb, nq, sc, shift, jb->lognorm + g * nC, best);
     }
     free(s);
+    free(sc);
 }
 
 static void plan_parts(chunk_job *jb)
