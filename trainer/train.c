@@ -5,10 +5,13 @@
 #include "train.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "../common/kvz_file.h"
 #include "../ops/ops.h"
 #include "mlp.h"
 #include "ridge.h"
@@ -33,9 +36,30 @@ static void report(trainer *t, kvz_train_progress *p)
 
 /* ---------- setup ---------- */
 
+/* A missing dataset whose "<path>.parts" exists: the oracle run is unfinished. */
+static void hint_unfinished_run(const char *path, int rc, kvz_error *err)
+{
+    size_t n = strlen(path);
+    char *parts = malloc(n + sizeof ".parts");
+    if (parts && err) {
+        memcpy(parts, path, n);
+        memcpy(parts + n, ".parts", sizeof ".parts");
+        if (kvz_path_is_dir(parts)) {
+            char msg[KVZ_ERRMSG_MAX];
+            snprintf(msg, sizeof msg, "%s", err->msg);
+            kvz_fail(err, rc, "%s (the oracle run is unfinished: %s exists; continue it with "
+                     "kvzap oracle --resume)", msg, parts);
+        }
+    }
+    free(parts);
+}
+
 static int open_dataset(trainer *t, kvz_error *err)
 {
-    int rc = kvz_oracle_file_open(t->cfg->train.dataset, &t->file, err);
+    const char *path = t->cfg->train.dataset;
+    int rc = kvz_oracle_file_open(path, &t->file, err);
+    if (rc && access(path, F_OK) != 0)
+        hint_unfinished_run(path, rc, err);
     if (rc)
         return rc;
     t->info = kvz_oracle_file_get_info(t->file);
@@ -60,9 +84,9 @@ static int choose_layers(trainer *t, kvz_error *err)
         int64_t l = ll->all ? (int64_t)i : ll->ids[i];
         if (l < 0 || (size_t)l >= L)
             return kvz_fail(err, KVZ_EINVAL,
-                            "train.layers: layer %lld is out of range (the dataset's model has "
-                            "%zu layers, 0..%zu)",
-                            (long long)l, L, L - 1);
+                            "%s: train.layers: layer %lld is out of range (the dataset's model "
+                            "has %zu layers, 0..%zu)",
+                            t->cfg->train.dataset, (long long)l, L, L - 1);
         t->layers[i] = (size_t)l;
     }
     for (size_t i = 1; i < t->n_sel; i++) /* ascending (insertion sort; n is small) */
