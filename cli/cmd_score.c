@@ -78,8 +78,9 @@ static int check_shapes(const score_args *a, score_job *j, kvz_error *err)
     if (!j->in->store_hidden)
         return kvz_fail(err, KVZ_EINVAL, "%s: the dataset has no hidden states", a->dataset);
     if (a->layer >= j->in->n_layers || a->layer >= j->s->n_layers)
-        return kvz_fail(err, KVZ_EINVAL, "--layer %zu: the dataset has %zu layers, the surrogate %zu",
-                        a->layer, j->in->n_layers, j->s->n_layers);
+        return kvz_fail(err, KVZ_EINVAL,
+                        "--layer %zu is out of range: %s has %zu layers, %s has %zu", a->layer,
+                        a->dataset, j->in->n_layers, a->surrogate, j->s->n_layers);
     if (j->s->d_in != j->in->d_model || j->s->d_out != j->in->n_kv_heads)
         return kvz_fail(err, KVZ_EINVAL,
                         "%s: surrogate shape %zu -> %zu does not match the dataset (%zu -> %zu)",
