@@ -148,6 +148,8 @@ static int load_config(const export_args *a, kvz_run_config *cfg)
     int rc = kvz_config_load_full(a->config, a->sets, a->n_sets, cfg, &err);
     rc = rc ? rc : kvz_config_require(cfg, "train.output", &err);
     rc = rc ? rc : kvz_config_require(cfg, "export.output", &err);
+    if (rc)
+        kvz_config_free(cfg); /* idempotent: load_full already freed it on its own failures */
     return rc ? cli_error("export", err.msg) : 0;
 }
 

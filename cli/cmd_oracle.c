@@ -84,8 +84,10 @@ static int load_config(const oracle_args *a, kvz_run_config *cfg)
         rc = kvz_config_set(cfg, "model.threads", text, &err);
     }
     rc = rc ? rc : kvz_config_validate(cfg, &err);
-    if (rc)
+    if (rc) {
+        kvz_config_free(cfg); /* safe after a failed init: it leaves cfg zeroed */
         return cli_error("oracle", err.msg);
+    }
     return 0;
 }
 

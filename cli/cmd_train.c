@@ -75,8 +75,10 @@ static int load_config(const train_args *a, kvz_run_config *cfg)
     rc = rc ? rc : kvz_config_validate(cfg, &err);
     rc = rc ? rc : kvz_config_require(cfg, "train.dataset", &err);
     rc = rc ? rc : kvz_config_require(cfg, "train.output", &err);
-    if (rc)
+    if (rc) {
+        kvz_config_free(cfg); /* safe after a failed init: it leaves cfg zeroed */
         return cli_error("train", err.msg);
+    }
     return 0;
 }
 
