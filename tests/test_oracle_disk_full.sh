@@ -39,6 +39,7 @@ disk_full() {
   local rc=$?
   echo "$name (limit $lim KiB): exit $rc: $(head -n 1 err.txt)"
   [ "$rc" -ge 1 ] && [ "$rc" -le 125 ] || fail "$name: exit $rc (expected a clean failure)"
+  ! grep -qE 'Sanitizer|runtime error:' err.txt || fail "$name: sanitizer report: $(cat err.txt)"
   grep -q "File too large" err.txt || fail "$name: the message does not give the reason"
   grep -q "$out" err.txt || fail "$name: the message does not name the file"
   [ ! -e "$out" ] || fail "$name: a final $out exists after the failure"
