@@ -334,6 +334,17 @@ static int measure_layer(trainer *t, size_t layer, const layer_data *d, json_t *
     return rc;
 }
 
+/* Prefixes a fit's error ("ridge: ...", "mlp: ...") with the dataset and layer. */
+static void name_layer(const trainer *t, size_t layer, int rc, kvz_error *err)
+{
+    const char *path = t->cfg->train.dataset;
+    if (!err || strncmp(err->msg, path, strlen(path)) == 0) /* already named */
+        return;
+    char msg[KVZ_ERRMSG_MAX];
+    snprintf(msg, sizeof msg, "%s", err->msg);
+    kvz_fail(err, rc, "%s: layer %zu: %s", path, layer, msg);
+}
+
 static int train_layer(trainer *t, size_t idx, kvz_error *err)
 {
     size_t layer = t->layers[idx];
@@ -351,6 +362,7 @@ static int train_layer(trainer *t, size_t idx, kvz_error *err)
                       "oracle.test_docs_per_subset >= 1)",
                       t->cfg->train.dataset);
     double t_fit = now_s();
+    int fitting = rc == KVZ_OK; /* errors from here on come from the fits */
     if (rc == KVZ_OK && t->want_linear) {
         rc = fit_linear(t, layer, &d, err);
         json_object_set_new(lin, "fit_seconds", json_real(now_s() - t_fit));
@@ -359,6 +371,8 @@ static int train_layer(trainer *t, size_t idx, kvz_error *err)
     }
     if (rc == KVZ_OK && t->want_mlp)
         rc = fit_mlp(t, layer, &d, mlp, err);
+    if (rc && fitting)
+        name_layer(t, layer, rc, err);
     if (rc == KVZ_OK && t->info->store_hidden)
         rc = measure_layer(t, layer, &d, lin, mlp, err);
     if (rc == KVZ_OK) {
