@@ -46,7 +46,7 @@ OUT = os.path.join(ROOT, "fixtures", "oracle_chunked")
 sys.path.insert(0, HERE)
 from make_forward_fixtures import GGUF, Bin, load  # noqa: E402
 
-CHUNK_SIZE = 1024
+CHUNK_SIZE = 512
 N_SINK = 4
 PREV_TAIL = 8
 LOGSCORE_LAYERS = [0, 7, 15, 29]
