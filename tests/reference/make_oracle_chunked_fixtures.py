@@ -7,7 +7,8 @@ Run (PyPI packages: torch, transformers>=5, accelerate, gguf, tokenizers,
 numpy; same env as make_forward_fixtures.py):
     /root/.cache/kvzap/refenv/bin/python tests/reference/make_oracle_chunked_fixtures.py
 
-What it does, literally and in fp32 eager (no kvpress import):
+What it does, literally and in fp32 eager (kvpress is not needed; when it is
+installed, its own KVzipPress runs as a cross-check, see kvpress_crosscheck):
   - model: ~/.cache/kvzap/SmolLM2-135M-Instruct.Q4_1.gguf through transformers'
     GGUF loader (fp32), tokenizer rebuilt from the GGUF (make_tokenizer_fixtures),
     chat template = the GGUF's own.
@@ -168,6 +169,36 @@ def run(model, tok, text):
 GGUF_TEMPLATE = None
 
 
+def kvpress_crosscheck(model, tok, ids, p0, suffix_ids, scores):
+    """Optional (pip install kvpress --no-deps; tried with 0.5.5): kvpress's own
+    KVzipPress scoring on the same ids, prefix_length and suffix, compared with
+    ours. Only shims: compress_post skipped (it asserts a non-eager model) and
+    the cache handed to its hook (transformers 5.x no longer passes
+    past_key_values to the attention module)."""
+    try:
+        from kvpress import KVzipPress
+    except ImportError:
+        print("kvpress not installed: cross-check skipped")
+        return
+    press = KVzipPress(compression_ratio=0.5, kvzip_plus_normalization=True, chunk_size=CHUNK_SIZE)
+    cache = DynamicCache()
+    with torch.inference_mode():
+        model.model(input_ids=torch.tensor([ids]), past_key_values=cache)
+    press.prefix_length, press._suffix_ids = p0, torch.tensor([suffix_ids])
+    press._context_ids, press._cache = torch.tensor([ids]), cache
+    for layer in model.model.layers:
+        layer.self_attn.rotary_emb = model.model.rotary_emb
+    press.compress_post = lambda model: None
+    hook = press.forward_hook
+    press.forward_hook = lambda mod, inp, kw, out: hook(mod, inp, {**kw, "past_key_values": cache}, out)
+    with torch.inference_mode():
+        press._perform_kvzip_compression(model, tok)
+    theirs = torch.log(press.score_val[:, 0, :, p0:].double())
+    worst = float((theirs - scores[:, :, p0:]).abs().max())
+    print("kvpress KVzipPress vs ours: max |delta log-score| = %.3g" % worst)
+    assert worst < 1e-4, worst
+
+
 def main():
     global GGUF_TEMPLATE
     from gguf import GGUFReader
@@ -182,6 +213,7 @@ def main():
     n = len(ids)
     assert (n - p0 + CHUNK_SIZE - 1) // CHUNK_SIZE >= 3, n - p0
     assert torch.isfinite(scores[:, :, p0:]).all()
+    kvpress_crosscheck(model, tok, ids, p0, suffix_ids, scores)
     b = Bin()
     b.add("ids", np.array(ids, dtype=np.int32))
     b.add("suffix_ids", np.array(suffix_ids, dtype=np.int32))
