@@ -41,7 +41,11 @@
  *   1.0 only survives on template-prefix tokens; every context position gets
  *   its computed score (also when prefix_length < 4). We output context
  *   positions only, so we force nothing. (Spec section 2's "first 4 context
- *   positions get 1.0" does not match kvpress; we follow kvpress.)
+ *   positions get 1.0" does not match kvpress; we follow kvpress.) kvpress
+ *   0.5.5 on PyPI instead sets absolute positions 0..3 to max + 1 after
+ *   scoring (never evicted): again only template tokens for chat models; it
+ *   also makes chunk_size a press parameter. Its scores match ours (the
+ *   reference script cross-checks them).
  * - Hidden states for the surrogate: the prefill pass's x at the positions. */
 #include "kvzip_chunked.h"
 
