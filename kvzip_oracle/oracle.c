@@ -33,6 +33,7 @@ typedef struct harvest {
     kvz_chat_template *tpl;
     const kvz_model_config *mc;
     char *config_json;
+    char fingerprint[17];     /* of the selected documents, hex */
     kvz_corpus *corpus;
     kvz_oracle_run *run;
     /* one document's samples, sized for n_tokens */
@@ -148,6 +149,36 @@ static int select_corpus(harvest *h, kvz_error *err)
     return rc;
 }
 
+static uint64_t fnv1a(uint64_t hash, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    for (size_t i = 0; i < len; i++)
+        hash = (hash ^ p[i]) * 0x100000001B3ull;
+    return hash;
+}
+
+/* FNV-1a over every selected document's source, subset, split and text, so
+ * --resume notices a corpus edited between runs. Reads each text once. */
+static int corpus_fingerprint(harvest *h, kvz_error *err)
+{
+    uint64_t hash = 0xCBF29CE484222325ull;
+    for (size_t i = 0; i < kvz_corpus_count(h->corpus); i++) {
+        const kvz_corpus_doc *d = kvz_corpus_doc_at(h->corpus, i);
+        char *text = NULL;
+        size_t len = 0;
+        int rc = kvz_corpus_read_text(h->corpus, i, &text, &len, err);
+        if (rc)
+            return rc;
+        hash = fnv1a(hash, d->source, strlen(d->source) + 1);
+        hash = fnv1a(hash, d->subset, strlen(d->subset) + 1);
+        hash = fnv1a(hash, &d->split, sizeof d->split);
+        hash = fnv1a(hash, text, len);
+        free(text);
+    }
+    snprintf(h->fingerprint, sizeof h->fingerprint, "%016llx", (unsigned long long)hash);
+    return KVZ_OK;
+}
+
 static void fill_meta(const harvest *h, kvz_oracle_meta *m)
 {
     const kvz_run_config *cfg = h->cfg;
@@ -175,6 +206,7 @@ static void fill_meta(const harvest *h, kvz_oracle_meta *m)
     m->d_model = h->mc->d_model;
     m->n_kv_heads = h->mc->n_kv_heads;
     m->n_documents_planned = kvz_corpus_count(h->corpus);
+    m->corpus_fingerprint = h->fingerprint;
 }
 
 static int alloc_buffers(harvest *h, kvz_error *err)
@@ -230,12 +262,28 @@ static void free_prompt(doc_prompt *dp)
     kvz_chunked_prompt_free(&dp->chunked);
 }
 
+/* Spec 2: "the first 4 context positions get score 1.0" (log-score 0).
+ * kvzip_chunked.c follows kvpress, which forces absolute positions 0..3
+ * (template tokens for chat models) instead; the dataset follows the spec. */
+static void force_first_context_scores(harvest *h, const doc_prompt *dp, size_t n)
+{
+    size_t L = h->mc->n_layers, Hkv = h->mc->n_kv_heads;
+    for (size_t s = 0; s < n && h->positions[s] < dp->p0 + 4; s++)
+        for (size_t l = 0; l < L; l++)
+            for (size_t k = 0; k < Hkv; k++)
+                h->scores[(l * n + s) * Hkv + k] = 0.0f;
+}
+
 static int score_prompt(harvest *h, const doc_prompt *dp, size_t n, kvz_error *err)
 {
     float *hidden = h->cfg->oracle.store_hidden || h->cfg->oracle.ridge_stats ? h->hidden : NULL;
-    if (h->cfg->oracle.scoring == KVZ_SCORING_CHUNKED)
-        return kvz_kvzip_chunked_score(h->fwd, h->tok, &dp->chunked, h->cfg->oracle.chunk_size,
-                                       h->positions, n, hidden, h->scores, err);
+    if (h->cfg->oracle.scoring == KVZ_SCORING_CHUNKED) {
+        int rc = kvz_kvzip_chunked_score(h->fwd, h->tok, &dp->chunked, h->cfg->oracle.chunk_size,
+                                         h->positions, n, hidden, h->scores, err);
+        if (rc == KVZ_OK)
+            force_first_context_scores(h, dp, n);
+        return rc;
+    }
     return kvz_oracle_score_single(h->fwd, &dp->single, h->positions, n, hidden, h->scores, err);
 }
 
@@ -367,6 +415,7 @@ int kvz_oracle_harvest(const kvz_run_config *cfg, const kvz_oracle_options *opt,
     rc = rc ? rc : make_parent_dirs(h.output, err);
     rc = rc ? rc : open_model(&h, err);
     rc = rc ? rc : select_corpus(&h, err);
+    rc = rc ? rc : corpus_fingerprint(&h, err);
     rc = rc ? rc : alloc_buffers(&h, err);
     size_t first = 0;
     if (rc == KVZ_OK) {

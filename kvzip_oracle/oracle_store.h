@@ -66,6 +66,8 @@ typedef struct kvz_oracle_meta {
     int store_hidden, ridge_stats;
     size_t n_layers, d_model, n_kv_heads;
     size_t n_documents_planned; /* documents the corpus selection chose */
+    const char *corpus_fingerprint; /* hash of the selected documents (sources, splits,
+                                       texts): resume refuses a changed corpus */
 } kvz_oracle_meta;
 
 /* One document's row in /documents. */

@@ -44,6 +44,8 @@ static const meta_field FIELDS[] = {
     F("d_model", "model.d_model", M_SIZE, d_model),
     F("n_kv_heads", "model.n_kv_heads", M_SIZE, n_kv_heads),
     F("n_documents_planned", "oracle.n_documents_planned", M_SIZE, n_documents_planned),
+    F("corpus_fingerprint", "oracle.corpus (selected documents and their texts)", M_STR,
+      corpus_fingerprint),
 };
 #undef F
 #define N_FIELDS (sizeof FIELDS / sizeof FIELDS[0])
@@ -203,6 +205,10 @@ int kvz_ostore_meta_get(hid_t obj, kvz_oracle_meta *m, char *strs[KVZ_OSTORE_MET
     size_t n_str = 0;
     for (size_t i = 0; i < N_FIELDS; i++) {
         const meta_field *f = &FIELDS[i];
+        if (f->kind == M_STR && n_str >= KVZ_OSTORE_META_N_STRS) {
+            snprintf(why, why_size, "internal: more string fields than KVZ_OSTORE_META_N_STRS");
+            return -1;
+        }
         char **slot = f->kind == M_STR ? &strs[n_str++] : NULL;
         if (get_field(obj, f, m, slot) < 0) {
             snprintf(why, why_size, "attribute '%s' is missing or invalid", f->attr);
@@ -228,6 +234,8 @@ int kvz_ostore_meta_copy(const kvz_oracle_meta *m, kvz_oracle_meta *out,
     for (size_t i = 0; i < N_FIELDS; i++) {
         if (FIELDS[i].kind != M_STR)
             continue;
+        if (n_str >= KVZ_OSTORE_META_N_STRS)
+            return -1; /* KVZ_OSTORE_META_N_STRS is smaller than the table's string fields */
         const char *s = field_str(&FIELDS[i], m);
         strs[n_str] = strdup(s);
         if (!strs[n_str])
