@@ -187,7 +187,7 @@ int kvz_export_write_gguf(const kvz_surrogate *s, const char *path, const kvz_ex
     if (kvz_path_is_dir(path))
         return kvz_fail(err, KVZ_EINVAL, "%s: is a directory; a GGUF export is one file", path);
     if (kvz_path_exists(path) && !opt->overwrite)
-        return kvz_fail(err, KVZ_EINVAL, "%s: already exists (overwrite to replace it)", path);
+        return kvz_fail(err, KVZ_EINVAL, "%s: already exists (pass --overwrite to replace it)", path);
     kvz_atomic_file f;
     int rc = kvz_atomic_open(path, &f, err);
     if (rc)

@@ -298,7 +298,7 @@ int kvz_export_write_kvpress(const kvz_surrogate *s, const char *path,
 {
     int existed = kvz_path_exists(path);
     if (existed && !o->overwrite)
-        return kvz_fail(err, KVZ_EINVAL, "%s: already exists (overwrite to replace it)", path);
+        return kvz_fail(err, KVZ_EINVAL, "%s: already exists (pass --overwrite to replace it)", path);
     int rc = existed ? replaceable(path, err) : KVZ_OK;
     if (rc)
         return rc;
