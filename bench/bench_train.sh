@@ -31,19 +31,27 @@ if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
   if grep -qw avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE=SkylakeX
   elif grep -qw avx2 /proc/cpuinfo; then export OPENBLAS_CORETYPE=Haswell; fi
 fi
+# Percent of all cores busy over the next second (other users of the machine).
+cpu_busy() {
+  local a b
+  read -r -a a < <(head -1 /proc/stat); sleep 1; read -r -a b < <(head -1 /proc/stat)
+  local tot=0 i
+  for i in 1 2 3 4 5 6 7 8; do tot=$((tot + b[i] - a[i])); done
+  echo "$(( 100 * (tot - (b[4] - a[4]) - (b[5] - a[5])) / (tot > 0 ? tot : 1) ))%"
+}
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 hdf5_libs=$(pkg-config --libs hdf5 2>/dev/null || echo -lhdf5)
 cc -O2 -std=c11 -Wall -Wextra -I. bench/bench_train.c "$lib" -o "$tmp/bench_train" \
   $(pkg-config --cflags --libs openblas yaml-0.1 jansson libpcre2-8 libutf8proc) \
   $hdf5_libs -lm -lpthread
 "$py" bench/train_reference_bench.py gen "$tmp/data.f32" "$n" "$D" "$HKV"
-echo "load average before: $(cut -d" " -f1-3 /proc/loadavg)"
+echo "load average before: $(cut -d" " -f1-3 /proc/loadavg); CPU busy before kvzap: $(cpu_busy)"
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; threads $threads; $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "data: n=$n synthetic rows, D=$D, Hkv=$HKV, hidden $((D / 8)); epochs $epochs; best of $repeat"
 k=$("$tmp/bench_train" "$tmp/data.f32" "$n" "$D" "$HKV" "$threads" "$epochs" "$repeat")
-echo "load average between: $(cut -d" " -f1-3 /proc/loadavg)"
+echo "load average between: $(cut -d" " -f1-3 /proc/loadavg); CPU busy before torch: $(cpu_busy)"
 p=$("$py" bench/train_reference_bench.py bench "$tmp/data.f32" "$n" "$D" "$HKV" "$threads" "$epochs" "$repeat")
-echo "load average after: $(cut -d" " -f1-3 /proc/loadavg)"
+echo "load average after: $(cut -d" " -f1-3 /proc/loadavg); CPU busy after: $(cpu_busy)"
 echo
 "$py" - "$k" "$p" <<'PY'
 import json, sys
