@@ -1,0 +1,29 @@
+/* cuda_ops_internal: helpers shared by the kernels/ .cu files (CUDA builds
+ * only; never include from C): status checks that turn CUDA and cuBLAS
+ * failures into kvz_error messages, launch sizing and the process-wide
+ * cuBLAS handle. */
+#ifndef KVZ_CUDA_OPS_INTERNAL_CUH
+#define KVZ_CUDA_OPS_INTERNAL_CUH
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+extern "C" {
+#include "../common/kvz_error.h"
+}
+
+/* KVZ_OK, or fills err with "<what>: <CUDA message> (<error name>)" and
+ * returns KVZ_ENOMEM for allocation failures, KVZ_EIO otherwise. */
+int kvz_cuda_check(cudaError_t rc, const char *what, kvz_error *err);
+/* The same for cuBLAS statuses. */
+int kvz_cublas_check(cublasStatus_t rc, const char *what, kvz_error *err);
+/* Checks the launch that was just made (cudaGetLastError). */
+int kvz_cuda_check_launch(const char *what, kvz_error *err);
+/* Blocks for a grid-stride loop over n items with `threads` per block
+ * (at least 1, at most 65535 * 16 so the grid stays modest). */
+unsigned kvz_cuda_blocks_for(size_t n, unsigned threads);
+/* The process-wide cuBLAS handle (created on first use, default stream,
+ * CUBLAS_DEFAULT_MATH: plain fp32, no TF32). */
+int kvz_cuda_blas(cublasHandle_t *out, kvz_error *err);
+
+#endif

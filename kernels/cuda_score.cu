@@ -1,0 +1,382 @@
+/* cuda_score: kvz_cuda_kvzip_score_layer, the KVzip+ layer score of
+ * kvzip_oracle/kvzip_score.h on the GPU (spec 1.2/1.3). Phases, all on the
+ * default stream, everything after the logits in double and in the log domain:
+ *   1. ln ||x_j||           for the repeat queries          (row-norm kernel)
+ *   2. ln ||W_O^g v_i^h||   for the context keys: per block of keys and KV
+ *      head, one strided-batched cuBLAS GEMM over the group's query heads,
+ *      then the row-norm kernel
+ *   3. lse[g, j]            log-sum-exp of query j's full causal row (keys
+ *      0..j), tiled: one thread per query, key tiles in shared memory
+ *   4. out[i, h]            max over g in group(h), j in R of
+ *      scale q_j.k_i - lse[g, j] - ln||x_j|| + ln||W_O^g v_i||, tiled: one
+ *      thread per context key, query tiles in shared memory; every repeat
+ *      query sees every context key (p1 <= r0), so no mask and no atomics.
+ * Never a T x T matrix; scratch O(H (|P| + |R|)) doubles + one GEMM buffer. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cuda_ops_internal.cuh"
+
+extern "C" {
+#include "kvz_cuda_ops.h"
+}
+
+enum {
+    SCORE_TILE = 32,   /* threads per block (one warp) = rows per shared tile */
+    NORM_THREADS = 256 /* power of two, for the tree reduction */
+};
+static const size_t GEMM_BUFFER_FLOATS = (size_t)16 << 20; /* 64 MiB */
+
+/* ---------- kernels ---------- */
+
+/* ln of the Euclidean norm of rows of width `width`. Rows come in n_groups
+ * groups of rows_per_group rows; row r of group g starts at
+ * a + (g * rows_per_group + r) * lda and its result goes to
+ * out[g * out_group_stride + r]. Grid: blocks stride over all rows; block:
+ * NORM_THREADS threads share one row (double sum, tree reduction). */
+static __global__ void log_row_norms_kernel(const float *a, size_t lda, size_t width,
+                                            size_t n_groups, size_t rows_per_group,
+                                            double *out, size_t out_group_stride)
+{
+    __shared__ double partial[NORM_THREADS];
+    size_t n_rows = n_groups * rows_per_group;
+    for (size_t row = blockIdx.x; row < n_rows; row += gridDim.x) {
+        const float *ar = a + row * lda;
+        double sum = 0.0;
+        for (size_t c = threadIdx.x; c < width; c += NORM_THREADS)
+            sum += (double)ar[c] * (double)ar[c];
+        partial[threadIdx.x] = sum;
+        __syncthreads();
+        for (unsigned s = NORM_THREADS / 2; s > 0; s >>= 1) {
+            if (threadIdx.x < s)
+                partial[threadIdx.x] += partial[threadIdx.x + s];
+            __syncthreads();
+        }
+        if (threadIdx.x == 0) {
+            size_t g = row / rows_per_group, r = row % rows_per_group;
+            out[g * out_group_stride + r] = 0.5 * log(partial[0]);
+        }
+        __syncthreads(); /* partial[0] read before the next row overwrites it */
+    }
+}
+
+/* Copies rows [row0, row0 + n_rows) of head `head` from a [rows, n_heads, dh]
+ * array into tile[n_rows][tile_ld] (tile_ld >= dh); all SCORE_TILE threads
+ * help, consecutive threads read consecutive values. */
+static __device__ void load_head_tile(const float *src, size_t n_heads, size_t head,
+                                      size_t dh, size_t row0, size_t n_rows, float *tile,
+                                      size_t tile_ld)
+{
+    for (size_t e = threadIdx.x; e < n_rows * dh; e += SCORE_TILE) {
+        size_t r = e / dh, d = e % dh;
+        tile[r * tile_ld + d] = src[((row0 + r) * n_heads + head) * dh + d];
+    }
+}
+
+static __device__ float dot(const float *a, const float *b, size_t n)
+{
+    float acc = 0.0f;
+    for (size_t d = 0; d < n; d++)
+        acc += a[d] * b[d];
+    return acc;
+}
+
+/* Causal log-sum-exp rows. Shapes: q [T, H, dh], k [T, Hkv, dh],
+ * lse [H, r1 - r0]. Grid: x = tiles of SCORE_TILE repeat queries, y = query
+ * head g (KV head g / (H / Hkv)). Block: SCORE_TILE threads, thread lane owns
+ * query j = r0 + tile * SCORE_TILE + lane. Shared (dynamic): qs[SCORE_TILE]
+ * [dh + 1] (padded: each thread reads its own row) and ks[SCORE_TILE][dh]
+ * (all threads read the same key: broadcast). Per query an online
+ * log-sum-exp over keys 0..j of scale * q.k: running max m in float, sum l
+ * in double; lse = m + ln l. */
+static __global__ void causal_lse_kernel(const float *q, const float *k, size_t H, size_t Hkv,
+                                         size_t dh, size_t r0, size_t r1, float scale,
+                                         double *lse)
+{
+    extern __shared__ float smem[];
+    float *qs = smem, *ks = smem + SCORE_TILE * (dh + 1);
+    size_t g = blockIdx.y, h = g / (H / Hkv), lane = threadIdx.x;
+    size_t j0 = r0 + (size_t)blockIdx.x * SCORE_TILE;
+    size_t nq = r1 - j0 < SCORE_TILE ? r1 - j0 : SCORE_TILE;
+    size_t j = j0 + lane, end = j0 + nq; /* keys 0..end-1 cover the tile */
+    load_head_tile(q, H, g, dh, j0, nq, qs, dh + 1);
+    float m = -INFINITY;
+    double l = 0.0;
+    for (size_t i0 = 0; i0 < end; i0 += SCORE_TILE) {
+        size_t nk = end - i0 < SCORE_TILE ? end - i0 : SCORE_TILE;
+        __syncthreads(); /* the previous key tile is consumed (and qs is loaded) */
+        load_head_tile(k, Hkv, h, dh, i0, nk, ks, dh);
+        __syncthreads();
+        for (size_t c = 0; lane < nq && c < nk && i0 + c <= j; c++) {
+            float s = scale * dot(qs + lane * (dh + 1), ks + c * dh, dh);
+            if (s > m) {
+                l *= exp((double)m - (double)s);
+                m = s;
+            }
+            l += exp((double)s - (double)m);
+        }
+    }
+    if (lane < nq)
+        lse[g * (r1 - r0) + (j - r0)] = (double)m + log(l);
+}
+
+/* Best log-score per context key and KV head. Shapes: q [T, H, dh],
+ * k [T, Hkv, dh], lse [H, |R|], log_xnorm [|R|], lognorm [H, |P|],
+ * out [|P|, Hkv]. Grid: x = tiles of SCORE_TILE context keys, y = KV head h.
+ * Block: SCORE_TILE threads, thread lane owns key i = p0 + tile * SCORE_TILE
+ * + lane. Shared (dynamic): shift[SCORE_TILE] doubles (lse + ln||x_j|| of
+ * the query tile), ks[SCORE_TILE][dh + 1] (own row, padded) and
+ * qs[SCORE_TILE][dh] (broadcast). For each query head g of the group:
+ * best_g = max_j (scale q_j.k_i - shift_j); result max_g best_g + lognorm. */
+static __global__ void context_best_kernel(const float *q, const float *k, size_t H,
+                                           size_t Hkv, size_t dh, size_t p0, size_t p1,
+                                           size_t r0, size_t r1, float scale,
+                                           const double *lse, const double *log_xnorm,
+                                           const double *lognorm, float *out)
+{
+    extern __shared__ double shift[];
+    float *ks = (float *)(shift + SCORE_TILE), *qs = ks + SCORE_TILE * (dh + 1);
+    size_t h = blockIdx.y, G = H / Hkv, lane = threadIdx.x, nP = p1 - p0, nR = r1 - r0;
+    size_t i0 = p0 + (size_t)blockIdx.x * SCORE_TILE;
+    size_t nk = p1 - i0 < SCORE_TILE ? p1 - i0 : SCORE_TILE;
+    size_t i = i0 + lane;
+    load_head_tile(k, Hkv, h, dh, i0, nk, ks, dh + 1);
+    double best = -INFINITY;
+    for (size_t g = h * G; g < (h + 1) * G; g++) {
+        double best_g = -INFINITY;
+        for (size_t j0 = r0; j0 < r1; j0 += SCORE_TILE) {
+            size_t nq = r1 - j0 < SCORE_TILE ? r1 - j0 : SCORE_TILE;
+            __syncthreads(); /* the previous query tile is consumed (and ks is loaded) */
+            load_head_tile(q, H, g, dh, j0, nq, qs, dh);
+            if (lane < nq)
+                shift[lane] = lse[g * nR + (j0 + lane - r0)] + log_xnorm[j0 + lane - r0];
+            __syncthreads();
+            for (size_t r = 0; lane < nk && r < nq; r++) {
+                double y = (double)(scale * dot(ks + lane * (dh + 1), qs + r * dh, dh)) - shift[r];
+                if (y > best_g)
+                    best_g = y;
+            }
+        }
+        if (lane < nk) {
+            double y = best_g + lognorm[g * nP + (i - p0)];
+            if (y > best)
+                best = y;
+        }
+    }
+    if (lane < nk)
+        out[(i - p0) * Hkv + h] = (float)best;
+}
+
+/* ---------- host side ---------- */
+
+typedef struct score_plan {
+    const kvz_layer_tap *tap;
+    size_t H, Hkv, G, dh, D, p0, p1, r0, r1, nP, nR;
+    size_t gemm_rows; /* context keys per GEMM block */
+    float scale;
+    double *log_xnorm; /* [nR] */
+    double *lse;       /* [H, nR] */
+    double *lognorm;   /* [H, nP] */
+    float *gemm_out;   /* [G, gemm_rows, D] */
+    float *out;        /* [nP, Hkv] */
+} score_plan;
+
+/* The same checks and messages as the CPU op (kvzip_score.c), plus grid limits. */
+static int check_args(const kvz_layer_tap *tap, const kvz_model_config *cfg, size_t p0,
+                      size_t p1, size_t r0, size_t r1, const float *out, kvz_error *err)
+{
+    if (!tap || !cfg || !out || !tap->x || !tap->q || !tap->k || !tap->v || !tap->w_o)
+        return kvz_fail(err, KVZ_EINVAL,
+                        "kvzip score (cuda): NULL tap, config, tap array or output");
+    size_t L = tap->layer, T = tap->n_tokens;
+    if (cfg->n_heads == 0 || cfg->n_kv_heads == 0 || cfg->n_heads % cfg->n_kv_heads != 0 ||
+        cfg->head_dim == 0 || cfg->d_model == 0 || cfg->n_heads > 65535)
+        return kvz_fail(err, KVZ_EINVAL,
+                        "kvzip score (cuda): layer %zu: bad head config (%zu heads, %zu KV "
+                        "heads, head_dim %zu, d_model %zu)",
+                        L, cfg->n_heads, cfg->n_kv_heads, cfg->head_dim, cfg->d_model);
+    if (tap->pos0 != 0)
+        return kvz_fail(err, KVZ_EINVAL,
+                        "kvzip score (cuda): layer %zu: tap starts at position %zu; the score "
+                        "needs one full pass from position 0",
+                        L, tap->pos0);
+    if (p0 >= p1 || r0 >= r1)
+        return kvz_fail(err, KVZ_EINVAL,
+                        "kvzip score (cuda): layer %zu: empty range: context [%zu, %zu), "
+                        "repeat [%zu, %zu)",
+                        L, p0, p1, r0, r1);
+    if (p1 > r0)
+        return kvz_fail(err, KVZ_EINVAL,
+                        "kvzip score (cuda): layer %zu: context [%zu, %zu) must end at or "
+                        "before the repeat [%zu, %zu) starts",
+                        L, p0, p1, r0, r1);
+    if (r1 > T)
+        return kvz_fail(err, KVZ_EINVAL,
+                        "kvzip score (cuda): layer %zu: repeat [%zu, %zu) goes past the %zu "
+                        "tokens of the pass",
+                        L, r0, r1, T);
+    return KVZ_OK;
+}
+
+/* Dynamic shared memory of the two tiled kernels; opts in above 48 KiB. */
+static size_t lse_smem(size_t dh)
+{
+    return SCORE_TILE * (2 * dh + 1) * sizeof(float);
+}
+
+static size_t best_smem(size_t dh)
+{
+    return SCORE_TILE * sizeof(double) + SCORE_TILE * (2 * dh + 1) * sizeof(float);
+}
+
+static int allow_smem(const void *kernel, size_t bytes, const char *what, kvz_error *err)
+{
+    if (bytes <= 48 * 1024)
+        return KVZ_OK;
+    int device = 0, optin = 0;
+    int rc = kvz_cuda_check(cudaGetDevice(&device), what, err);
+    if (rc == KVZ_OK)
+        rc = kvz_cuda_check(
+            cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+            what, err);
+    if (rc == KVZ_OK && bytes > (size_t)optin)
+        return kvz_fail(err, KVZ_EUNSUPPORTED,
+                        "%s: head_dim needs %zu bytes of shared memory per block; the device "
+                        "allows %d",
+                        what, bytes, optin);
+    if (rc == KVZ_OK)
+        rc = kvz_cuda_check(cudaFuncSetAttribute(kernel,
+                                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                 (int)bytes),
+                            what, err);
+    return rc;
+}
+
+/* Phase 1: log_xnorm[j - r0] = ln ||x_j|| for j in R. */
+static int run_x_norms(const score_plan *sp, kvz_error *err)
+{
+    log_row_norms_kernel<<<kvz_cuda_blocks_for(sp->nR, 1), NORM_THREADS>>>(
+        sp->tap->x + sp->r0 * sp->D, sp->D, sp->D, 1, sp->nR, sp->log_xnorm, 0);
+    return kvz_cuda_check_launch("kvzip score (cuda): x norms launch", err);
+}
+
+/* Phase 2 for context keys [b, b + nb) (relative to p0) and KV head h:
+ * Y[gl] = V_h W_O^{hG+gl}^T for gl < G in one strided-batched GEMM (row-major
+ * [nb, D] each, as the CPU's cblas call), then their row norms. In cuBLAS's
+ * column-major terms Y^T [D, nb] = op_T(W_O slice: [dh, D], ld H dh) x
+ * (V slice: [dh, nb], ld Hkv dh); W_O's slices are dh columns apart, V is
+ * shared by the batch (stride 0). */
+static int run_value_norms_block(const score_plan *sp, cublasHandle_t blas, size_t b,
+                                 size_t nb, size_t h, kvz_error *err)
+{
+    const float one = 1.0f, zero = 0.0f;
+    size_t kv_ld = sp->Hkv * sp->dh, wo_ld = sp->H * sp->dh;
+    const float *w = sp->tap->w_o + h * sp->G * sp->dh;
+    const float *v = sp->tap->v + (sp->p0 + b) * kv_ld + h * sp->dh;
+    int rc = kvz_cublas_check(
+        cublasSgemmStridedBatched(blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)sp->D, (int)nb,
+                                  (int)sp->dh, &one, w, (int)wo_ld, (long long)sp->dh, v,
+                                  (int)kv_ld, 0, &zero, sp->gemm_out, (int)sp->D,
+                                  (long long)(nb * sp->D), (int)sp->G),
+        "kvzip score (cuda): W_O v GEMM", err);
+    if (rc != KVZ_OK)
+        return rc;
+    log_row_norms_kernel<<<kvz_cuda_blocks_for(sp->G * nb, 1), NORM_THREADS>>>(
+        sp->gemm_out, sp->D, sp->D, sp->G, nb, sp->lognorm + h * sp->G * sp->nP + b, sp->nP);
+    return kvz_cuda_check_launch("kvzip score (cuda): value norms launch", err);
+}
+
+static int run_value_norms(const score_plan *sp, kvz_error *err)
+{
+    cublasHandle_t blas;
+    int rc = kvz_cuda_blas(&blas, err);
+    for (size_t b = 0; rc == KVZ_OK && b < sp->nP; b += sp->gemm_rows) {
+        size_t nb = sp->nP - b < sp->gemm_rows ? sp->nP - b : sp->gemm_rows;
+        for (size_t h = 0; rc == KVZ_OK && h < sp->Hkv; h++)
+            rc = run_value_norms_block(sp, blas, b, nb, h, err);
+    }
+    return rc;
+}
+
+/* Phases 3 and 4. */
+static int run_scores(const score_plan *sp, kvz_error *err)
+{
+    const kvz_layer_tap *t = sp->tap;
+    int rc = allow_smem((const void *)causal_lse_kernel, lse_smem(sp->dh),
+                        "kvzip score (cuda): lse kernel", err);
+    if (rc != KVZ_OK)
+        return rc;
+    dim3 lse_grid((unsigned)((sp->nR + SCORE_TILE - 1) / SCORE_TILE), (unsigned)sp->H);
+    causal_lse_kernel<<<lse_grid, SCORE_TILE, lse_smem(sp->dh)>>>(
+        t->q, t->k, sp->H, sp->Hkv, sp->dh, sp->r0, sp->r1, sp->scale, sp->lse);
+    rc = kvz_cuda_check_launch("kvzip score (cuda): lse launch", err);
+    if (rc == KVZ_OK)
+        rc = allow_smem((const void *)context_best_kernel, best_smem(sp->dh),
+                        "kvzip score (cuda): best kernel", err);
+    if (rc != KVZ_OK)
+        return rc;
+    dim3 best_grid((unsigned)((sp->nP + SCORE_TILE - 1) / SCORE_TILE), (unsigned)sp->Hkv);
+    context_best_kernel<<<best_grid, SCORE_TILE, best_smem(sp->dh)>>>(
+        t->q, t->k, sp->H, sp->Hkv, sp->dh, sp->p0, sp->p1, sp->r0, sp->r1, sp->scale, sp->lse,
+        sp->log_xnorm, sp->lognorm, sp->out);
+    return kvz_cuda_check_launch("kvzip score (cuda): best launch", err);
+}
+
+static int alloc_scratch(score_plan *sp, kvz_error *err)
+{
+    int rc = kvz_cuda_alloc((void **)&sp->log_xnorm, sp->nR * sizeof(double), err);
+    if (rc == KVZ_OK)
+        rc = kvz_cuda_alloc((void **)&sp->lse, sp->H * sp->nR * sizeof(double), err);
+    if (rc == KVZ_OK)
+        rc = kvz_cuda_alloc((void **)&sp->lognorm, sp->H * sp->nP * sizeof(double), err);
+    if (rc == KVZ_OK)
+        rc = kvz_cuda_alloc((void **)&sp->gemm_out, sp->G * sp->gemm_rows * sp->D * sizeof(float),
+                            err);
+    return rc;
+}
+
+static void plan_score(score_plan *sp, const kvz_layer_tap *tap, const kvz_model_config *cfg,
+                       size_t p0, size_t p1, size_t r0, size_t r1, float *out)
+{
+    memset(sp, 0, sizeof *sp);
+    sp->tap = tap, sp->out = out;
+    sp->H = cfg->n_heads, sp->Hkv = cfg->n_kv_heads, sp->G = sp->H / sp->Hkv;
+    sp->dh = cfg->head_dim, sp->D = cfg->d_model;
+    sp->p0 = p0, sp->p1 = p1, sp->r0 = r0, sp->r1 = r1, sp->nP = p1 - p0, sp->nR = r1 - r0;
+    sp->scale = (float)(1.0 / sqrt((double)sp->dh));
+    size_t rows = GEMM_BUFFER_FLOATS / (sp->G * sp->D);
+    rows = rows ? rows : 1;
+    sp->gemm_rows = rows < sp->nP ? rows : sp->nP;
+}
+
+extern "C" int kvz_cuda_kvzip_score_layer(const kvz_layer_tap *tap, const kvz_model_config *cfg,
+                                          size_t p0, size_t p1, size_t r0, size_t r1,
+                                          float *out_logscores, kvz_error *err)
+{
+    int rc = check_args(tap, cfg, p0, p1, r0, r1, out_logscores, err);
+    if (rc != KVZ_OK)
+        return rc;
+    score_plan sp;
+    plan_score(&sp, tap, cfg, p0, p1, r0, r1, out_logscores);
+    rc = alloc_scratch(&sp, err);
+    if (rc == KVZ_OK)
+        rc = run_x_norms(&sp, err);
+    if (rc == KVZ_OK)
+        rc = run_value_norms(&sp, err);
+    if (rc == KVZ_OK)
+        rc = run_scores(&sp, err);
+    /* Always wait before freeing the scratch; keep the first error. */
+    kvz_error sync_err;
+    int sync_rc = kvz_cuda_check(cudaDeviceSynchronize(), "kvzip score (cuda): running", &sync_err);
+    if (rc == KVZ_OK && sync_rc != KVZ_OK) {
+        rc = sync_rc;
+        if (err)
+            *err = sync_err;
+    }
+    kvz_cuda_free(sp.log_xnorm);
+    kvz_cuda_free(sp.lse);
+    kvz_cuda_free(sp.lognorm);
+    kvz_cuda_free(sp.gemm_out);
+    return rc;
+}

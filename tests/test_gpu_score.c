@@ -1,0 +1,203 @@
+/* test_gpu_score: kvz_cuda_kvzip_score_layer against the CPU
+ * kvz_kvzip_score_layer on random layer taps of awkward shapes (GQA groups of
+ * 1..5 heads, ranges that split tiles, a head_dim that needs more than 48 KiB
+ * of shared memory, a zero value vector giving -inf): log-scores within 1e-4
+ * absolute, infinities identical, the output's guard floats untouched, the
+ * CPU op's argument errors reproduced. Skipped (77) when the build has no
+ * CUDA or the machine has no GPU. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kvz_cuda.h"
+#include "kernels/kvz_cuda_ops.h"
+#include "kvz_test.h"
+#include "kvzip_oracle/kvzip_score.h"
+
+enum { GUARD = 64 };
+static const uint32_t GUARD_BITS = 0x7fa5a5a5u;
+
+typedef struct score_case {
+    size_t T, D, H, Hkv, dh, p0, p1, r0, r1;
+    int zero_value; /* zero the value vector of context key p0 + 1, KV head 0 */
+} score_case;
+
+/* The host tap's arrays and their device copies. */
+typedef struct tap_arrays {
+    float *host[5], *dev[5]; /* x, q, k, v, w_o */
+    size_t n[5];
+} tap_arrays;
+
+static uint64_t rng_state = 0x2545f4914f6cdd1dull;
+
+static void random_fill(float *v, size_t n, float scale)
+{
+    for (size_t i = 0; i < n; i++) {
+        rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
+        v[i] = scale * (2.0f * (float)(rng_state >> 40) / (float)(1u << 24) - 1.0f);
+    }
+}
+
+static int make_tap(const score_case *c, tap_arrays *ta, kvz_layer_tap *host_tap,
+                    kvz_layer_tap *dev_tap, kvz_error *err)
+{
+    const float scales[5] = {1.0f, 1.5f, 1.5f, 1.0f, 0.2f};
+    size_t n[5] = {c->T * c->D, c->T * c->H * c->dh, c->T * c->Hkv * c->dh,
+                   c->T * c->Hkv * c->dh, c->D * c->H * c->dh};
+    int rc = KVZ_OK;
+    memset(ta, 0, sizeof *ta);
+    for (int a = 0; a < 5 && rc == KVZ_OK; a++) {
+        ta->n[a] = n[a];
+        ta->host[a] = malloc(n[a] * sizeof(float));
+        if (!ta->host[a])
+            return kvz_fail(err, KVZ_ENOMEM, "test: out of memory");
+        random_fill(ta->host[a], n[a], scales[a]);
+        if (a == 3 && c->zero_value)
+            memset(ta->host[3] + (c->p0 + 1) * c->Hkv * c->dh, 0, c->dh * sizeof(float));
+        rc = kvz_cuda_alloc((void **)&ta->dev[a], n[a] * sizeof(float), err);
+        if (rc == KVZ_OK)
+            rc = kvz_cuda_upload(ta->dev[a], ta->host[a], n[a] * sizeof(float), err);
+    }
+    kvz_layer_tap t = {3, 0, c->T, ta->host[0], ta->host[1], ta->host[2], ta->host[3],
+                       ta->host[4]};
+    *host_tap = t;
+    kvz_layer_tap d = {3, 0, c->T, ta->dev[0], ta->dev[1], ta->dev[2], ta->dev[3], ta->dev[4]};
+    *dev_tap = d;
+    return rc;
+}
+
+static void free_tap(tap_arrays *ta)
+{
+    for (int a = 0; a < 5; a++) {
+        free(ta->host[a]);
+        kvz_cuda_free(ta->dev[a]);
+    }
+}
+
+/* Runs the GPU score into a guarded device output; checks the guards. */
+static int gpu_score(const kvz_layer_tap *dev_tap, const kvz_model_config *cfg,
+                     const score_case *c, float *got, size_t n, kvz_error *err)
+{
+    size_t total = n + 2 * GUARD;
+    float *buf = malloc(total * sizeof *buf), *dev = NULL;
+    if (!buf)
+        return kvz_fail(err, KVZ_ENOMEM, "test: out of memory");
+    for (size_t i = 0; i < total; i++)
+        memcpy(&buf[i], &GUARD_BITS, sizeof GUARD_BITS);
+    int rc = kvz_cuda_alloc((void **)&dev, total * sizeof *buf, err);
+    if (rc == KVZ_OK)
+        rc = kvz_cuda_upload(dev, buf, total * sizeof *buf, err);
+    if (rc == KVZ_OK)
+        rc = kvz_cuda_kvzip_score_layer(dev_tap, cfg, c->p0, c->p1, c->r0, c->r1, dev + GUARD,
+                                        err);
+    if (rc == KVZ_OK)
+        rc = kvz_cuda_download(buf, dev, total * sizeof *buf, err);
+    if (rc == KVZ_OK) {
+        size_t bad = 0;
+        for (size_t i = 0; i < GUARD; i++)
+            bad += memcmp(&buf[i], &GUARD_BITS, 4) != 0 ||
+                   memcmp(&buf[GUARD + n + i], &GUARD_BITS, 4) != 0;
+        KVZ_CHECK(bad == 0, "%zu guard floats around the score output overwritten", bad);
+        memcpy(got, buf + GUARD, n * sizeof *got);
+    }
+    kvz_cuda_free(dev);
+    free(buf);
+    return rc;
+}
+
+/* Equal infinities count as equal (and are zeroed); then |got-ref| <= 1e-4. */
+static void compare_scores(const char *what, float *got, float *ref, size_t n)
+{
+    size_t nan = 0, inf_mismatch = 0, n_inf = 0;
+    for (size_t i = 0; i < n; i++) {
+        nan += isnan(got[i]) != 0;
+        if (isinf(ref[i]) || isinf(got[i])) {
+            inf_mismatch += got[i] != ref[i];
+            n_inf++;
+            got[i] = ref[i] = 0.0f;
+        }
+    }
+    KVZ_CHECK(nan == 0, "%s: %zu NaN scores", what, nan);
+    KVZ_CHECK(inf_mismatch == 0, "%s: %zu infinities differ", what, inf_mismatch);
+    KVZ_CHECK(n_inf < n, "%s: every score infinite", what);
+    kvz_test_allclose(what, got, ref, n, 1e-4, 0.0);
+}
+
+static void run_case(const score_case *c)
+{
+    char what[128];
+    snprintf(what, sizeof what, "score T%zu D%zu H%zu/%zu dh%zu P[%zu,%zu) R[%zu,%zu)", c->T,
+             c->D, c->H, c->Hkv, c->dh, c->p0, c->p1, c->r0, c->r1);
+    kvz_model_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.n_heads = c->H, cfg.n_kv_heads = c->Hkv, cfg.head_dim = c->dh, cfg.d_model = c->D;
+    size_t n = (c->p1 - c->p0) * c->Hkv;
+    float *ref = malloc(n * sizeof *ref), *got = malloc(n * sizeof *got);
+    tap_arrays ta;
+    memset(&ta, 0, sizeof ta);
+    kvz_layer_tap host_tap, dev_tap;
+    kvz_error err = {0};
+    int rc = ref && got ? make_tap(c, &ta, &host_tap, &dev_tap, &err) : KVZ_ENOMEM;
+    KVZ_CHECK_OK(rc, err);
+    if (rc == KVZ_OK)
+        KVZ_CHECK_OK(rc = kvz_kvzip_score_layer(&host_tap, &cfg, c->p0, c->p1, c->r0, c->r1,
+                                                ref, &err),
+                     err);
+    if (rc == KVZ_OK)
+        KVZ_CHECK_OK(rc = gpu_score(&dev_tap, &cfg, c, got, n, &err), err);
+    if (rc == KVZ_OK && c->zero_value)
+        KVZ_CHECK(isinf(got[1 * c->Hkv]) && got[1 * c->Hkv] < 0, "%s: zero value not -inf",
+                  what);
+    if (rc == KVZ_OK)
+        compare_scores(what, got, ref, n);
+    free_tap(&ta);
+    free(ref), free(got);
+}
+
+static void test_bad_arguments(void)
+{
+    score_case c = {40, 16, 2, 1, 8, 0, 10, 10, 40, 0};
+    kvz_model_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.n_heads = 2, cfg.n_kv_heads = 1, cfg.head_dim = 8, cfg.d_model = 16;
+    tap_arrays ta;
+    kvz_layer_tap host_tap, dev_tap;
+    kvz_error err = {0};
+    KVZ_CHECK_OK(make_tap(&c, &ta, &host_tap, &dev_tap, &err), err);
+    float *out = ta.dev[0]; /* any device buffer; never written on these errors */
+    KVZ_CHECK(kvz_cuda_kvzip_score_layer(&dev_tap, &cfg, 0, 12, 10, 40, out, &err) ==
+                  KVZ_EINVAL && strstr(err.msg, "must end") != NULL,
+              "overlapping ranges: %s", err.msg);
+    KVZ_CHECK(kvz_cuda_kvzip_score_layer(&dev_tap, &cfg, 0, 10, 10, 41, out, &err) ==
+                  KVZ_EINVAL && strstr(err.msg, "goes past") != NULL,
+              "repeat past T: %s", err.msg);
+    KVZ_CHECK(kvz_cuda_kvzip_score_layer(&dev_tap, &cfg, 0, 10, 10, 40, NULL, &err) ==
+                  KVZ_EINVAL, "NULL output");
+    cfg.n_kv_heads = 3;
+    KVZ_CHECK(kvz_cuda_kvzip_score_layer(&dev_tap, &cfg, 0, 10, 10, 40, out, &err) ==
+                  KVZ_EINVAL && strstr(err.msg, "bad head config") != NULL,
+              "bad head config: %s", err.msg);
+    free_tap(&ta);
+}
+
+int main(void)
+{
+    if (!kvz_cuda_compiled())
+        kvz_test_skip("built without CUDA");
+    kvz_error err = {0};
+    if (kvz_cuda_device_count(&err) == 0)
+        kvz_test_skip(err.msg[0] ? err.msg : "no CUDA device");
+    const score_case cases[] = {
+        {77, 72, 6, 3, 40, 3, 41, 45, 77, 0},     /* G 2, tiles split everywhere */
+        {100, 37, 5, 1, 24, 0, 64, 64, 100, 1},  /* G 5, P two whole tiles, zero v */
+        {130, 50, 4, 4, 72, 10, 75, 75, 130, 0}, /* G 1 (MHA) */
+        {50, 64, 2, 1, 200, 1, 20, 20, 50, 0},   /* dh 200: > 48 KiB shared memory */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        run_case(&cases[i]);
+    test_bad_arguments();
+    kvz_cuda_ops_release();
+    return kvz_test_done();
+}
