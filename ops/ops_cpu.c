@@ -37,23 +37,76 @@ int kvz_ops_threads(void)
     return g_threads;
 }
 
-typedef struct parallel_job {
+/* A persistent pool: n-1 workers sleep on a condition variable between
+ * jobs, so a parallel_for costs a wake-up, not thread creation (new threads
+ * would also make OpenBLAS set up fresh per-thread buffers on every call).
+ * One job at a time (callers are the single-threaded orchestration code);
+ * nested calls from inside a job run inline. */
+typedef struct parallel_pool {
+    pthread_mutex_t mu;
+    pthread_cond_t wake, done;
+    size_t n_workers;      /* started */
+    unsigned long gen;     /* job generation */
     kvz_parallel_fn fn;
     void *ctx;
     size_t n_items;
     atomic_size_t next;
-} parallel_job;
+    size_t busy;           /* workers still inside the current job */
+} parallel_pool;
 
-static void *parallel_worker(void *arg)
+static parallel_pool g_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+                               PTHREAD_COND_INITIALIZER, 0, 0, NULL, NULL, 0, 0, 0};
+static pthread_mutex_t g_pool_call = PTHREAD_MUTEX_INITIALIZER;
+static _Thread_local int t_in_job;
+
+static void run_items(parallel_pool *p, kvz_parallel_fn fn, void *ctx, size_t n_items)
 {
-    parallel_job *job = arg;
+    t_in_job = 1;
     for (;;) {
-        size_t i = atomic_fetch_add(&job->next, 1);
-        if (i >= job->n_items)
+        size_t i = atomic_fetch_add(&p->next, 1);
+        if (i >= n_items)
             break;
-        job->fn(job->ctx, i);
+        fn(ctx, i);
+    }
+    t_in_job = 0;
+}
+
+static void *pool_worker(void *arg)
+{
+    parallel_pool *p = arg;
+    unsigned long seen = 0;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (p->gen == seen)
+            pthread_cond_wait(&p->wake, &p->mu);
+        seen = p->gen;
+        kvz_parallel_fn fn = p->fn;
+        void *ctx = p->ctx;
+        size_t n = p->n_items;
+        pthread_mutex_unlock(&p->mu);
+        run_items(p, fn, ctx, n);
+        pthread_mutex_lock(&p->mu);
+        if (--p->busy == 0)
+            pthread_cond_signal(&p->done);
     }
     return NULL;
+}
+
+/* Starts workers up to want (never stops them; they sleep when idle). */
+static size_t pool_grow(parallel_pool *p, size_t want)
+{
+    while (p->n_workers < want) {
+        pthread_t tid;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int rc = pthread_create(&tid, &attr, pool_worker, p);
+        pthread_attr_destroy(&attr);
+        if (rc != 0)
+            break;
+        p->n_workers++;
+    }
+    return p->n_workers;
 }
 
 void kvz_parallel_for(size_t n_items, kvz_parallel_fn fn, void *ctx)
@@ -61,21 +114,28 @@ void kvz_parallel_for(size_t n_items, kvz_parallel_fn fn, void *ctx)
     size_t n_threads = (size_t)kvz_ops_threads();
     if (n_threads > n_items)
         n_threads = n_items;
-    parallel_job job = {fn, ctx, n_items, 0};
-    if (n_threads <= 1) {
-        parallel_worker(&job);
+    if (n_threads <= 1 || t_in_job || pthread_mutex_trylock(&g_pool_call) != 0) {
+        for (size_t i = 0; i < n_items; i++) /* inline: one thread, nested or concurrent */
+            fn(ctx, i);
         return;
     }
-    pthread_t *tids = malloc((n_threads - 1) * sizeof *tids);
-    size_t started = 0;
-    if (tids)
-        for (; started < n_threads - 1; started++)
-            if (pthread_create(&tids[started], NULL, parallel_worker, &job) != 0)
-                break;
-    parallel_worker(&job); /* the caller works too; covers failed starts */
-    for (size_t t = 0; t < started; t++)
-        pthread_join(tids[t], NULL);
-    free(tids);
+    parallel_pool *p = &g_pool;
+    pthread_mutex_lock(&p->mu);
+    size_t workers = pool_grow(p, n_threads - 1);
+    p->fn = fn;
+    p->ctx = ctx;
+    p->n_items = n_items;
+    atomic_store(&p->next, 0);
+    p->busy = workers;
+    p->gen++;
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->mu);
+    run_items(p, fn, ctx, n_items); /* the caller works too */
+    pthread_mutex_lock(&p->mu);
+    while (p->busy > 0)
+        pthread_cond_wait(&p->done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+    pthread_mutex_unlock(&g_pool_call);
 }
 
 /* ---------- elementwise ---------- */

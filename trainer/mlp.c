@@ -1,6 +1,7 @@
 /* mlp: the MLP surrogate's model side for training: the flat parameter
  * layout, nn.Linear default init, and the float32 forward + backward of the
  * MSE loss with cblas_sgemm (see mlp.h for the formulas). */
+#include "gelu.h"
 #include "mlp.h"
 
 #include <cblas.h>
@@ -107,27 +108,13 @@ static void linear_param_grad(const float *d, const float *in, size_t n, size_t 
     }
 }
 
-static float gelu(float h)
-{
-    return 0.5f * h * (1.0f + erff(h * (float)MLP_SQRT1_2));
-}
-
-/* d gelu / dh = Phi(h) + h phi(h) */
-static float gelu_grad(float h)
-{
-    float cdf = 0.5f * (1.0f + erff(h * (float)MLP_SQRT1_2));
-    float pdf = expf(-0.5f * h * h) * (float)MLP_INV_SQRT_2PI;
-    return cdf + h * pdf;
-}
-
 void kvz_mlp_work_loss_grad(kvz_mlp_shape s, const float *flat, const float *x, const float *y,
                             size_t n, kvz_mlp_work *w, double *loss, float *grad)
 {
     size_t D = s.d_in, Dh = s.d_hidden, H = s.d_out;
     kvz_surrogate_layer p = kvz_mlp_view(s, (float *)flat);
     linear_forward(x, n, D, p.w1, p.b1, Dh, w->h);
-    for (size_t i = 0; i < n * Dh; i++)
-        w->a[i] = gelu(w->h[i]);
+    kvz_gelu_forward(w->h, w->a, n * Dh);
     linear_forward(w->a, n, Dh, p.w2, p.b2, H, w->out);
     double sse = 0;
     float scale = 2.0f / (float)(n * H);
@@ -143,8 +130,7 @@ void kvz_mlp_work_loss_grad(kvz_mlp_shape s, const float *flat, const float *x, 
     linear_param_grad(w->dy, w->a, n, Dh, H, g.w2, g.b2);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)Dh, (int)H, 1.0f, w->dy,
                 (int)H, p.w2, (int)Dh, 0.0f, w->da, (int)Dh);
-    for (size_t i = 0; i < n * Dh; i++)
-        w->da[i] *= gelu_grad(w->h[i]);
+    kvz_gelu_backward_mul(w->h, w->da, n * Dh);
     linear_param_grad(w->da, x, n, D, Dh, g.w1, g.b1);
 }
 

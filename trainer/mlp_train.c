@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
+
+#include "../ops/ops.h"
 #include "mlp.h"
 #include "mlp_work.h"
 
@@ -79,6 +82,8 @@ void kvz_mlp_adamw_step(float *param, const float *grad, float *m, float *v, siz
 
 /* ---------- the training loop ---------- */
 
+enum { MLP_MAX_PARTS = 16 };
+
 typedef struct mlp_run {
     kvz_mlp_shape s;
     const kvz_mlp_options *o;
@@ -86,7 +91,13 @@ typedef struct mlp_run {
     size_t n, n_train, n_val, n_params;
     size_t *train_rows, *val_rows, *order; /* [n_train], [n_val], [n_train] */
     float *flat, *grad, *m, *v, *xb, *yb;
-    kvz_mlp_work *work;
+    /* Data parallelism within a batch: part p of n_parts takes rows
+     * [nb*p/P, nb*(p+1)/P) with its own workspace and gradient (sgemm on one
+     * BLAS thread each); the parts' losses and gradients are combined in
+     * part order, so results are deterministic for a given thread count. */
+    size_t n_parts;
+    kvz_mlp_work *work[MLP_MAX_PARTS];
+    float *part_grad[MLP_MAX_PARTS];
 } mlp_run;
 
 static void run_free(mlp_run *r)
@@ -100,7 +111,10 @@ static void run_free(mlp_run *r)
     free(r->v);
     free(r->xb);
     free(r->yb);
-    kvz_mlp_work_free(r->work);
+    for (size_t p = 0; p < MLP_MAX_PARTS; p++) {
+        kvz_mlp_work_free(r->work[p]);
+        free(r->part_grad[p]);
+    }
 }
 
 static int check_options(const kvz_mlp_options *o, size_t n, kvz_error *err)
@@ -198,10 +212,108 @@ static int alloc_run(mlp_run *r, kvz_error *err)
     r->v = calloc(P, sizeof *r->v);
     r->xb = malloc(B * r->s.d_in * sizeof *r->xb);
     r->yb = malloc(B * r->s.d_out * sizeof *r->yb);
-    r->work = kvz_mlp_work_create(r->s, B);
-    if (!r->flat || !r->grad || !r->m || !r->v || !r->xb || !r->yb || !r->work)
+    int threads = kvz_ops_threads();
+    r->n_parts = threads > 1 ? (size_t)threads : 1;
+    if (r->n_parts > MLP_MAX_PARTS)
+        r->n_parts = MLP_MAX_PARTS;
+    int bad = !r->flat || !r->grad || !r->m || !r->v || !r->xb || !r->yb;
+    for (size_t p = 0; p < r->n_parts && !bad; p++) {
+        r->work[p] = kvz_mlp_work_create(r->s, p == 0 ? B : B / r->n_parts + 1);
+        r->part_grad[p] = r->n_parts > 1 ? malloc(P * sizeof(float)) : NULL;
+        bad = !r->work[p] || (r->n_parts > 1 && !r->part_grad[p]);
+    }
+    if (bad)
         return kvz_fail(err, KVZ_ENOMEM, "mlp: out of memory (%zu parameters, batch %zu)", P, B);
     return KVZ_OK;
+}
+
+/* Copies dataset rows rows[a..b) into the batch buffers rows a..b. */
+static void gather_range(const mlp_run *r, const size_t *rows, size_t a, size_t b)
+{
+    size_t D = r->s.d_in, H = r->s.d_out;
+    for (size_t k = a; k < b; k++) {
+        memcpy(r->xb + k * D, r->x + rows[k] * D, D * sizeof *r->xb);
+        memcpy(r->yb + k * H, r->y + rows[k] * H, H * sizeof *r->yb);
+    }
+}
+
+typedef struct part_job {
+    mlp_run *r;
+    const size_t *rows; /* [nb] dataset rows of the batch */
+    size_t nb;
+    float *grad;        /* combined gradient, or NULL for the loss only */
+    double loss[MLP_MAX_PARTS];
+    float weight[MLP_MAX_PARTS];
+} part_job;
+
+/* Part p: gathers its rows, then loss and gradient on one BLAS thread. */
+static void run_part(void *ctx, size_t p)
+{
+    part_job *j = ctx;
+    mlp_run *r = j->r;
+    size_t a = j->nb * p / r->n_parts, b = j->nb * (p + 1) / r->n_parts;
+    j->loss[p] = 0.0;
+    if (b == a)
+        return;
+    gather_range(r, j->rows, a, b);
+    kvz_mlp_work_loss_grad(r->s, r->flat, r->xb + a * r->s.d_in, r->yb + a * r->s.d_out, b - a,
+                           r->work[p], &j->loss[p], j->grad ? r->part_grad[p] : NULL);
+}
+
+/* Slice c of the parameters: grad = sum over parts of weight * part grad. */
+static void reduce_slice(void *ctx, size_t c)
+{
+    part_job *j = ctx;
+    mlp_run *r = j->r;
+    size_t i0 = r->n_params * c / r->n_parts, i1 = r->n_params * (c + 1) / r->n_parts;
+    for (size_t i = i0; i < i1; i++) {
+        float g = 0.0f;
+        for (size_t p = 0; p < r->n_parts; p++)
+            g += j->weight[p] * r->part_grad[p][i];
+        j->grad[i] = g;
+    }
+}
+
+/* Loss (and gradient, when grad) of the batch of dataset rows rows[0..nb). */
+static void batch_loss_grad(mlp_run *r, const size_t *rows, size_t nb, double *loss, float *grad)
+{
+    if (r->n_parts == 1 || nb < 2 * r->n_parts) {
+        gather_range(r, rows, 0, nb);
+        kvz_mlp_work_loss_grad(r->s, r->flat, r->xb, r->yb, nb, r->work[0], loss, grad);
+        return;
+    }
+    part_job j = {r, rows, nb, grad, {0}, {0}};
+    kvz_parallel_for(r->n_parts, run_part, &j);
+    *loss = 0.0;
+    for (size_t p = 0; p < r->n_parts; p++) {
+        size_t n_p = nb * (p + 1) / r->n_parts - nb * p / r->n_parts;
+        j.weight[p] = (float)n_p / (float)nb;
+        *loss += j.loss[p] * (double)n_p / (double)nb;
+    }
+    if (grad)
+        kvz_parallel_for(r->n_parts, reduce_slice, &j);
+}
+
+typedef struct adamw_job {
+    mlp_run *r;
+    size_t t;
+    double lr;
+} adamw_job;
+
+static void adamw_slice(void *ctx, size_t c)
+{
+    adamw_job *j = ctx;
+    mlp_run *r = j->r;
+    size_t i0 = r->n_params * c / r->n_parts, i1 = r->n_params * (c + 1) / r->n_parts;
+    kvz_mlp_adamw_step(r->flat + i0, r->grad + i0, r->m + i0, r->v + i0, i1 - i0, j->t, j->lr,
+                       r->o);
+}
+
+/* One AdamW update of all parameters, in n_parts slices (elementwise). */
+static void adamw_all(mlp_run *r, size_t t, double lr)
+{
+    adamw_job j = {r, t, lr};
+    kvz_parallel_for(r->n_parts, adamw_slice, &j);
 }
 
 static int alloc_log(kvz_mlp_log *log, size_t epochs, size_t steps, kvz_error *err)
@@ -246,15 +358,6 @@ static int epoch_order(mlp_run *r, size_t e, kvz_error *err)
     return KVZ_OK;
 }
 
-static void gather(const mlp_run *r, const size_t *rows, size_t nb)
-{
-    size_t D = r->s.d_in, H = r->s.d_out;
-    for (size_t k = 0; k < nb; k++) {
-        memcpy(r->xb + k * D, r->x + rows[k] * D, D * sizeof *r->xb);
-        memcpy(r->yb + k * H, r->y + rows[k] * H, H * sizeof *r->yb);
-    }
-}
-
 /* MSE over the validation rows in batches (NaN when there are none). */
 static double validation_loss(mlp_run *r)
 {
@@ -264,8 +367,7 @@ static double validation_loss(mlp_run *r)
     for (size_t i = 0; i < r->n_val; i += r->o->batch_size) {
         size_t nb = r->n_val - i < r->o->batch_size ? r->n_val - i : r->o->batch_size;
         double loss;
-        gather(r, r->val_rows + i, nb);
-        kvz_mlp_work_loss_grad(r->s, r->flat, r->xb, r->yb, nb, r->work, &loss, NULL);
+        batch_loss_grad(r, r->val_rows + i, nb, &loss, NULL);
         sse += loss * (double)nb;
     }
     return sse / (double)r->n_val;
@@ -283,9 +385,9 @@ static int run_epoch(mlp_run *r, size_t e, size_t *t, kvz_mlp_log *log, double *
         size_t nb = r->n_train - i < B ? r->n_train - i : B;
         for (size_t k = 0; k < nb; k++)
             rows[k] = r->train_rows[r->order[i + k]];
-        gather(r, rows, nb);
+
         double loss;
-        kvz_mlp_work_loss_grad(r->s, r->flat, r->xb, r->yb, nb, r->work, &loss, r->grad);
+        batch_loss_grad(r, rows, nb, &loss, r->grad);
         if (!isfinite(loss)) {
             free(rows);
             return kvz_fail(err, KVZ_EINVAL, "mlp: loss is not finite at epoch %zu step %zu",
@@ -293,7 +395,7 @@ static int run_epoch(mlp_run *r, size_t e, size_t *t, kvz_mlp_log *log, double *
         }
         double norm = kvz_mlp_clip_grad(r->grad, r->n_params, r->o->max_grad_norm);
         ++*t;
-        kvz_mlp_adamw_step(r->flat, r->grad, r->m, r->v, r->n_params, *t, lr, r->o);
+        adamw_all(r, *t, lr);
         if (log) {
             log->step_loss[*t - 1] = loss;
             log->grad_norm[*t - 1] = norm;
@@ -383,7 +485,11 @@ int kvz_mlp_train(kvz_mlp_shape s, const float *x, const float *y, size_t n,
                 bias_to_target_mean(&r);
         } else
             copy_params(s, r.flat, params, 1);
+        int blas_threads = openblas_get_num_threads();
+        if (r.n_parts > 1)
+            openblas_set_num_threads(1); /* the parts are the parallelism */
         rc = train_epochs(&r, log, err);
+        openblas_set_num_threads(blas_threads);
     }
     if (!rc)
         copy_params(s, r.flat, params, 0);

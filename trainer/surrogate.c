@@ -3,6 +3,7 @@
  * weights, and the runtime forward pass (Linear: x W^T + b; MLP: exact-erf
  * GELU between two linears) with OpenBLAS sgemm. The trainer's reported
  * predictions and every re-loaded export go through this same function. */
+#include "gelu.h"
 #include "surrogate.h"
 
 #include <cblas.h>
@@ -111,13 +112,6 @@ static void linear_forward(const float *x, size_t n, size_t k, const float *w, c
                 x, (blasint)k, w, (blasint)k, 1.0f, out, (blasint)m);
 }
 
-static void gelu_erf_inplace(float *v, size_t n)
-{
-    const float inv_sqrt2 = 0.70710678118654752440f;
-    for (size_t i = 0; i < n; i++)
-        v[i] = 0.5f * v[i] * (1.0f + erff(v[i] * inv_sqrt2));
-}
-
 int kvz_surrogate_predict(const kvz_surrogate *s, size_t layer, const float *x, size_t n,
                           float *y, float *scratch_or_NULL, kvz_error *err)
 {
@@ -145,7 +139,7 @@ int kvz_surrogate_predict(const kvz_surrogate *s, size_t layer, const float *x, 
                             s->d_hidden);
     }
     linear_forward(x, n, s->d_in, l.w1, l.b1, s->d_hidden, hidden);
-    gelu_erf_inplace(hidden, n * s->d_hidden);
+    kvz_gelu_forward(hidden, hidden, n * s->d_hidden);
     linear_forward(hidden, n, s->d_hidden, l.w2, l.b2, s->d_out, y);
     if (!scratch_or_NULL)
         free(hidden);
