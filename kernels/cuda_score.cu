@@ -266,7 +266,7 @@ static int run_x_norms(const score_plan *sp, kvz_error *err)
  * [nb, D] each, as the CPU's cblas call), then their row norms. In cuBLAS's
  * column-major terms Y^T [D, nb] = op_T(W_O slice: [dh, D], ld H dh) x
  * (V slice: [dh, nb], ld Hkv dh); W_O's slices are dh columns apart, V is
- * shared by the batch (stride 0). */
+ * shared by the batch (batch stride 0, which cuBLAS allows for inputs). */
 static int run_value_norms_block(const score_plan *sp, cublasHandle_t blas, size_t b,
                                  size_t nb, size_t h, kvz_error *err)
 {
