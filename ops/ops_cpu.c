@@ -46,17 +46,29 @@ typedef struct parallel_pool {
     pthread_mutex_t mu;
     pthread_cond_t wake, done;
     size_t n_workers;      /* started */
-    unsigned long gen;     /* job generation */
+    atomic_ulong gen;      /* job generation */
     kvz_parallel_fn fn;
     void *ctx;
     size_t n_items;
     atomic_size_t next;
-    size_t busy;           /* workers still inside the current job */
+    atomic_size_t busy;    /* workers still inside the current job */
 } parallel_pool;
+
+/* Spin this many polls (tens of microseconds) before sleeping: the training
+ * loop issues several short jobs per step, and a futex sleep/wake per job
+ * costs more than the work. */
+enum { POOL_SPIN = 20000 };
 
 static parallel_pool g_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
                                PTHREAD_COND_INITIALIZER, 0, 0, NULL, NULL, 0, 0, 0};
 static pthread_mutex_t g_pool_call = PTHREAD_MUTEX_INITIALIZER;
+
+static inline void sched_yield_or_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
 static _Thread_local int t_in_job;
 
 static void run_items(parallel_pool *p, kvz_parallel_fn fn, void *ctx, size_t n_items)
@@ -77,16 +89,20 @@ static void *pool_worker(void *arg)
     unsigned long seen = 0;
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (p->gen == seen)
+        pthread_mutex_unlock(&p->mu);
+        for (int i = 0; i < POOL_SPIN && atomic_load(&p->gen) == seen; i++)
+            sched_yield_or_pause();
+        pthread_mutex_lock(&p->mu);
+        while (atomic_load(&p->gen) == seen)
             pthread_cond_wait(&p->wake, &p->mu);
-        seen = p->gen;
+        seen = atomic_load(&p->gen);
         kvz_parallel_fn fn = p->fn;
         void *ctx = p->ctx;
         size_t n = p->n_items;
         pthread_mutex_unlock(&p->mu);
         run_items(p, fn, ctx, n);
         pthread_mutex_lock(&p->mu);
-        if (--p->busy == 0)
+        if (atomic_fetch_sub(&p->busy, 1) == 1)
             pthread_cond_signal(&p->done);
     }
     return NULL;
@@ -126,13 +142,15 @@ void kvz_parallel_for(size_t n_items, kvz_parallel_fn fn, void *ctx)
     p->ctx = ctx;
     p->n_items = n_items;
     atomic_store(&p->next, 0);
-    p->busy = workers;
-    p->gen++;
+    atomic_store(&p->busy, workers);
+    atomic_fetch_add(&p->gen, 1);
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
     run_items(p, fn, ctx, n_items); /* the caller works too */
+    for (int i = 0; i < POOL_SPIN && atomic_load(&p->busy) > 0; i++)
+        sched_yield_or_pause();
     pthread_mutex_lock(&p->mu);
-    while (p->busy > 0)
+    while (atomic_load(&p->busy) > 0)
         pthread_cond_wait(&p->done, &p->mu);
     pthread_mutex_unlock(&p->mu);
     pthread_mutex_unlock(&g_pool_call);
