@@ -92,10 +92,7 @@ static void causal_lse(const score_job *jb, size_t g, size_t j0, size_t nq, floa
                 m[r] = bm;
             }
             float mf = (float)m[r];
-            double sum = 0.0;
-            for (size_t c = 0; c < nvalid; c++)
-                sum += expf(row[c] - mf);
-            l[r] += sum;
+            l[r] += kvz_vexp_sum(row, nvalid, mf);
         }
     }
     for (size_t r = 0; r < nq; r++)
@@ -231,12 +228,15 @@ static void reduce_groups(const score_job *jb, float *out)
 static int run_job(score_job *jb, kvz_error *err)
 {
     size_t n_items = jb->H * jb->n_chunks;
+    int blas_threads = kvz_ops_threads();
+    openblas_set_num_threads(1); /* the items are the parallelism: no nested BLAS threads */
     kvz_parallel_for(jb->H, lognorm_head, jb);
     int rc = first_failure(jb->status, jb->H);
     if (rc == KVZ_OK) {
         kvz_parallel_for(n_items, score_chunk, jb);
         rc = first_failure(jb->status, n_items);
     }
+    openblas_set_num_threads(blas_threads);
     if (rc != KVZ_OK)
         return kvz_fail(err, rc, "kvzip score: layer %zu: out of memory", jb->tap->layer);
     return KVZ_OK;

@@ -21,6 +21,11 @@ typedef void (*kvz_parallel_fn)(void *ctx, size_t i);
 void kvz_parallel_for(size_t n_items, kvz_parallel_fn fn, void *ctx);
 
 /* ---------- elementwise ---------- */
+/* v[i] = expf(v[i] - m) for i < n; returns their sum (vectorized, ops_vexp.c). */
+float kvz_vexp_shift_sum(float *v, size_t n, float m);
+/* sum of expf(v[i] - m) for i < n, v unchanged (vectorized). */
+double kvz_vexp_sum(const float *v, size_t n, float m);
+
 /* y[r] = x[r] * 1/sqrt(mean(x[r]^2) + eps) * w, for rows r < n_rows of dim
  * values (y may equal x). Also the Qwen3 q/k norm (rows = tokens x heads). */
 void kvz_rmsnorm(const float *x, const float *w, float *y, size_t n_rows, size_t dim, float eps);

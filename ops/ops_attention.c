@@ -56,11 +56,7 @@ static float softmax_row_update(float *srow, size_t nk, float *m, float *l)
     }
     float m_new = *m > block_max ? *m : block_max;
     float corr = *m == -INFINITY ? 0.0f : expf(*m - m_new);
-    float sum = 0.0f;
-    for (size_t c = 0; c < nk; c++) {
-        srow[c] = expf(srow[c] - m_new);
-        sum += srow[c];
-    }
+    float sum = kvz_vexp_shift_sum(srow, nk, m_new);
     *l = *l * corr + sum;
     *m = m_new;
     return corr;

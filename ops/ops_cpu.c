@@ -294,12 +294,39 @@ static double now_seconds(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+typedef struct linear_job {
+    const float *x, *w;
+    float *y;
+    size_t n_rows, n_in, n_out, n_parts;
+} linear_job;
+
+static void linear_part(void *ctx, size_t p)
+{
+    const linear_job *j = ctx;
+    size_t r0 = j->n_rows * p / j->n_parts, r1 = j->n_rows * (p + 1) / j->n_parts;
+    if (r1 > r0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)(r1 - r0),
+                    (blasint)j->n_out, (blasint)j->n_in, 1.0f, j->x + r0 * j->n_in,
+                    (blasint)j->n_in, j->w, (blasint)j->n_in, 0.0f, j->y + r0 * j->n_out,
+                    (blasint)j->n_out);
+}
+
+/* Large row counts: row slices on the ops' threads, one BLAS thread each
+ * (OpenBLAS's own threads would spin-yield against the ops' pool). */
 void kvz_linear(const float *x, const float *w, const float *bias, float *y, size_t n_rows,
                 size_t n_in, size_t n_out)
 {
     double t0 = now_seconds();
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)n_rows, (blasint)n_out,
-                (blasint)n_in, 1.0f, x, (blasint)n_in, w, (blasint)n_in, 0.0f, y, (blasint)n_out);
+    size_t threads = (size_t)kvz_ops_threads();
+    linear_job j = {x, w, y, n_rows, n_in, n_out, threads};
+    if (threads > 1 && n_rows >= 64 * threads) {
+        openblas_set_num_threads(1);
+        kvz_parallel_for(threads, linear_part, &j);
+        openblas_set_num_threads((int)threads);
+    } else {
+        j.n_parts = 1;
+        linear_part(&j, 0);
+    }
     if (bias)
         for (size_t r = 0; r < n_rows; r++)
             for (size_t o = 0; o < n_out; o++)
