@@ -126,6 +126,11 @@ static int open_model(harvest *h, kvz_error *err)
     rc = kvz_tokenizer_load(tok_path, &h->tok, err);
     rc = rc ? rc : kvz_chat_template_load(cfg->model.path, family, &h->tpl, err);
     rc = rc ? rc : kvz_forward_create(h->ck, &fo, &h->fwd, err);
+    if (rc == KVZ_OK) { /* the forward holds fp32 copies: unmap the checkpoint */
+        h->mc = kvz_forward_config(h->fwd);
+        kvz_checkpoint_close(h->ck);
+        h->ck = NULL;
+    }
     if (rc == KVZ_OK && !(h->config_json = kvz_model_config_to_json(h->mc)))
         rc = kvz_fail(err, KVZ_ENOMEM, "out of memory");
     return rc;
