@@ -24,13 +24,12 @@ for subset in ("alpha", "beta"):
 PY
 mkdir corpus && mv alpha.jsonl beta.jsonl corpus/
 
-oracle() {
-  "$KVZAP" oracle --quiet --threads 2 \
-    --set model.path="$KVZAP_DEFAULT_MODEL" --set oracle.corpus=corpus \
-    --set oracle.min_doc_tokens=0 --set oracle.max_doc_tokens=100000 \
-    --set oracle.train_docs_per_subset=5 --set oracle.test_docs_per_subset=1 \
-    --set oracle.n_tokens=24 --set oracle.docs_per_shard=2 --set oracle.seed=3 "$@"
-}
+args=(--quiet --threads 2
+  --set model.path="$KVZAP_DEFAULT_MODEL" --set oracle.corpus=corpus
+  --set oracle.min_doc_tokens=0 --set oracle.max_doc_tokens=100000
+  --set oracle.train_docs_per_subset=5 --set oracle.test_docs_per_subset=1
+  --set oracle.n_tokens=24 --set oracle.docs_per_shard=2 --set oracle.seed=3)
+oracle() { "$KVZAP" oracle "${args[@]}" "$@"; }
 
 start=$(date +%s.%N)
 oracle --set oracle.output=full.h5 >/dev/null
@@ -39,11 +38,16 @@ echo "uninterrupted run: ${dur}s"
 
 for frac in 0.35 0.6; do
   [ -e killed.h5 ] && break   # an earlier resume already finished
-  oracle --resume --set oracle.output=killed.h5 >/dev/null 2>&1 &
+  # a plain command in the background: $! is kvzap itself (a shell function
+  # would put a subshell in between, and SIGKILL would miss kvzap)
+  "$KVZAP" oracle "${args[@]}" --resume --set oracle.output=killed.h5 >/dev/null 2>&1 &
   pid=$!
   sleep "$(awk -v d="$dur" -v f="$frac" 'BEGIN { printf "%.3f", d * f }')"
   kill -KILL "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
+  if pgrep -f "oracle.output=killed.h5" >/dev/null; then
+    echo "FAIL: the killed run is still running"; exit 1
+  fi
   if [ -e killed.h5 ]; then
     echo "killed at ${frac}: the final file exists already (run too fast to interrupt?)"
   else
