@@ -11,6 +11,7 @@
  *     exactly as the trainer's predictions/layer_<l>.csv (within 1e-5);
  *   - train.layers subset, non-finite targets (error vs skip), MLP from a
  *     dataset without hidden states refused, incomplete dataset refused. */
+#include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -312,11 +313,44 @@ static void test_errors(const char *dir)
     free(part);
 }
 
+/* Rewrites an int32 root attribute of an HDF5 file in place. */
+static int set_root_attr_i32(const char *path, const char *name, int value)
+{
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    if (f < 0)
+        return -1;
+    hid_t a = H5Aopen(f, name, H5P_DEFAULT);
+    int rc = a >= 0 && H5Awrite(a, H5T_NATIVE_INT, &value) >= 0 ? 0 : -1;
+    if (a >= 0)
+        H5Aclose(a);
+    H5Fclose(f);
+    return rc;
+}
+
+/* A dataset of another format version, or one not marked complete, is refused. */
+static void test_version_and_completion(const char *dir)
+{
+    kvz_error err = {0};
+    char *v2 = strdup(path2(dir, "v2.h5")), *inc = strdup(path2(dir, "inc.h5"));
+    if (write_dataset(v2, 1, -1, 1) == KVZ_OK && set_root_attr_i32(v2, "format_version", 2) == 0) {
+        KVZ_CHECK(train(v2, path2(dir, "o7"), NULL, 0, &err) == KVZ_EFORMAT, "version 2 refused");
+        KVZ_CHECK(strstr(err.msg, "version 2") != NULL, "message: %s", err.msg);
+        KVZ_CHECK(!kvz_path_exists(path2(dir, "o7/metrics.json")), "nothing written");
+    }
+    if (write_dataset(inc, 1, -1, 1) == KVZ_OK && set_root_attr_i32(inc, "complete", 0) == 0) {
+        KVZ_CHECK(train(inc, path2(dir, "o8"), NULL, 0, &err) == KVZ_EFORMAT, "incomplete refused");
+        KVZ_CHECK(strstr(err.msg, "incomplete") != NULL, "message: %s", err.msg);
+    }
+    free(v2);
+    free(inc);
+}
+
 int main(void)
 {
     const char *dir = kvz_test_tmpdir();
     test_full_run(dir);
     test_ridge_sources(dir);
     test_errors(dir);
+    test_version_and_completion(dir);
     return kvz_test_done();
 }
