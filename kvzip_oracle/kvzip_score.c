@@ -139,7 +139,11 @@ static void score_chunk(void *ctx, size_t item)
     for (size_t j0 = j_begin; s && j0 < j_end; j0 += SCORE_QBLOCK) {
         size_t nq = j_end - j0 < SCORE_QBLOCK ? j_end - j0 : SCORE_QBLOCK;
         double lse[SCORE_QBLOCK];
-        causal_lse(jb, g, j0, nq, s, lse);
+        if (jb->tap->lse) /* the forward attention's normalizers: no second pass */
+            for (size_t r = 0; r < nq; r++)
+                lse[r] = (double)jb->tap->lse[(j0 + r) * jb->H + g];
+        else
+            causal_lse(jb, g, j0, nq, s, lse);
         context_best(jb, g, j0, nq, s, lse, jb->lognorm + g * nP, best);
     }
     free(s);

@@ -2,8 +2,10 @@
  * the forward pass's layer tap. For KV head h and context position i in P:
  *   s[h,i] = max over g in group(h), j in R of a^g_{j,i} * ||W_O^g v_i^h|| / ||x_j||
  *   y[i-p0, h] = ln(s[h,i])   (natural log, no epsilon)
- * a^g_{j,i} is the full causal softmax row of query j (all keys 0..j), found
- * blockwise with an online log-sum-exp; never a T x T matrix. */
+ * a^g_{j,i} is the full causal softmax row of query j (all keys 0..j): its
+ * log-normalizer comes from the tap (tap->lse, what the forward attention
+ * computed) or, when the tap has none, blockwise with an online
+ * log-sum-exp; never a T x T matrix. */
 #ifndef KVZ_KVZIP_SCORE_H
 #define KVZ_KVZIP_SCORE_H
 

@@ -41,6 +41,8 @@ typedef struct kvz_layer_tap {
     const float *k;          /* [pos0+n_tokens, Hkv, dh] all cached keys, after k_norm and RoPE */
     const float *v;          /* [pos0+n_tokens, Hkv, dh] all cached values */
     const float *w_o;        /* [D, H*dh]            o_proj weight (PyTorch layout) */
+    const float *lse;        /* [n_tokens, H]        ln of each query row's softmax normalizer,
+                                sum over keys 0..pos of exp(q.k / sqrt(dh)); NULL if absent */
 } kvz_layer_tap;
 
 /* Return KVZ_OK to continue; any other status stops the pass and is returned. */
@@ -62,7 +64,8 @@ size_t kvz_forward_n_cached(const kvz_forward *f);
 /* Runs ids[n] at positions n_cached .. n_cached+n-1 and appends them to the
  * cache. logits_mode: 0 none, 1 last position only (logits[vocab]), 2 every
  * position (logits[n, vocab]). tap may be NULL. Taps run once per layer, in
- * layer order, before that layer's attention. Errors: KVZ_EINVAL for n == 0,
+ * layer order, right after that layer's attention (x, q, k, v as it saw
+ * them, and its lse). Errors: KVZ_EINVAL for n == 0,
  * an id outside 0..vocab-1, or n_cached+n beyond max_tokens or the context
  * length; KVZ_EUNSUPPORTED when n_cached+n exceeds an active sliding window
  * (not implemented); KVZ_ENOMEM; a tap's own status. After an error the

@@ -10,7 +10,7 @@
 
 /* Scratch views for n tokens, carved from f->scratch. */
 typedef struct run_buffers {
-    float *h, *x, *qkv, *q, *attn, *proj, *gate_up, *act;
+    float *h, *x, *qkv, *q, *attn, *proj, *gate_up, *act, *lse;
 } run_buffers;
 
 static int check_ids(const kvz_forward *f, const int32_t *ids, size_t n, kvz_error *err)
@@ -77,9 +77,9 @@ static int get_buffers(kvz_forward *f, size_t n, run_buffers *b, kvz_error *err)
 {
     const kvz_model_config *c = &f->cfg;
     size_t D = c->d_model, Q = c->n_heads * c->head_dim, KV = c->n_kv_heads * c->head_dim;
-    size_t widths[8] = {D, D, Q + 2 * KV, Q, Q, D, 2 * c->d_ff, c->d_ff};
+    size_t widths[9] = {D, D, Q + 2 * KV, Q, Q, D, 2 * c->d_ff, c->d_ff, c->n_heads};
     size_t total = 0;
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i < 9; i++)
         total += n * widths[i];
     if (total > f->scratch_floats) {
         float *s = realloc(f->scratch, total * sizeof *s);
@@ -89,9 +89,10 @@ static int get_buffers(kvz_forward *f, size_t n, run_buffers *b, kvz_error *err)
         f->scratch = s;
         f->scratch_floats = total;
     }
-    float **views[8] = {&b->h, &b->x, &b->qkv, &b->q, &b->attn, &b->proj, &b->gate_up, &b->act};
+    float **views[9] = {&b->h,    &b->x,       &b->qkv, &b->q,  &b->attn,
+                        &b->proj, &b->gate_up, &b->act, &b->lse};
     size_t at = 0;
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < 9; i++) {
         *views[i] = f->scratch + at;
         at += n * widths[i];
     }
@@ -171,16 +172,27 @@ static int attention_block(kvz_forward *f, size_t l, size_t n, run_buffers *b, k
     size_t D = c->d_model, Q = c->n_heads * c->head_dim;
     rmsnorm_rows(b->h, w->in_norm, b->x, n, D, (float)c->rms_norm_eps);
     attention_inputs(f, w, l, n, b);
+    kvz_attn_args a = {b->q,
+                       f->k_cache[l],
+                       f->v_cache[l],
+                       b->attn,
+                       n,
+                       f->n_cached,
+                       c->n_heads,
+                       c->n_kv_heads,
+                       c->head_dim,
+                       f->attn_block,
+                       1.0f / sqrtf((float)c->head_dim),
+                       tap ? b->lse : NULL};
+    if (kvz_attention(&a))
+        return kvz_fail(err, KVZ_ENOMEM, "%s: out of memory in attention", f->source);
     if (tap) {
-        kvz_layer_tap t = {l, f->n_cached, n, b->x, b->q, f->k_cache[l], f->v_cache[l], w->w_o};
+        kvz_layer_tap t = {l,    f->n_cached,   n, b->x, b->q, f->k_cache[l], f->v_cache[l],
+                           w->w_o, b->lse};
         int rc = tap(&t, user, err);
         if (rc)
             return rc;
     }
-    kvz_attn_args a = {b->q, f->k_cache[l], f->v_cache[l], b->attn, n, f->n_cached, c->n_heads,
-                       c->n_kv_heads, c->head_dim, f->attn_block, 1.0f / sqrtf((float)c->head_dim)};
-    if (kvz_attention(&a))
-        return kvz_fail(err, KVZ_ENOMEM, "%s: out of memory in attention", f->source);
     kvz_linear(b->attn, w->w_o, w->b_o, b->proj, n, Q, D);
     add_into(b->h, b->proj, n * D);
     return KVZ_OK;

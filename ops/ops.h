@@ -68,6 +68,8 @@ typedef struct kvz_attn_args {
     size_t n_q, pos0, n_heads, n_kv_heads, head_dim;
     size_t block;    /* keys (and queries) per block; 0: 256 */
     float scale;     /* usually 1/sqrt(head_dim) */
+    float *lse;      /* [n_q, n_heads] or NULL: ln sum_i exp(scale q.k_i) over each row's
+                        causal keys (the softmax normalizer; the KVzip+ scorer reuses it) */
 } kvz_attn_args;
 /* Causal softmax(q k^T * scale) v per head, query head h using kv head
  * h / (n_heads / n_kv_heads); blocks of keys with an online softmax, so the

@@ -105,6 +105,8 @@ static void attn_item(void *ctx, size_t item)
         float *dst = a->out + (i0 + r) * out_stride + h * dh;
         for (size_t d = 0; d < dh; d++)
             dst[d] = sc.o[r * dh + d] / sc.l[r];
+        if (a->lse)
+            a->lse[(i0 + r) * a->n_heads + h] = sc.m[r] + logf(sc.l[r]);
     }
     free(mem);
 }

@@ -69,7 +69,7 @@ static void check_attention(size_t n_q, size_t pos0, size_t H, size_t Hkv, size_
     float *q = rnd_array(n_q * H * dh, 2.0f), *k = rnd_array(n_keys * Hkv * dh, 2.0f);
     float *v = rnd_array(n_keys * Hkv * dh, 1.0f);
     float *got = calloc(n_q * H * dh, sizeof *got), *ref = calloc(n_q * H * dh, sizeof *ref);
-    kvz_attn_args a = {q, k, v, got, n_q, pos0, H, Hkv, dh, block, 1.0f / sqrtf((float)dh)};
+    kvz_attn_args a = {q, k, v, got, n_q, pos0, H, Hkv, dh, block, 1.0f / sqrtf((float)dh), NULL};
     KVZ_CHECK(kvz_attention(&a) == KVZ_OK, "attention failed");
     naive_attention(&a, ref);
     char what[128];
