@@ -10,6 +10,7 @@
 #include "../kvzip_oracle/oracle.h"
 #include "cli_forward.h"
 #include "cli_progress.h"
+#include "cli_run_config.h"
 #include "commands.h"
 
 static const char USAGE[] =
@@ -34,60 +35,27 @@ static const char HELP[] =
     "File format: docs/oracle-format.md.\n";
 
 typedef struct oracle_args {
-    const char *config;
-    const char **sets;
-    size_t n_sets;
-    int resume, overwrite, quiet, threads;
+    cli_run_args run; /* --config, --set, --threads, --quiet */
+    int resume, overwrite;
     size_t stop_after;
 } oracle_args;
 
 static int parse_one(int argc, char **argv, int *i, oracle_args *a)
 {
+    int rc = cli_run_option("oracle", USAGE, argc, argv, i, &a->run);
+    if (rc >= 0)
+        return rc;
     const char *arg = argv[*i];
-    int has_value = *i + 1 < argc;
     if (!strcmp(arg, "--resume"))
         a->resume = 1;
     else if (!strcmp(arg, "--overwrite"))
         a->overwrite = 1;
-    else if (!strcmp(arg, "--quiet") || !strcmp(arg, "-q"))
-        a->quiet = 1;
-    else if (!strcmp(arg, "--config") && has_value)
-        a->config = argv[++*i];
-    else if (!strcmp(arg, "--set") && has_value)
-        a->sets[a->n_sets++] = argv[++*i];
-    else if (!strncmp(arg, "--set=", 6))
-        a->sets[a->n_sets++] = arg + 6;
-    else if (!strcmp(arg, "--threads") && has_value)
-        return cli_parse_threads("oracle", argv[++*i], &a->threads);
-    else if (!strcmp(arg, "--stop-after") && has_value)
+    else if (!strcmp(arg, "--stop-after") && *i + 1 < argc)
         return cli_parse_size("oracle", "--stop-after", argv[++*i], &a->stop_after);
-    else if (!strcmp(arg, "--config") || !strcmp(arg, "--set") || !strcmp(arg, "--threads") ||
-             !strcmp(arg, "--stop-after"))
+    else if (!strcmp(arg, "--stop-after"))
         return cli_usage_error("oracle", "option needs a value", USAGE);
     else
         return cli_usage_error("oracle", "unexpected argument", USAGE);
-    return 0;
-}
-
-static int load_config(const oracle_args *a, kvz_run_config *cfg)
-{
-    kvz_error err = {0};
-    int rc = kvz_config_init(cfg, &err);
-    if (rc == KVZ_OK && !cfg->model.path)
-        rc = kvz_config_set(cfg, "model.path", cli_default_model(), &err);
-    rc = rc ? rc : a->config ? kvz_config_apply_file(cfg, a->config, &err) : KVZ_OK;
-    for (size_t i = 0; rc == KVZ_OK && i < a->n_sets; i++)
-        rc = kvz_config_set_arg(cfg, a->sets[i], &err);
-    if (rc == KVZ_OK && a->threads > 0) {
-        char text[32];
-        snprintf(text, sizeof text, "%d", a->threads);
-        rc = kvz_config_set(cfg, "model.threads", text, &err);
-    }
-    rc = rc ? rc : kvz_config_validate(cfg, &err);
-    if (rc) {
-        kvz_config_free(cfg); /* safe after a failed init: it leaves cfg zeroed */
-        return cli_error("oracle", err.msg);
-    }
     return 0;
 }
 
@@ -141,20 +109,17 @@ int cmd_oracle(int argc, char **argv)
         return 0;
     }
     oracle_args a = {0};
-    a.sets = calloc((size_t)argc + 1, sizeof *a.sets);
-    if (!a.sets)
-        return cli_error("oracle", "out of memory");
-    int rc = 0;
+    int rc = cli_run_args_init("oracle", argc, &a.run);
     for (int i = 1; rc == 0 && i < argc; i++)
         rc = parse_one(argc, argv, &i, &a);
     kvz_run_config cfg;
-    rc = rc ? rc : load_config(&a, &cfg);
-    free(a.sets);
+    rc = rc ? rc : cli_run_config_load("oracle", &a.run, 1, NULL, &cfg);
+    cli_run_args_free(&a.run);
     if (rc)
         return rc;
     cli_tune_openblas();
     cli_progress bar;
-    cli_progress_init(&bar, a.quiet);
+    cli_progress_init(&bar, a.run.quiet);
     kvz_oracle_options opt = {a.resume, a.overwrite, a.stop_after, on_progress, &bar};
     kvz_oracle_summary sum;
     kvz_error err = {0};

@@ -11,6 +11,7 @@
 #include "../trainer/train.h"
 #include "cli_forward.h"
 #include "cli_progress.h"
+#include "cli_run_config.h"
 #include "commands.h"
 
 static const char USAGE[] =
@@ -31,54 +32,19 @@ static const char HELP[] =
     "Output files: docs/training-output.md. Export for kvpress: kvzap export.\n";
 
 typedef struct train_args {
-    const char *config;
-    const char **sets;
-    size_t n_sets;
-    int quiet, threads, no_report;
+    cli_run_args run; /* --config, --set, --threads, --quiet */
+    int no_report;
 } train_args;
 
 static int parse_one(int argc, char **argv, int *i, train_args *a)
 {
-    const char *arg = argv[*i];
-    int has_value = *i + 1 < argc;
-    if (!strcmp(arg, "--quiet") || !strcmp(arg, "-q"))
-        a->quiet = 1;
-    else if (!strcmp(arg, "--no-report"))
+    int rc = cli_run_option("train", USAGE, argc, argv, i, &a->run);
+    if (rc >= 0)
+        return rc;
+    if (!strcmp(argv[*i], "--no-report"))
         a->no_report = 1;
-    else if (!strcmp(arg, "--config") && has_value)
-        a->config = argv[++*i];
-    else if (!strcmp(arg, "--set") && has_value)
-        a->sets[a->n_sets++] = argv[++*i];
-    else if (!strncmp(arg, "--set=", 6))
-        a->sets[a->n_sets++] = arg + 6;
-    else if (!strcmp(arg, "--threads") && has_value)
-        return cli_parse_threads("train", argv[++*i], &a->threads);
-    else if (!strcmp(arg, "--config") || !strcmp(arg, "--set") || !strcmp(arg, "--threads"))
-        return cli_usage_error("train", "option needs a value", USAGE);
     else
         return cli_usage_error("train", "unexpected argument", USAGE);
-    return 0;
-}
-
-static int load_config(const train_args *a, kvz_run_config *cfg)
-{
-    kvz_error err = {0};
-    int rc = kvz_config_init(cfg, &err);
-    rc = rc ? rc : a->config ? kvz_config_apply_file(cfg, a->config, &err) : KVZ_OK;
-    for (size_t i = 0; rc == KVZ_OK && i < a->n_sets; i++)
-        rc = kvz_config_set_arg(cfg, a->sets[i], &err);
-    if (rc == KVZ_OK && a->threads > 0) {
-        char text[32];
-        snprintf(text, sizeof text, "%d", a->threads);
-        rc = kvz_config_set(cfg, "model.threads", text, &err);
-    }
-    rc = rc ? rc : kvz_config_validate(cfg, &err);
-    rc = rc ? rc : kvz_config_require(cfg, "train.dataset", &err);
-    rc = rc ? rc : kvz_config_require(cfg, "train.output", &err);
-    if (rc) {
-        kvz_config_free(cfg); /* safe after a failed init: it leaves cfg zeroed */
-        return cli_error("train", err.msg);
-    }
     return 0;
 }
 
@@ -151,15 +117,13 @@ int cmd_train(int argc, char **argv)
         return 0;
     }
     train_args a = {0};
-    a.sets = calloc((size_t)argc + 1, sizeof *a.sets);
-    if (!a.sets)
-        return cli_error("train", "out of memory");
-    int rc = 0;
+    int rc = cli_run_args_init("train", argc, &a.run);
     for (int i = 1; rc == 0 && i < argc; i++)
         rc = parse_one(argc, argv, &i, &a);
     kvz_run_config cfg;
-    rc = rc ? rc : load_config(&a, &cfg);
-    free(a.sets);
+    static const char *const required[] = {"train.dataset", "train.output", NULL};
+    rc = rc ? rc : cli_run_config_load("train", &a.run, 0, required, &cfg);
+    cli_run_args_free(&a.run);
     if (rc)
         return rc;
     cli_tune_openblas();
@@ -168,7 +132,7 @@ int cmd_train(int argc, char **argv)
         kvz_config_free(&cfg);
         return cli_error("train", "out of memory");
     }
-    cli_progress_init(&v->bar, a.quiet);
+    cli_progress_init(&v->bar, a.run.quiet);
     v->bar.period_s = 5.0;
     kvz_train_summary sum;
     kvz_error err = {0};
