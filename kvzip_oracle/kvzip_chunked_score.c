@@ -18,8 +18,9 @@
 
 #include "../ops/ops.h"
 #include "kvzip_chunked.h"
+#include "kvzip_score.h"
 
-enum { CQ_BLOCK = 64, CK_BLOCK = 256, CV_BLOCK = 64, N_SINK = 4, PREV_TAIL = 8 };
+enum { CQ_BLOCK = 64, CK_BLOCK = 256, N_SINK = 4, PREV_TAIL = 8 };
 
 #define INSTRUCTION_FIRST "\n\nRepeat the previous context exactly."
 #define INSTRUCTION_NEXT "\n\nRepeat the part of the previous context exactly, starting with"
@@ -37,30 +38,6 @@ typedef struct chunk_job {
 } chunk_job;
 
 static size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
-
-/* ln ||W_O^g v_i|| for i in the chunk. */
-static int chunk_lognorms(const chunk_job *jb, size_t g, double *lognorm)
-{
-    size_t h = g / (jb->H / jb->Hkv), nC = jb->c1 - jb->c0, kv_stride = jb->Hkv * jb->dh;
-    float *buf = malloc(CV_BLOCK * jb->D * sizeof *buf);
-    if (!buf)
-        return KVZ_ENOMEM;
-    for (size_t b = 0; b < nC; b += CV_BLOCK) {
-        size_t nb = min_sz(nC - b, CV_BLOCK);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)nb, (blasint)jb->D,
-                    (blasint)jb->dh, 1.0f, jb->tap->v + (jb->c0 + b) * kv_stride + h * jb->dh,
-                    (blasint)kv_stride, jb->tap->w_o + g * jb->dh, (blasint)(jb->H * jb->dh),
-                    0.0f, buf, (blasint)jb->D);
-        for (size_t r = 0; r < nb; r++) {
-            double ss = 0.0;
-            for (size_t c = 0; c < jb->D; c++)
-                ss += (double)buf[r * jb->D + c] * buf[r * jb->D + c];
-            lognorm[b + r] = 0.5 * log(ss);
-        }
-    }
-    free(buf);
-    return KVZ_OK;
-}
 
 /* s[nq, nk] = scale * q_r . k_i, repeat rows [r0, r0+nq), keys [i0, i0+nk). */
 static void logits_block(const chunk_job *jb, size_t g, size_t r0, size_t nq, size_t i0,
@@ -125,7 +102,8 @@ static void chunk_best(const chunk_job *jb, size_t nq, const float *sc, const do
 static void lognorm_item(void *ctx, size_t g)
 {
     const chunk_job *jb = ctx;
-    jb->status[g] = chunk_lognorms(jb, g, jb->lognorm + g * (jb->c1 - jb->c0));
+    jb->status[g] = kvz_kvzip_value_lognorms(jb->tap, jb->H, jb->Hkv, jb->dh, jb->D, g, jb->c0,
+                                             jb->c1, jb->lognorm + g * (jb->c1 - jb->c0));
 }
 
 /* Item = (query head, part of the repeat rows). */
@@ -208,12 +186,7 @@ static int score_chunk_layer(const kvz_layer_tap *tap, const kvz_model_config *c
     jb.status = calloc(n_items > jb.H ? n_items : jb.H, sizeof *jb.status);
     int rc = KVZ_ENOMEM;
     if (jb.log_xnorm && jb.lognorm && jb.best && jb.status) {
-        for (size_t r = 0; r < rows; r++) {
-            double ss = 0.0;
-            for (size_t c = 0; c < jb.D; c++)
-                ss += (double)tap->x[r * jb.D + c] * tap->x[r * jb.D + c];
-            jb.log_xnorm[r] = 0.5 * log(ss);
-        }
+        kvz_kvzip_row_lognorms(tap->x, jb.D, rows, jb.log_xnorm);
         kvz_parallel_for(jb.H, lognorm_item, &jb);
         rc = first_failure(jb.status, jb.H);
         if (rc == KVZ_OK) {

@@ -28,29 +28,32 @@ typedef struct score_job {
     int *status;                /* [H * n_chunks] per-item KVZ_OK / KVZ_ENOMEM */
 } score_job;
 
-/* lognorm[i-p0] = ln ||W_O^g v_i^h|| for i in P, via sgemm in row blocks. */
-static int wo_value_lognorms(const score_job *jb, size_t g, double *lognorm)
+int kvz_kvzip_value_lognorms(const kvz_layer_tap *tap, size_t H, size_t Hkv, size_t dh,
+                             size_t D, size_t g, size_t i0, size_t i1, double *out)
 {
-    size_t h = g / (jb->H / jb->Hkv), nP = jb->p1 - jb->p0;
-    float *buf = malloc(SCORE_VBLOCK * jb->D * sizeof *buf);
+    size_t h = g / (H / Hkv), kv_stride = Hkv * dh;
+    float *buf = malloc(SCORE_VBLOCK * D * sizeof *buf);
     if (!buf)
         return KVZ_ENOMEM;
-    size_t kv_stride = jb->Hkv * jb->dh;
-    for (size_t b = 0; b < nP; b += SCORE_VBLOCK) {
-        size_t nb = nP - b < SCORE_VBLOCK ? nP - b : SCORE_VBLOCK;
-        const float *v = jb->tap->v + (jb->p0 + b) * kv_stride + h * jb->dh;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)nb, (blasint)jb->D,
-                    (blasint)jb->dh, 1.0f, v, (blasint)kv_stride, jb->tap->w_o + g * jb->dh,
-                    (blasint)(jb->H * jb->dh), 0.0f, buf, (blasint)jb->D);
-        for (size_t r = 0; r < nb; r++) {
-            double ss = 0.0;
-            for (size_t c = 0; c < jb->D; c++)
-                ss += (double)buf[r * jb->D + c] * buf[r * jb->D + c];
-            lognorm[b + r] = 0.5 * log(ss);
-        }
+    for (size_t b = i0; b < i1; b += SCORE_VBLOCK) {
+        size_t nb = i1 - b < SCORE_VBLOCK ? i1 - b : SCORE_VBLOCK;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)nb, (blasint)D,
+                    (blasint)dh, 1.0f, tap->v + b * kv_stride + h * dh, (blasint)kv_stride,
+                    tap->w_o + g * dh, (blasint)(H * dh), 0.0f, buf, (blasint)D);
+        kvz_kvzip_row_lognorms(buf, D, nb, out + (b - i0));
     }
     free(buf);
     return KVZ_OK;
+}
+
+void kvz_kvzip_row_lognorms(const float *x, size_t D, size_t n, double *out)
+{
+    for (size_t r = 0; r < n; r++) {
+        double ss = 0.0;
+        for (size_t c = 0; c < D; c++)
+            ss += (double)x[r * D + c] * x[r * D + c];
+        out[r] = 0.5 * log(ss);
+    }
 }
 
 /* s[nq, nk] = scale * q_j . k_i for queries [j0, j0+nq) of head g, keys [i0, i0+nk). */
@@ -121,7 +124,8 @@ static void context_best(const score_job *jb, size_t g, size_t j0, size_t nq, fl
 static void lognorm_head(void *ctx, size_t g)
 {
     const score_job *jb = ctx;
-    jb->status[g] = wo_value_lognorms(jb, g, jb->lognorm + g * (jb->p1 - jb->p0));
+    jb->status[g] = kvz_kvzip_value_lognorms(jb->tap, jb->H, jb->Hkv, jb->dh, jb->D, g, jb->p0,
+                                             jb->p1, jb->lognorm + g * (jb->p1 - jb->p0));
 }
 
 /* Item = (query head g, chunk of repeat queries). */
@@ -205,16 +209,6 @@ static int check_args(const kvz_layer_tap *tap, const kvz_model_config *cfg, siz
     return KVZ_OK;
 }
 
-static void log_x_norms(const kvz_layer_tap *tap, size_t D, size_t r0, size_t r1, double *out)
-{
-    for (size_t j = r0; j < r1; j++) {
-        double ss = 0.0;
-        for (size_t c = 0; c < D; c++)
-            ss += (double)tap->x[j * D + c] * tap->x[j * D + c];
-        out[j - r0] = 0.5 * log(ss);
-    }
-}
-
 /* out[i, h] = max over the group's query heads and their chunks of best. */
 static void reduce_groups(const score_job *jb, float *out)
 {
@@ -268,7 +262,7 @@ int kvz_kvzip_score_layer(const kvz_layer_tap *tap, const kvz_model_config *cfg,
     if (!log_xnorm || !lognorm || !best || !status) {
         rc = kvz_fail(err, KVZ_ENOMEM, "kvzip score: layer %zu: out of memory", tap->layer);
     } else {
-        log_x_norms(tap, jb.D, r0, r1, log_xnorm);
+        kvz_kvzip_row_lognorms(tap->x + r0 * jb.D, jb.D, r1 - r0, log_xnorm);
         jb.log_xnorm = log_xnorm, jb.lognorm = lognorm, jb.best = best, jb.status = status;
         rc = run_job(&jb, err);
         if (rc == KVZ_OK)

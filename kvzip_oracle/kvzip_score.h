@@ -26,4 +26,12 @@ int kvz_kvzip_score_layer(const kvz_layer_tap *tap, const kvz_model_config *cfg,
                           size_t p1, size_t r0, size_t r1, float *out_logscores,
                           kvz_error *err);
 
+/* Shared with the chunked scorer. out[i-i0] = ln ||W_O^g v_i^h|| for keys
+ * i in [i0, i1) of query head g (h = its KV head), sgemm in row blocks.
+ * KVZ_ENOMEM or KVZ_OK. */
+int kvz_kvzip_value_lognorms(const kvz_layer_tap *tap, size_t H, size_t Hkv, size_t dh,
+                             size_t D, size_t g, size_t i0, size_t i1, double *out);
+/* out[r] = ln ||x_r|| (double sums) for rows x [n, D]. */
+void kvz_kvzip_row_lognorms(const float *x, size_t D, size_t n, double *out);
+
 #endif
