@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/kvz_file.h"
 #include "kvz_test.h"
 
 typedef struct fwd_fixture {
@@ -25,40 +26,32 @@ typedef struct fwd_array {
     size_t shape[4], n_dims, numel;
 } fwd_array;
 
+/* The whole file (kvz_file_read_all), or NULL. */
 static inline char *fwd_read_all(const char *path, size_t *size)
 {
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return NULL;
     char *buf = NULL;
-    if (fseek(fp, 0, SEEK_END) == 0) {
-        long n = ftell(fp);
-        if (n >= 0 && fseek(fp, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1))) {
-            if (fread(buf, 1, (size_t)n, fp) != (size_t)n) {
-                free(buf);
-                buf = NULL;
-            } else {
-                *size = (size_t)n;
-            }
-        }
-    }
-    fclose(fp);
-    return buf;
+    return kvz_file_read_all(path, &buf, size, NULL) == KVZ_OK ? buf : NULL;
 }
 
-/* Loads fixtures/forward/<model>.{json,bin}; 0 on success (failure recorded). */
-static inline int fwd_fixture_load(const char *model, fwd_fixture *fx)
+/* Loads tests/fixtures/<dir>/<model>.{json,bin} (the same layout in every
+ * area); 0 on success (failure recorded). fwd_fixture_load: dir "forward". */
+static inline int fwd_fixture_load_from(const char *dir, const char *model, fwd_fixture *fx)
 {
     char rel[256];
     json_error_t jerr;
     memset(fx, 0, sizeof *fx);
-    snprintf(rel, sizeof rel, "forward/%s.json", model);
+    snprintf(rel, sizeof rel, "%s/%s.json", dir, model);
     fx->index = json_load_file(kvz_test_fixture(rel), 0, &jerr);
     KVZ_CHECK(fx->index != NULL, "%s: %s", rel, jerr.text);
-    snprintf(rel, sizeof rel, "forward/%s.bin", model);
+    snprintf(rel, sizeof rel, "%s/%s.bin", dir, model);
     fx->data = fwd_read_all(kvz_test_fixture(rel), &fx->size);
     KVZ_CHECK(fx->data != NULL, "cannot read %s", rel);
     return fx->index && fx->data ? 0 : -1;
+}
+
+static inline int fwd_fixture_load(const char *model, fwd_fixture *fx)
+{
+    return fwd_fixture_load_from("forward", model, fx);
 }
 
 static inline void fwd_fixture_free(fwd_fixture *fx)

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "../kvzip_oracle/kvzip_chunked.h"
+#include "common/kvz_file.h"
 #include "kvz_test.h"
 
 #define LOGSCORE_ATOL 1e-3
@@ -23,22 +24,11 @@ typedef struct fixture {
     size_t bin_size, doc_size;
 } fixture;
 
+/* The whole file (NUL-terminated), or NULL. */
 static char *read_all(const char *path, size_t *size)
 {
-    FILE *fp = fopen(path, "rb");
     char *buf = NULL;
-    long n = -1;
-    if (fp && fseek(fp, 0, SEEK_END) == 0 && (n = ftell(fp)) >= 0 && fseek(fp, 0, SEEK_SET) == 0 &&
-        (buf = malloc((size_t)n + 1)) && fread(buf, 1, (size_t)n, fp) == (size_t)n) {
-        buf[n] = '\0';
-        *size = (size_t)n;
-    } else {
-        free(buf);
-        buf = NULL;
-    }
-    if (fp)
-        fclose(fp);
-    return buf;
+    return kvz_file_read_all(path, &buf, size, NULL) == KVZ_OK ? buf : NULL;
 }
 
 static int fixture_load(fixture *fx)

@@ -39,20 +39,6 @@ typedef struct worst {
     double score, hidden;
 } worst;
 
-static int fixture_load(const char *model, fwd_fixture *fx)
-{
-    char rel[256];
-    json_error_t jerr;
-    memset(fx, 0, sizeof *fx);
-    snprintf(rel, sizeof rel, "oracle/%s.json", model);
-    fx->index = json_load_file(kvz_test_fixture(rel), 0, &jerr);
-    KVZ_CHECK(fx->index != NULL, "%s: %s", rel, jerr.text);
-    snprintf(rel, sizeof rel, "oracle/%s.bin", model);
-    fx->data = fwd_read_all(kvz_test_fixture(rel), &fx->size);
-    KVZ_CHECK(fx->data != NULL, "cannot read %s", rel);
-    return fx->index && fx->data ? 0 : -1;
-}
-
 static int model_open(const char *path, oracle_model *m)
 {
     kvz_error err = {0};
@@ -228,7 +214,7 @@ static void check_model(const char *model, const char *path)
 {
     fwd_fixture fx;
     oracle_model m = {0};
-    if (fixture_load(model, &fx) == 0 && model_open(path, &m) == KVZ_OK) {
+    if (fwd_fixture_load_from("oracle", model, &fx) == 0 && model_open(path, &m) == KVZ_OK) {
         worst w = {0};
         json_t *docs = json_object_get(fx.index, "docs");
         KVZ_CHECK(json_array_size(docs) >= 3, "%s: fewer than 3 documents", model);
