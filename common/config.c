@@ -10,6 +10,8 @@
 #include "config.h"
 
 static const char *const DEVICES[] = {"auto", "cpu", "cuda", NULL};
+static const char *const PRECISIONS[] = {"bfloat16", "float32", NULL};
+static const char *const GPU_MATHS[] = {"float32", "tf32", "bfloat16", NULL};
 static const char *const HIDDEN_DTYPES[] = {"float16", "float32", NULL};
 static const char *const SCORINGS[] = {"kvzip_plus", "chunked", NULL};
 static const char *const SURROGATES[] = {"linear", "mlp", "both", NULL};
@@ -52,7 +54,10 @@ static const kvz_config_field CONFIG_FIELDS[] = {
         "tokenizer override: a tokenizer.json / HF directory (default: the checkpoint's own)"),
     NUM("model.threads", KVZ_CFG_SIZE, model.threads, "0", 0, 0, 0, "CPU threads; 0 = all cores"),
     ENUM("model.device", model.device, "auto", DEVICES,
-         "where to compute: auto (CUDA when available), cpu, cuda"),
+         "where to compute (oracle and train): auto (CUDA when available), cpu, cuda"),
+    ENUM("model.precision", model.precision, "bfloat16", PRECISIONS,
+         "GPU forward precision: bfloat16 (bf16 weights and GEMM inputs, fp32 accumulation) or "
+         "float32 (checking mode); the CPU path is always float32"),
 
     PATH("oracle.corpus", oracle.corpus,
          "input corpus: a JSONL file (one document per line), a text file, or a directory of them"),
@@ -117,6 +122,9 @@ static const kvz_config_field CONFIG_FIELDS[] = {
     BOOL("train.mlp_init_output_bias", train.mlp_init_output_bias, "false",
          "start the MLP output bias at the training targets' mean (not in the reference "
          "recipe; helps small datasets)"),
+    ENUM("train.gpu_precision", train.gpu_precision, "float32", GPU_MATHS,
+         "GPU MLP GEMMs: float32 (matches the CPU trainer), tf32 or bfloat16 (tensor cores; "
+         "master weights stay float32)"),
 
     ENUM("export.format", export.format, "kvpress", EXPORT_FORMATS,
          "kvpress: config.json + model.safetensors that kvpress loads; gguf"),

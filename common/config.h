@@ -27,6 +27,9 @@
 #include "kvz_error.h"
 
 enum { KVZ_DEVICE_AUTO = 0, KVZ_DEVICE_CPU, KVZ_DEVICE_CUDA };
+/* model.precision (GPU forward) and train.gpu_precision (GPU MLP GEMMs). */
+enum { KVZ_PRECISION_BFLOAT16 = 0, KVZ_PRECISION_FLOAT32 };
+enum { KVZ_GPU_MATH_FLOAT32 = 0, KVZ_GPU_MATH_TF32, KVZ_GPU_MATH_BFLOAT16 };
 enum { KVZ_HIDDEN_FLOAT16 = 0, KVZ_HIDDEN_FLOAT32 };
 enum { KVZ_SCORING_KVZIP_PLUS = 0, KVZ_SCORING_CHUNKED };
 enum { KVZ_SURROGATE_LINEAR = 0, KVZ_SURROGATE_MLP, KVZ_SURROGATE_BOTH };
@@ -51,7 +54,8 @@ typedef struct kvz_run_config {
         char *chat_template; /* "auto" or a family name (model/chat_template.h) */
         char *tokenizer;     /* optional tokenizer path override */
         size_t threads;      /* 0 = all cores */
-        int device;          /* KVZ_DEVICE_* */
+        int device;          /* KVZ_DEVICE_* (oracle and train) */
+        int precision;       /* KVZ_PRECISION_*: GPU forward only */
     } model;
     struct {
         char *corpus, *output, *text_field, *subset_field;
@@ -76,6 +80,7 @@ typedef struct kvz_run_config {
         int64_t seed;
         int non_finite;           /* KVZ_NON_FINITE_* */
         int mlp_init_output_bias; /* bool */
+        int gpu_precision;        /* KVZ_GPU_MATH_* */
     } train;
     struct {
         int format; /* KVZ_CFG_EXPORT_KVPRESS / _GGUF */
