@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include <cuda_bf16.h>
+
 #include "cuda_ops_internal.cuh"
 
 extern "C" {
@@ -177,7 +179,10 @@ static __global__ void adamw_kernel(float *p, const float *grad, float *m, float
 struct kvz_cuda_mlp {
     kvz_mlp_shape s;
     size_t max_rows, n_params;
+    unsigned flags;
     cublasHandle_t blas;
+    __nv_bfloat16 *bf;    /* BF16 mode: two GEMM-input copies of bf_len each */
+    size_t bf_len;
     float *state;         /* [4 * n_params]: params, grad, m, v */
     float *params, *grad, *m1, *v;
     float *act;           /* h, a, da [max_rows, Dh]; out, dy [max_rows, Hkv] */
@@ -195,8 +200,9 @@ static int check_mlp_shape(kvz_mlp_shape s, size_t max_rows, unsigned flags, kvz
         max_rows > lim / s.d_in)
         return kvz_fail(err, KVZ_EINVAL, "cuda mlp: max_rows %zu out of range for D=%zu Dh=%zu",
                         max_rows, s.d_in, s.d_hidden);
-    if (flags & ~(unsigned)KVZ_CUDA_TRAIN_TF32)
-        return kvz_fail(err, KVZ_EINVAL, "cuda mlp: unknown flags 0x%x", flags);
+    if ((flags & ~(unsigned)(KVZ_CUDA_TRAIN_TF32 | KVZ_CUDA_TRAIN_BF16)) ||
+        ((flags & KVZ_CUDA_TRAIN_TF32) && (flags & KVZ_CUDA_TRAIN_BF16)))
+        return kvz_fail(err, KVZ_EINVAL, "cuda mlp: unknown or conflicting flags 0x%x", flags);
     return KVZ_OK;
 }
 
@@ -213,6 +219,9 @@ static int mlp_alloc(kvz_cuda_mlp *m, kvz_error *err)
         rc = kvz_cuda_check(
             cudaMalloc((void **)&m->partial, (RED_MAX_BLOCKS + 1) * sizeof(double)),
             "cuda mlp: allocating reduction scratch", err);
+    if (rc == KVZ_OK && m->bf_len)
+        rc = kvz_cuda_check(cudaMalloc((void **)&m->bf, 2 * m->bf_len * sizeof(__nv_bfloat16)),
+                            "cuda mlp: allocating the bfloat16 GEMM inputs", err);
     if (rc == KVZ_OK)
         rc = kvz_cuda_check(cudaMemset(m->state, 0, 4 * np * sizeof(float)),
                             "cuda mlp: zeroing params/grads/moments", err);
@@ -228,6 +237,25 @@ static int mlp_alloc(kvz_cuda_mlp *m, kvz_error *err)
     m->out = m->da + rows * m->s.d_hidden;
     m->dy = m->out + rows * m->s.d_out;
     return KVZ_OK;
+}
+
+/* Largest GEMM input: W1 [Dh, D], x [rows, D], a/da [rows, Dh], W2 [Hkv, Dh],
+ * dy [rows, Hkv]. */
+static size_t bf16_scratch_len(kvz_mlp_shape s, size_t rows)
+{
+    size_t cand[5] = {s.d_hidden * s.d_in, rows * s.d_in, rows * s.d_hidden,
+                      s.d_out * s.d_hidden, rows * s.d_out};
+    size_t best = 1;
+    for (int i = 0; i < 5; i++)
+        best = cand[i] > best ? cand[i] : best;
+    return best;
+}
+
+static __global__ void to_bf16_kernel(const float *v, size_t n, __nv_bfloat16 *out)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        out[i] = __float2bfloat16_rn(v[i]);
 }
 
 static int create_handle(cublasHandle_t *h, cublasMath_t mode, const char *what, kvz_error *err)
@@ -255,6 +283,9 @@ extern "C" int kvz_cuda_mlp_create(kvz_mlp_shape s, size_t max_rows, unsigned fl
     m->s = s;
     m->max_rows = max_rows;
     m->n_params = kvz_mlp_n_params(s);
+    m->flags = flags;
+    if (flags & KVZ_CUDA_TRAIN_BF16)
+        m->bf_len = bf16_scratch_len(s, max_rows);
     cublasMath_t mode = (flags & KVZ_CUDA_TRAIN_TF32) ? CUBLAS_TF32_TENSOR_OP_MATH
                                                       : CUBLAS_PEDANTIC_MATH;
     rc = create_handle(&m->blas, mode, "cuda mlp: creating the cuBLAS handle", err);
@@ -277,6 +308,7 @@ extern "C" void kvz_cuda_mlp_free(kvz_cuda_mlp *m)
     (void)cudaFree(m->state);
     (void)cudaFree(m->act);
     (void)cudaFree(m->partial);
+    (void)cudaFree(m->bf);
     free(m);
 }
 
@@ -357,6 +389,38 @@ extern "C" int kvz_cuda_mlp_reset_moments(kvz_cuda_mlp *m, kvz_error *err)
 
 /* ---------- forward / backward ---------- */
 
+/* Column-major C[M, N] = alpha op(A) op(B) + beta C with dense operands
+ * (lda, ldb are the stored leading dimensions). fp32/TF32: cublasSgemm;
+ * BF16: both inputs rounded to bfloat16, fp32 accumulation (cublasGemmEx). */
+static int mlp_gemm(kvz_cuda_mlp *m, cublasOperation_t opa, cublasOperation_t opb, size_t M,
+                    size_t N, size_t K, const float *A, size_t lda, const float *B, size_t ldb,
+                    float beta, float *C, size_t ldc, const char *what, kvz_error *err)
+{
+    const float one = 1.0f;
+    if (!(m->flags & KVZ_CUDA_TRAIN_BF16))
+        return kvz_cublas_check(cublasSgemm(m->blas, opa, opb, (int)M, (int)N, (int)K, &one, A,
+                                            (int)lda, B, (int)ldb, &beta, C, (int)ldc),
+                                what, err);
+    size_t na = lda * (opa == CUBLAS_OP_N ? K : M), nb = ldb * (opb == CUBLAS_OP_N ? N : K);
+    if (na > m->bf_len || nb > m->bf_len)
+        return kvz_fail(err, KVZ_EINVAL, "%s: bfloat16 scratch too small (%zu, %zu > %zu)",
+                        what, na, nb, m->bf_len);
+    __nv_bfloat16 *a16 = m->bf, *b16 = m->bf + m->bf_len;
+    to_bf16_kernel<<<kvz_cuda_blocks_for(na, EW_THREADS), EW_THREADS>>>(A, na, a16);
+    int rc = kvz_cuda_check_launch(what, err);
+    if (rc == KVZ_OK) {
+        to_bf16_kernel<<<kvz_cuda_blocks_for(nb, EW_THREADS), EW_THREADS>>>(B, nb, b16);
+        rc = kvz_cuda_check_launch(what, err);
+    }
+    if (rc == KVZ_OK)
+        rc = kvz_cublas_check(cublasGemmEx(m->blas, opa, opb, (int)M, (int)N, (int)K, &one, a16,
+                                           CUDA_R_16BF, (int)lda, b16, CUDA_R_16BF, (int)ldb,
+                                           &beta, C, CUDA_R_32F, (int)ldc, CUBLAS_COMPUTE_32F,
+                                           CUBLAS_GEMM_DEFAULT),
+                              what, err);
+    return rc;
+}
+
 /* Row-major out[n, mo] = in[n, k] W^T + bias, W [mo, k] row-major. In cuBLAS's
  * column-major view: OUT[mo, n] = W^T(op T of the [k, mo] view) * IN[k, n]. */
 static int linear_forward(kvz_cuda_mlp *m, const float *in, size_t n, size_t k, const float *W,
@@ -364,12 +428,9 @@ static int linear_forward(kvz_cuda_mlp *m, const float *in, size_t n, size_t k, 
 {
     bias_fill_kernel<<<kvz_cuda_blocks_for(n * mo, EW_THREADS), EW_THREADS>>>(out, bias, n, mo);
     int rc = kvz_cuda_check_launch("cuda mlp: bias fill", err);
-    const float one = 1.0f;
     if (rc == KVZ_OK)
-        rc = kvz_cublas_check(cublasSgemm(m->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)mo, (int)n,
-                                          (int)k, &one, W, (int)k, in, (int)k, &one, out,
-                                          (int)mo),
-                              "cuda mlp: forward sgemm", err);
+        rc = mlp_gemm(m, CUBLAS_OP_T, CUBLAS_OP_N, mo, n, k, W, k, in, k, 1.0f, out, mo,
+                      "cuda mlp: forward sgemm", err);
     return rc;
 }
 
@@ -378,11 +439,8 @@ static int linear_forward(kvz_cuda_mlp *m, const float *in, size_t n, size_t k, 
 static int linear_param_grad(kvz_cuda_mlp *m, const float *d, const float *in, size_t n,
                              size_t k, size_t mo, float *gW, float *gb, kvz_error *err)
 {
-    const float one = 1.0f, zero = 0.0f;
-    int rc = kvz_cublas_check(cublasSgemm(m->blas, CUBLAS_OP_N, CUBLAS_OP_T, (int)k, (int)mo,
-                                          (int)n, &one, in, (int)k, d, (int)mo, &zero, gW,
-                                          (int)k),
-                              "cuda mlp: weight-gradient sgemm", err);
+    int rc = mlp_gemm(m, CUBLAS_OP_N, CUBLAS_OP_T, k, mo, n, in, k, d, mo, 0.0f, gW, k,
+                      "cuda mlp: weight-gradient sgemm", err);
     if (rc != KVZ_OK)
         return rc;
     col_sum_f32_kernel<<<(unsigned)mo, RED_THREADS>>>(d, n, mo, gb);
@@ -421,13 +479,10 @@ static int backward(kvz_cuda_mlp *m, const float *x, size_t n, kvz_error *err)
     kvz_surrogate_layer p = kvz_mlp_view(m->s, m->params);
     kvz_surrogate_layer g = kvz_mlp_view(m->s, m->grad);
     int rc = linear_param_grad(m, m->dy, m->a, n, Dh, H, g.w2, g.b2, err);
-    const float one = 1.0f, zero = 0.0f;
     /* row-major da[n, Dh] = dy[n, H] W2[H, Dh]: column-major DA[Dh, n] = W2[Dh, H] DY[H, n] */
     if (rc == KVZ_OK)
-        rc = kvz_cublas_check(cublasSgemm(m->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)Dh, (int)n,
-                                          (int)H, &one, p.w2, (int)Dh, m->dy, (int)H, &zero,
-                                          m->da, (int)Dh),
-                              "cuda mlp: da sgemm", err);
+        rc = mlp_gemm(m, CUBLAS_OP_N, CUBLAS_OP_N, Dh, n, H, p.w2, Dh, m->dy, H, 0.0f, m->da, Dh,
+                      "cuda mlp: da sgemm", err);
     if (rc != KVZ_OK)
         return rc;
     gelu_backward_kernel<<<kvz_cuda_blocks_for(n * Dh, EW_THREADS), EW_THREADS>>>(m->h, m->da,
@@ -449,6 +504,17 @@ extern "C" int kvz_cuda_mlp_loss_grad(kvz_cuda_mlp *m, const float *x_dev, const
                         m->max_rows);
     int rc = forward_loss(m, x_dev, y_dev, n, loss, err);
     return rc ? rc : backward(m, x_dev, n, err);
+}
+
+extern "C" int kvz_cuda_mlp_loss(kvz_cuda_mlp *m, const float *x_dev, const float *y_dev,
+                                 size_t n, double *loss, kvz_error *err)
+{
+    if (!m || !x_dev || !y_dev || !loss)
+        return kvz_fail(err, KVZ_EINVAL, "cuda mlp: loss: NULL argument");
+    if (n == 0 || n > m->max_rows)
+        return kvz_fail(err, KVZ_EINVAL, "cuda mlp: loss: %zu rows but the context holds 1..%zu",
+                        n, m->max_rows);
+    return forward_loss(m, x_dev, y_dev, n, loss, err);
 }
 
 extern "C" int kvz_cuda_mlp_clip(kvz_cuda_mlp *m, double max_norm, double *norm_before,

@@ -72,6 +72,13 @@ int kvz_cuda_mlp_loss_grad(kvz_cuda_mlp *m, const float *x_dev, const float *y_d
     return no_cuda(err, "cuda mlp: loss_grad");
 }
 
+int kvz_cuda_mlp_loss(kvz_cuda_mlp *m, const float *x_dev, const float *y_dev, size_t n,
+                      double *loss, kvz_error *err)
+{
+    (void)m, (void)x_dev, (void)y_dev, (void)n, (void)loss;
+    return no_cuda(err, "cuda mlp: loss");
+}
+
 int kvz_cuda_mlp_clip(kvz_cuda_mlp *m, double max_norm, double *norm_before, kvz_error *err)
 {
     (void)m, (void)max_norm, (void)norm_before;

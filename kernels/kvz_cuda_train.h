@@ -36,7 +36,12 @@
 /* Context flags. Default (0): strict fp32 GEMMs (CUBLAS_PEDANTIC_MATH, no
  * TF32), so results match the CPU trainer to ~1e-6. KVZ_CUDA_TRAIN_TF32:
  * let cuBLAS use TF32 tensor cores (faster, ~1e-3 relative GEMM error). */
-enum { KVZ_CUDA_TRAIN_TF32 = 1u };
+enum { KVZ_CUDA_TRAIN_TF32 = 1u, KVZ_CUDA_TRAIN_BF16 = 2u };
+/* KVZ_CUDA_TRAIN_BF16: every GEMM reads bfloat16 copies of its two inputs
+ * (rounded to nearest even on the device just before the GEMM) and
+ * accumulates in fp32 (cublasGemmEx, CUBLAS_COMPUTE_32F); parameters,
+ * gradients, AdamW moments and all elementwise work stay fp32 (master
+ * weights). Not combinable with TF32. */
 
 typedef struct kvz_cuda_mlp kvz_cuda_mlp; /* opaque; owns its device memory */
 
@@ -69,6 +74,9 @@ int kvz_cuda_mlp_reset_moments(kvz_cuda_mlp *m, kvz_error *err);
  * (n out of range, NULL pointers), KVZ_EIO. */
 int kvz_cuda_mlp_loss_grad(kvz_cuda_mlp *m, const float *x_dev, const float *y_dev, size_t n,
                            double *loss, kvz_error *err);
+/* Forward + MSE loss only (no gradient): validation batches. Same errors. */
+int kvz_cuda_mlp_loss(kvz_cuda_mlp *m, const float *x_dev, const float *y_dev, size_t n,
+                      double *loss, kvz_error *err);
 /* clip_grad_norm_ on the device gradient: *norm_before = total L2 norm
  * (float64); when max_norm > 0 scales by (float)min(1, max_norm/(norm+1e-6)).
  * norm_before may be NULL. */
@@ -102,5 +110,45 @@ int kvz_cuda_ridge_add(kvz_cuda_ridge *r, const float *x_dev, const float *y_dev
  * kvz_ridge_solve. */
 int kvz_cuda_ridge_download(kvz_cuda_ridge *r, double *xtx, double *xty, double *x_sum,
                             double *y_sum, double *y_sq_sum, int64_t *count, kvz_error *err);
+
+/* ---------- device-resident training rows (kernels/cuda_train_data.cu) ---------- */
+
+/* Pinned (page-locked) host memory for fast async uploads; KVZ_EUNSUPPORTED
+ * without CUDA (callers fall back to malloc), KVZ_ENOMEM. */
+int kvz_cuda_host_alloc(void **out, size_t bytes, kvz_error *err);
+void kvz_cuda_host_free(void *p);
+/* Free and total bytes of the current device (cudaMemGetInfo). */
+int kvz_cuda_mem_info(size_t *free_bytes, size_t *total_bytes, kvz_error *err);
+
+typedef struct kvz_cuda_rows kvz_cuda_rows; /* opaque; owns its device memory */
+
+/* Room on the device for cap rows of x [D] (stored fp16 when x_fp16, else
+ * fp32) and y [Hkv] (fp32), uploaded in blocks of at most block_rows rows.
+ * Before allocating, checks cudaMemGetInfo: when the rows plus extra_bytes
+ * (the caller's other device needs, e.g. the MLP context) plus a 256 MiB
+ * margin do not fit, fails with KVZ_ENOMEM "cuda rows: the layer needs N
+ * bytes on the device but only F are free". */
+int kvz_cuda_rows_create(size_t cap, size_t d_in, size_t d_out, int x_fp16, size_t block_rows,
+                         size_t extra_bytes, kvz_cuda_rows **out, kvz_error *err);
+void kvz_cuda_rows_free(kvz_cuda_rows *r);
+/* Bytes kvz_cuda_rows_create would allocate (for messages and planning). */
+size_t kvz_cuda_rows_bytes(size_t cap, size_t d_in, size_t d_out, int x_fp16, size_t block_rows);
+/* Queues the upload of n <= block_rows host rows (x [n, D], y [n, Hkv] fp32;
+ * pinned memory makes it truly asynchronous) after the rows already held, on
+ * the context's own stream. The host arrays must stay untouched until
+ * kvz_cuda_rows_wait returns. Errors: KVZ_EINVAL (over capacity or block). */
+int kvz_cuda_rows_append(kvz_cuda_rows *r, const float *x, const float *y, size_t n,
+                         kvz_error *err);
+/* Waits for every queued upload (and reports its failure). */
+int kvz_cuda_rows_wait(kvz_cuda_rows *r, kvz_error *err);
+size_t kvz_cuda_rows_count(const kvz_cuda_rows *r);
+/* Removes all rows (capacity kept). */
+void kvz_cuda_rows_clear(kvz_cuda_rows *r);
+/* Gathers n rows to fp32 device arrays x_out [n, D], y_out [n, Hkv]: row k
+ * is held row idx_dev[k] (a DEVICE array of int64), or row0 + k when idx_dev
+ * is NULL. Runs on the default stream (after kvz_cuda_rows_wait). Indices
+ * are checked on the host side only for the contiguous form. */
+int kvz_cuda_rows_gather(const kvz_cuda_rows *r, const int64_t *idx_dev, size_t row0, size_t n,
+                         float *x_out, float *y_out, kvz_error *err);
 
 #endif

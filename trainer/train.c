@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "../common/kvz_file.h"
+#include "../kernels/kvz_cuda.h"
 #include "../ops/ops.h"
 #include "mlp.h"
 #include "ridge.h"
@@ -138,14 +139,6 @@ static void free_layer(layer_data *d)
     memset(d, 0, sizeof *d);
 }
 
-static int all_finite(const float *v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(v[i]))
-            return 0;
-    return 1;
-}
-
 static int alloc_layer(trainer *t, layer_data *d, int with_x, kvz_error *err)
 {
     size_t N = t->info->n_samples, D = t->info->d_model, H = t->info->n_kv_heads;
@@ -164,50 +157,69 @@ static int alloc_layer(trainer *t, layer_data *d, int with_x, kvz_error *err)
     return KVZ_OK;
 }
 
-/* Appends one sample row to train or test (non-finite: refused or skipped). */
-static int route_row(trainer *t, layer_data *d, size_t layer, size_t row, const float *x,
-                     const float *y, kvz_error *err)
+/* Appends a block's routed rows to the layer (and, on CUDA, queues the
+ * training rows' upload to the device; waits for it before the block goes
+ * back to the reader). */
+static int take_block(trainer *t, layer_data *d, const kvz_layer_block *b, kvz_error *err)
 {
     size_t D = t->info->d_model, H = t->info->n_kv_heads;
-    if (!all_finite(y, H) || (x && !all_finite(x, D))) {
-        if (t->cfg->train.non_finite == KVZ_NON_FINITE_ERROR)
-            return kvz_fail(err, KVZ_EFORMAT,
-                            "%s: layer %zu sample %zu has a NaN/Inf %s (set train.non_finite: "
-                            "skip to drop such samples)",
-                            t->cfg->train.dataset, layer, row,
-                            all_finite(y, H) ? "hidden state" : "log-score");
-        d->n_skipped++;
+    if (b->train_x)
+        memcpy(d->train_x + d->n_train * D, b->train_x, b->n_train * D * sizeof(float));
+    memcpy(d->train_y + d->n_train * H, b->train_y, b->n_train * H * sizeof(float));
+    if (b->test_x)
+        memcpy(d->test_x + d->n_test * D, b->test_x, b->n_test * D * sizeof(float));
+    memcpy(d->test_y + d->n_test * H, b->test_y, b->n_test * H * sizeof(float));
+    d->n_train += b->n_train;
+    d->n_test += b->n_test;
+    d->n_skipped += b->n_skipped;
+    int rc = KVZ_OK;
+    if (t->rows && b->n_train) {
+        rc = kvz_cuda_rows_append(t->rows, b->train_x, b->train_y, b->n_train, err);
+        rc = rc ? rc : kvz_cuda_rows_wait(t->rows, err);
+    }
+    return rc;
+}
+
+/* Device room for the layer's training rows (fp16 when the dataset stores
+ * fp16 hidden states: lossless). */
+static int prepare_rows(trainer *t, kvz_error *err)
+{
+    if (!t->use_cuda || !t->info->store_hidden || !t->want_mlp)
+        return KVZ_OK;
+    if (t->rows) {
+        kvz_cuda_rows_clear(t->rows);
         return KVZ_OK;
     }
-    int test = t->split[row] != 0;
-    size_t *n = test ? &d->n_test : &d->n_train;
-    float *dx = test ? d->test_x : d->train_x, *dy = test ? d->test_y : d->train_y;
-    if (x)
-        memcpy(dx + *n * D, x, D * sizeof(float));
-    memcpy(dy + *n * H, y, H * sizeof(float));
-    (*n)++;
-    return KVZ_OK;
+    size_t N = t->info->n_samples, n_train = 0, D = t->info->d_model, Dh = t->d_hidden;
+    for (size_t r = 0; r < N; r++)
+        n_train += t->split[r] == 0;
+    size_t B = t->cfg->train.batch_size, H = t->info->n_kv_heads;
+    size_t extra = (4 * (Dh * D + Dh + H * Dh + H) + B * (4 * Dh + 3 * H + D)) * sizeof(float) +
+                   2 * n_train * sizeof(int64_t);
+    int rc = kvz_cuda_rows_create(n_train ? n_train : 1, D, H,
+                                  t->info->hidden_dtype == KVZ_HIDDEN_FLOAT16, READ_BLOCK_ROWS,
+                                  extra, &t->rows, err);
+    if (rc == KVZ_ENOMEM && t->cfg->model.device == KVZ_DEVICE_AUTO) {
+        t->use_cuda = 0; /* auto: a layer too big for the device trains on the CPU */
+        rc = KVZ_OK;
+    }
+    return rc;
 }
 
 static int read_layer(trainer *t, size_t layer, layer_data *d, kvz_error *err)
 {
-    size_t N = t->info->n_samples, D = t->info->d_model, H = t->info->n_kv_heads;
-    int with_x = t->info->store_hidden;
-    int rc = alloc_layer(t, d, with_x, err);
-    float *bx = with_x ? malloc(READ_BLOCK_ROWS * D * sizeof(float)) : NULL;
-    float *by = malloc(READ_BLOCK_ROWS * H * sizeof(float));
-    if (rc == KVZ_OK && (!by || (with_x && !bx)))
-        rc = kvz_fail(err, KVZ_ENOMEM, "out of memory");
-    for (size_t r0 = 0; rc == KVZ_OK && r0 < N; r0 += READ_BLOCK_ROWS) {
-        size_t n = N - r0 < READ_BLOCK_ROWS ? N - r0 : READ_BLOCK_ROWS;
-        if (with_x)
-            rc = kvz_oracle_file_read_hidden(t->file, layer, r0, n, bx, err);
-        rc = rc ? rc : kvz_oracle_file_read_scores(t->file, layer, r0, n, by, err);
-        for (size_t r = 0; rc == KVZ_OK && r < n; r++)
-            rc = route_row(t, d, layer, r0 + r, with_x ? bx + r * D : NULL, by + r * H, err);
+    int rc = alloc_layer(t, d, t->info->store_hidden, err);
+    rc = rc ? rc : prepare_rows(t, err);
+    for (int last = 0; rc == KVZ_OK && !last;) {
+        kvz_layer_block b;
+        rc = kvz_layer_stream_next(t->stream, &b, err);
+        if (rc == KVZ_OK && b.layer != layer)
+            rc = kvz_fail(err, KVZ_EINVAL, "layer reader: got layer %zu, expected %zu", b.layer,
+                          layer);
+        rc = rc ? rc : take_block(t, d, &b, err);
+        last = rc == KVZ_OK && b.last_of_layer;
+        kvz_layer_stream_release(t->stream);
     }
-    free(bx);
-    free(by);
     return rc;
 }
 
@@ -224,15 +236,17 @@ static int fit_linear(trainer *t, size_t layer, const layer_data *d, kvz_error *
             return kvz_fail(err, KVZ_ENOMEM, "out of memory");
         kvz_ridge_stats st = {D, H, buf, buf + D * D, buf + D * D + D * H,
                               buf + D * D + D * H + D, buf + D * D + D * H + D + H, 0};
-        int rc = kvz_oracle_file_read_ridge(t->file, layer, buf, buf + D * D, buf + D * D + D * H,
-                                            buf + D * D + D * H + D,
-                                            buf + D * D + D * H + D + H, &st.count, err);
+        int rc = kvz_layer_stream_read_ridge(t->stream, layer, buf, buf + D * D,
+                                             buf + D * D + D * H, buf + D * D + D * H + D,
+                                             buf + D * D + D * H + D + H, &st.count, err);
         rc = rc ? rc : kvz_ridge_solve(&st, alpha, p.w1, p.b1, err);
         free(buf);
         return rc;
     }
     if (!d->train_x)
         return kvz_fail(err, KVZ_EINVAL, "layer %zu: no hidden states to fit the ridge from", layer);
+    if (t->rows) /* the training rows are on the device already: float64 sums there */
+        return kvz_ridge_fit_cuda(t->rows, D, H, alpha, p.w1, p.b1, err);
     kvz_ridge_acc *acc = NULL;
     int rc = kvz_ridge_acc_create(D, H, &acc, err);
     rc = rc ? rc : kvz_ridge_acc_add(acc, d->train_x, d->train_y, d->n_train, err);
@@ -285,12 +299,19 @@ static int fit_mlp(trainer *t, size_t layer, const layer_data *d, json_t *obj, k
     o.progress = on_epoch;
     o.progress_ctx = &ec;
     kvz_mlp_log log = {0};
-    int rc = kvz_mlp_train(shape, d->train_x, d->train_y, d->n_train, &o,
-                           kvz_surrogate_layer_at(t->mlp, layer), &log, err);
+    kvz_mlp_cuda_options co = {t->precision};
+    int rc = t->rows ? kvz_mlp_train_cuda(shape, t->rows, d->train_y, d->n_train, &o, &co,
+                                          kvz_surrogate_layer_at(t->mlp, layer), &log, err)
+                     : kvz_mlp_train(shape, d->train_x, d->train_y, d->n_train, &o,
+                                     kvz_surrogate_layer_at(t->mlp, layer), &log, err);
     if (ec.rc)
         rc = ec.rc;
     if (rc == KVZ_OK && log.n_epochs > 0) {
         json_object_set_new(obj, "train_seconds", json_real(now_s() - ec.t_start));
+        json_object_set_new(obj, "device", json_string(t->rows ? "cuda" : "cpu"));
+        if (t->rows)
+            json_object_set_new(obj, "gpu_precision",
+                                json_string(kvz_mlp_cuda_precision_name(t->precision)));
         json_object_set_new(obj, "final_train_loss", json_real(log.train_loss[log.n_epochs - 1]));
         double v = log.val_loss[log.n_epochs - 1];
         json_object_set_new(obj, "final_val_loss", isfinite(v) ? json_real(v) : json_null());
@@ -393,8 +414,47 @@ static int train_layer(trainer *t, size_t idx, kvz_error *err)
 
 /* ---------- the job ---------- */
 
+/* model.device: auto = cuda when a device is visible; cuda without one fails. */
+static int choose_device(trainer *t, kvz_error *err)
+{
+    int want = t->cfg->model.device;
+    int gpu_prec = t->cfg->train.gpu_precision;
+    t->precision = gpu_prec == KVZ_GPU_MATH_TF32       ? KVZ_MLP_CUDA_TF32
+                   : gpu_prec == KVZ_GPU_MATH_BFLOAT16 ? KVZ_MLP_CUDA_BFLOAT16
+                                                       : KVZ_MLP_CUDA_FLOAT32;
+    if (want == KVZ_DEVICE_CPU)
+        return KVZ_OK;
+    kvz_error why = {0};
+    int n = kvz_cuda_device_count(&why);
+    if (n > 0) {
+        t->use_cuda = 1;
+        return KVZ_OK;
+    }
+    if (want == KVZ_DEVICE_AUTO)
+        return KVZ_OK;
+    if (!kvz_cuda_compiled())
+        return kvz_fail(err, KVZ_EUNSUPPORTED,
+                        "model.device is cuda but this kvzap was built without CUDA (use "
+                        "--device cpu or auto)");
+    return kvz_fail(err, KVZ_EUNSUPPORTED,
+                    "model.device is cuda but no CUDA device is usable%s%s (use --device cpu "
+                    "or auto)",
+                    why.msg[0] ? ": " : "", why.msg);
+}
+
+static int start_reader(trainer *t, kvz_error *err)
+{
+    kvz_layer_stream_config c = {t->file, t->cfg->train.dataset, t->split, t->layers, t->n_sel,
+                                 t->info->store_hidden,
+                                 t->cfg->train.non_finite == KVZ_NON_FINITE_SKIP,
+                                 READ_BLOCK_ROWS, t->use_cuda};
+    return kvz_layer_stream_start(&c, &t->stream, err);
+}
+
 static void free_trainer(trainer *t)
 {
+    kvz_layer_stream_stop(t->stream); /* before the file it reads */
+    kvz_cuda_rows_free(t->rows);
     kvz_oracle_file_close(t->file);
     kvz_surrogate_free(t->linear);
     kvz_surrogate_free(t->mlp);
@@ -420,6 +480,8 @@ int kvz_train_run(const kvz_run_config *cfg, kvz_train_progress_fn progress, voi
     rc = rc ? rc : open_dataset(&t, err);
     rc = rc ? rc : choose_layers(&t, err);
     rc = rc ? rc : create_models(&t, err);
+    rc = rc ? rc : choose_device(&t, err);
+    rc = rc ? rc : start_reader(&t, err);
     rc = rc ? rc : train_out_prepare(&t, err);
     for (size_t i = 0; rc == KVZ_OK && i < t.n_sel; i++)
         rc = train_layer(&t, i, err);

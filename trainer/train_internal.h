@@ -8,8 +8,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../kernels/kvz_cuda_train.h"
 #include "../kvzip_oracle/oracle_store.h"
+#include "layer_stream.h"
 #include "metrics.h"
+#include "mlp_cuda.h"
 #include "surrogate.h"
 #include "train.h"
 
@@ -31,6 +34,10 @@ typedef struct trainer {
     double t0;
     kvz_oracle_file *file;
     const kvz_oracle_file_info *info;
+    kvz_layer_stream *stream; /* the layer reader (all HDF5 reads while it runs) */
+    int use_cuda;             /* model.device resolved: MLP and fallback ridge on the GPU */
+    kvz_mlp_cuda_precision precision;
+    kvz_cuda_rows *rows;      /* CUDA: the current layer's training rows on the device */
     uint8_t *split;          /* [N] 0 train, 1 test */
     size_t *layers, n_sel;   /* layers to train, ascending */
     size_t d_hidden;         /* MLP hidden width */

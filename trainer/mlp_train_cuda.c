@@ -1,0 +1,380 @@
+/* mlp_train_cuda: kvz_mlp_train's recipe (mlp.h) with every batch on a CUDA
+ * device: the validation split and per-epoch permutations come from the same
+ * RNG streams as the CPU trainer, the epoch's row order is uploaded once per
+ * epoch, and each step gathers its batch on the device from the
+ * device-resident rows, then loss/grad, clip and AdamW run there
+ * (kernels/kvz_cuda_train.h). Also the GPU ridge fit from those rows. */
+#include "mlp_cuda.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../kernels/kvz_cuda_ops.h"
+#include "mlp_work.h"
+#include "ridge.h"
+
+const char *kvz_mlp_cuda_precision_name(kvz_mlp_cuda_precision p)
+{
+    return p == KVZ_MLP_CUDA_TF32 ? "tf32" : p == KVZ_MLP_CUDA_BFLOAT16 ? "bfloat16" : "float32";
+}
+
+typedef struct cuda_run {
+    kvz_mlp_shape s;
+    const kvz_mlp_options *o;
+    const kvz_cuda_rows *rows;
+    size_t n, n_train, n_val, n_params;
+    size_t *train_rows, *val_rows, *order; /* host, as mlp_train.c */
+    int64_t *epoch_rows;                   /* host [n_train]: train_rows[order[k]] */
+    float *flat;                           /* host params */
+    kvz_cuda_mlp *mlp;
+    int64_t *idx_dev, *val_dev;            /* device [n_train], [n_val] */
+    float *xb_dev, *yb_dev;                /* device [B, D], [B, Hkv] */
+} cuda_run;
+
+static void run_free(cuda_run *r)
+{
+    free(r->train_rows);
+    free(r->val_rows);
+    free(r->order);
+    free(r->epoch_rows);
+    free(r->flat);
+    kvz_cuda_mlp_free(r->mlp);
+    kvz_cuda_free(r->idx_dev);
+    kvz_cuda_free(r->val_dev);
+    kvz_cuda_free(r->xb_dev);
+    kvz_cuda_free(r->yb_dev);
+}
+
+/* is_val from o->val_rows or the seeded shuffle (mlp_train.c's choose_split). */
+static int choose_split(cuda_run *r, unsigned char *is_val, kvz_error *err)
+{
+    const kvz_mlp_options *o = r->o;
+    if (o->val_rows) {
+        for (size_t i = 0; i < o->n_val; i++) {
+            if (o->val_rows[i] >= r->n || is_val[o->val_rows[i]])
+                return kvz_fail(err, KVZ_EINVAL,
+                                "mlp: val_rows[%zu] = %zu is out of range or repeated", i,
+                                o->val_rows[i]);
+            is_val[o->val_rows[i]] = 1;
+        }
+        r->n_val = o->n_val;
+    } else {
+        r->n_val = (size_t)ceil(o->val_fraction * (double)r->n);
+        size_t *perm = malloc(r->n * sizeof *perm);
+        if (!perm)
+            return kvz_fail(err, KVZ_ENOMEM, "mlp: out of memory");
+        for (size_t i = 0; i < r->n; i++)
+            perm[i] = i;
+        uint64_t rng = o->seed ^ KVZ_MLP_SALT_SPLIT;
+        kvz_mlp_rng_shuffle(&rng, perm, r->n);
+        for (size_t i = 0; i < r->n_val && i < r->n; i++)
+            is_val[perm[i]] = 1;
+        free(perm);
+    }
+    if (r->n_val >= r->n)
+        return kvz_fail(err, KVZ_EINVAL, "mlp: no training rows left (%zu rows, %zu validation)",
+                        r->n, r->n_val);
+    r->n_train = r->n - r->n_val;
+    return KVZ_OK;
+}
+
+static int setup_rows(cuda_run *r, kvz_error *err)
+{
+    unsigned char *is_val = calloc(r->n, 1);
+    if (!is_val)
+        return kvz_fail(err, KVZ_ENOMEM, "mlp: out of memory");
+    int rc = choose_split(r, is_val, err);
+    if (!rc) {
+        r->train_rows = malloc(r->n_train * sizeof *r->train_rows);
+        r->val_rows = malloc((r->n_val ? r->n_val : 1) * sizeof *r->val_rows);
+        r->order = malloc(r->n_train * sizeof *r->order);
+        r->epoch_rows = malloc((r->n > r->n_train ? r->n : r->n_train) * sizeof *r->epoch_rows);
+        if (!r->train_rows || !r->val_rows || !r->order || !r->epoch_rows)
+            rc = kvz_fail(err, KVZ_ENOMEM, "mlp: out of memory");
+    }
+    for (size_t i = 0, it = 0, iv = 0; !rc && i < r->n; i++) {
+        if (is_val[i])
+            r->val_rows[iv++] = i;
+        else
+            r->train_rows[it++] = i;
+    }
+    free(is_val);
+    return rc;
+}
+
+static unsigned precision_flags(const kvz_mlp_cuda_options *co)
+{
+    if (!co)
+        return 0;
+    return co->precision == KVZ_MLP_CUDA_TF32       ? KVZ_CUDA_TRAIN_TF32
+           : co->precision == KVZ_MLP_CUDA_BFLOAT16 ? KVZ_CUDA_TRAIN_BF16
+                                                    : 0;
+}
+
+static int alloc_device(cuda_run *r, const kvz_mlp_cuda_options *co, kvz_error *err)
+{
+    size_t B = r->o->batch_size < r->n ? r->o->batch_size : r->n;
+    int rc = kvz_cuda_mlp_create(r->s, B, precision_flags(co), &r->mlp, err);
+    rc = rc ? rc : kvz_cuda_alloc((void **)&r->idx_dev, r->n_train * sizeof(int64_t), err);
+    rc = rc ? rc : kvz_cuda_alloc((void **)&r->val_dev, (r->n_val ? r->n_val : 1) * sizeof(int64_t), err);
+    rc = rc ? rc : kvz_cuda_alloc((void **)&r->xb_dev, B * r->s.d_in * sizeof(float), err);
+    rc = rc ? rc : kvz_cuda_alloc((void **)&r->yb_dev, B * r->s.d_out * sizeof(float), err);
+    for (size_t i = 0; rc == KVZ_OK && i < r->n_val; i++)
+        r->epoch_rows[i] = (int64_t)r->val_rows[i];
+    if (rc == KVZ_OK && r->n_val)
+        rc = kvz_cuda_upload(r->val_dev, r->epoch_rows, r->n_val * sizeof(int64_t), err);
+    return rc;
+}
+
+/* Initial params on the host (kvz_mlp_init_default / b2 mean / given), uploaded. */
+static int init_params(cuda_run *r, const float *y, kvz_surrogate_layer params, kvz_error *err)
+{
+    kvz_surrogate_layer f = kvz_mlp_view(r->s, r->flat);
+    size_t H = r->s.d_out;
+    if (r->o->init) {
+        kvz_mlp_init_default(r->s, r->flat, r->o->seed);
+        for (size_t h = 0; r->o->init_b2_mean && h < H; h++) {
+            double sum = 0;
+            for (size_t k = 0; k < r->n_train; k++)
+                sum += y[r->train_rows[k] * H + h];
+            f.b2[h] = (float)(sum / (double)r->n_train);
+        }
+    } else {
+        memcpy(f.w1, params.w1, r->s.d_hidden * r->s.d_in * sizeof(float));
+        memcpy(f.b1, params.b1, r->s.d_hidden * sizeof(float));
+        memcpy(f.w2, params.w2, H * r->s.d_hidden * sizeof(float));
+        memcpy(f.b2, params.b2, H * sizeof(float));
+    }
+    return kvz_cuda_mlp_upload_params(r->mlp, r->flat, err);
+}
+
+/* Epoch e's row order (mlp_train.c's epoch_order), uploaded as dataset rows. */
+static int upload_epoch_order(cuda_run *r, size_t e, kvz_error *err)
+{
+    size_t nt = r->n_train;
+    if (r->o->perms) {
+        const size_t *p = r->o->perms + e * nt;
+        memset(r->order, 0xff, nt * sizeof *r->order);
+        for (size_t k = 0; k < nt; k++) {
+            if (p[k] >= nt || r->order[p[k]] != (size_t)-1)
+                return kvz_fail(err, KVZ_EINVAL,
+                                "mlp: perms of epoch %zu is not a permutation of [0, %zu) "
+                                "(entry %zu = %zu)",
+                                e, nt, k, p[k]);
+            r->order[p[k]] = k;
+        }
+        memcpy(r->order, p, nt * sizeof *r->order);
+    } else {
+        for (size_t k = 0; k < nt; k++)
+            r->order[k] = k;
+        uint64_t rng = r->o->seed ^ (KVZ_MLP_SALT_SHUFFLE + (uint64_t)e);
+        kvz_mlp_rng_shuffle(&rng, r->order, nt);
+    }
+    for (size_t k = 0; k < nt; k++)
+        r->epoch_rows[k] = (int64_t)r->train_rows[r->order[k]];
+    return kvz_cuda_upload(r->idx_dev, r->epoch_rows, nt * sizeof(int64_t), err);
+}
+
+static double validation_loss(cuda_run *r, int *rc, kvz_error *err)
+{
+    if (r->n_val == 0)
+        return NAN;
+    double sse = 0;
+    size_t B = r->o->batch_size;
+    for (size_t i = 0; *rc == KVZ_OK && i < r->n_val; i += B) {
+        size_t nb = r->n_val - i < B ? r->n_val - i : B;
+        double loss = 0;
+        *rc = kvz_cuda_rows_gather(r->rows, r->val_dev + i, 0, nb, r->xb_dev, r->yb_dev, err);
+        *rc = *rc ? *rc : kvz_cuda_mlp_loss(r->mlp, r->xb_dev, r->yb_dev, nb, &loss, err);
+        sse += loss * (double)nb;
+    }
+    return sse / (double)r->n_val;
+}
+
+/* One step on batch rows idx_dev[i .. i+nb). */
+static int train_step(cuda_run *r, size_t i, size_t nb, size_t t, double lr, double *loss,
+                      double *norm, kvz_error *err)
+{
+    const kvz_mlp_options *o = r->o;
+    int rc = kvz_cuda_rows_gather(r->rows, r->idx_dev + i, 0, nb, r->xb_dev, r->yb_dev, err);
+    rc = rc ? rc : kvz_cuda_mlp_loss_grad(r->mlp, r->xb_dev, r->yb_dev, nb, loss, err);
+    if (rc == KVZ_OK && !isfinite(*loss))
+        return kvz_fail(err, KVZ_EINVAL, "mlp: loss is not finite at step %zu", t);
+    rc = rc ? rc : kvz_cuda_mlp_clip(r->mlp, o->max_grad_norm, norm, err);
+    rc = rc ? rc : kvz_cuda_mlp_adamw_step(r->mlp, t, lr, o->beta1, o->beta2, o->eps,
+                                           o->weight_decay, err);
+    return rc;
+}
+
+static int run_epoch(cuda_run *r, size_t e, size_t *t, kvz_mlp_log *log, double *train_loss,
+                     kvz_error *err)
+{
+    double lr = kvz_mlp_epoch_lr(r->o, e), sum = 0;
+    size_t B = r->o->batch_size;
+    int rc = upload_epoch_order(r, e, err);
+    for (size_t i = 0; rc == KVZ_OK && i < r->n_train; i += B) {
+        size_t nb = r->n_train - i < B ? r->n_train - i : B;
+        double loss = 0, norm = 0;
+        ++*t;
+        rc = train_step(r, i, nb, *t, lr, &loss, &norm, err);
+        if (rc == KVZ_OK && log) {
+            log->step_loss[*t - 1] = loss;
+            log->grad_norm[*t - 1] = norm;
+        }
+        sum += loss * (double)nb;
+    }
+    *train_loss = sum / (double)r->n_train;
+    return rc;
+}
+
+static int alloc_log(kvz_mlp_log *log, size_t epochs, size_t steps, kvz_error *err)
+{
+    log->n_epochs = epochs;
+    log->n_steps = steps;
+    log->train_loss = calloc(epochs, sizeof(double));
+    log->val_loss = calloc(epochs, sizeof(double));
+    log->lr = calloc(epochs, sizeof(double));
+    log->step_loss = calloc(steps, sizeof(double));
+    log->grad_norm = calloc(steps, sizeof(double));
+    if (!log->train_loss || !log->val_loss || !log->lr || !log->step_loss || !log->grad_norm)
+        return kvz_fail(err, KVZ_ENOMEM, "mlp: out of memory for the log");
+    return KVZ_OK;
+}
+
+static int train_epochs(cuda_run *r, kvz_mlp_log *log, kvz_error *err)
+{
+    size_t t = 0, B = r->o->batch_size;
+    int rc = log ? alloc_log(log, r->o->epochs, r->o->epochs * ((r->n_train + B - 1) / B), err)
+                 : KVZ_OK;
+    for (size_t e = 0; rc == KVZ_OK && e < r->o->epochs; e++) {
+        double train_loss = 0;
+        rc = run_epoch(r, e, &t, log, &train_loss, err);
+        double val = rc == KVZ_OK ? validation_loss(r, &rc, err) : NAN;
+        double lr = kvz_mlp_epoch_lr(r->o, e);
+        if (rc == KVZ_OK && log) {
+            log->train_loss[e] = train_loss;
+            log->val_loss[e] = val;
+            log->lr[e] = lr;
+        }
+        if (rc == KVZ_OK && r->o->progress &&
+            r->o->progress(r->o->progress_ctx, e + 1, r->o->epochs, train_loss, val, lr))
+            rc = kvz_fail(err, KVZ_EINVAL, "mlp: stopped by caller after epoch %zu", e + 1);
+    }
+    return rc;
+}
+
+static int check_args(kvz_mlp_shape s, const kvz_cuda_rows *rows, const float *y, size_t n,
+                      const kvz_mlp_options *o, kvz_surrogate_layer p, kvz_error *err)
+{
+    if (!s.d_in || !s.d_hidden || !s.d_out || !rows || !y || !o || !p.w1 || !p.b1 || !p.w2 ||
+        !p.b2)
+        return kvz_fail(err, KVZ_EINVAL, "mlp: bad shape or NULL arguments (D=%zu Dh=%zu Hkv=%zu)",
+                        s.d_in, s.d_hidden, s.d_out);
+    if (o->epochs == 0 || o->batch_size == 0 || o->batch_size > ((size_t)1 << 24))
+        return kvz_fail(err, KVZ_EINVAL, "mlp: epochs and batch_size must be >= 1");
+    if (!(o->val_fraction >= 0 && o->val_fraction < 1) || !(o->lr >= 0))
+        return kvz_fail(err, KVZ_EINVAL, "mlp: bad options (lr %g, val_fraction %g)", o->lr,
+                        o->val_fraction);
+    if (n < 1 || kvz_cuda_rows_count(rows) != n)
+        return kvz_fail(err, KVZ_EINVAL, "mlp: %zu rows requested, %zu held on the device", n,
+                        kvz_cuda_rows_count(rows));
+    for (size_t i = 0; i < n * s.d_out; i++)
+        if (!isfinite(y[i]))
+            return kvz_fail(err, KVZ_EINVAL, "mlp: y row %zu column %zu is not finite",
+                            i / s.d_out, i % s.d_out);
+    return KVZ_OK;
+}
+
+int kvz_mlp_train_cuda(kvz_mlp_shape s, const kvz_cuda_rows *rows, const float *y_host, size_t n,
+                       const kvz_mlp_options *o, const kvz_mlp_cuda_options *co,
+                       kvz_surrogate_layer params, kvz_mlp_log *log, kvz_error *err)
+{
+    if (log)
+        memset(log, 0, sizeof *log);
+    int rc = check_args(s, rows, y_host, n, o, params, err);
+    if (rc)
+        return rc;
+    cuda_run r = {.s = s, .o = o, .rows = rows, .n = n, .n_params = kvz_mlp_n_params(s)};
+    rc = setup_rows(&r, err);
+    if (!rc && !(r.flat = malloc(r.n_params * sizeof *r.flat)))
+        rc = kvz_fail(err, KVZ_ENOMEM, "mlp: out of memory");
+    rc = rc ? rc : alloc_device(&r, co, err);
+    rc = rc ? rc : init_params(&r, y_host, params, err);
+    rc = rc ? rc : train_epochs(&r, log, err);
+    rc = rc ? rc : kvz_cuda_mlp_download_params(r.mlp, r.flat, err);
+    if (!rc) {
+        kvz_surrogate_layer f = kvz_mlp_view(s, r.flat);
+        memcpy(params.w1, f.w1, s.d_hidden * s.d_in * sizeof(float));
+        memcpy(params.b1, f.b1, s.d_hidden * sizeof(float));
+        memcpy(params.w2, f.w2, s.d_out * s.d_hidden * sizeof(float));
+        memcpy(params.b2, f.b2, s.d_out * sizeof(float));
+    } else if (log)
+        kvz_mlp_log_free(log);
+    run_free(&r);
+    return rc;
+}
+
+enum { HOST_UPLOAD_ROWS = 4096 };
+
+int kvz_mlp_train_cuda_host(kvz_mlp_shape s, const float *x, const float *y, size_t n,
+                            const kvz_mlp_options *o, const kvz_mlp_cuda_options *co,
+                            kvz_surrogate_layer params, kvz_mlp_log *log, kvz_error *err)
+{
+    if (log)
+        memset(log, 0, sizeof *log);
+    if (!x || !y || !n || !s.d_in || !s.d_out)
+        return kvz_fail(err, KVZ_EINVAL, "mlp: NULL rows or zero sizes");
+    kvz_cuda_rows *rows = NULL;
+    int rc = kvz_cuda_rows_create(n, s.d_in, s.d_out, 0, HOST_UPLOAD_ROWS, 0, &rows, err);
+    for (size_t r0 = 0; rc == KVZ_OK && r0 < n; r0 += HOST_UPLOAD_ROWS) {
+        size_t k = n - r0 < HOST_UPLOAD_ROWS ? n - r0 : HOST_UPLOAD_ROWS;
+        rc = kvz_cuda_rows_append(rows, x + r0 * s.d_in, y + r0 * s.d_out, k, err);
+    }
+    rc = rc ? rc : kvz_cuda_rows_wait(rows, err);
+    rc = rc ? rc : kvz_mlp_train_cuda(s, rows, y, n, o, co, params, log, err);
+    kvz_cuda_rows_free(rows);
+    return rc;
+}
+
+/* ---------- ridge from the device rows ---------- */
+
+enum { RIDGE_BLOCK_ROWS = 4096 };
+
+static int ridge_accumulate(const kvz_cuda_rows *rows, kvz_cuda_ridge *acc, size_t D, size_t H,
+                            kvz_error *err)
+{
+    float *xb = NULL, *yb = NULL;
+    size_t n = kvz_cuda_rows_count(rows);
+    int rc = kvz_cuda_alloc((void **)&xb, RIDGE_BLOCK_ROWS * D * sizeof(float), err);
+    rc = rc ? rc : kvz_cuda_alloc((void **)&yb, RIDGE_BLOCK_ROWS * H * sizeof(float), err);
+    for (size_t r0 = 0; rc == KVZ_OK && r0 < n; r0 += RIDGE_BLOCK_ROWS) {
+        size_t k = n - r0 < RIDGE_BLOCK_ROWS ? n - r0 : RIDGE_BLOCK_ROWS;
+        rc = kvz_cuda_rows_gather(rows, NULL, r0, k, xb, yb, err);
+        rc = rc ? rc : kvz_cuda_ridge_add(acc, xb, yb, k, err);
+    }
+    kvz_cuda_free(xb);
+    kvz_cuda_free(yb);
+    return rc;
+}
+
+int kvz_ridge_fit_cuda(const kvz_cuda_rows *rows, size_t d_in, size_t d_out, double alpha,
+                       float *w, float *b, kvz_error *err)
+{
+    size_t D = d_in, H = d_out;
+    double *buf = malloc((D * D + D * H + D + 2 * H) * sizeof(double));
+    if (!buf)
+        return kvz_fail(err, KVZ_ENOMEM, "ridge: out of memory");
+    kvz_ridge_stats st = {D, H, buf, buf + D * D, buf + D * D + D * H, buf + D * D + D * H + D,
+                          buf + D * D + D * H + D + H, 0};
+    kvz_cuda_ridge *acc = NULL;
+    int rc = kvz_cuda_ridge_create(D, H, RIDGE_BLOCK_ROWS, &acc, err);
+    rc = rc ? rc : ridge_accumulate(rows, acc, D, H, err);
+    rc = rc ? rc : kvz_cuda_ridge_download(acc, buf, buf + D * D, buf + D * D + D * H,
+                                           buf + D * D + D * H + D, buf + D * D + D * H + D + H,
+                                           &st.count, err);
+    rc = rc ? rc : kvz_ridge_solve(&st, alpha, w, b, err);
+    kvz_cuda_ridge_free(acc);
+    free(buf);
+    return rc;
+}
