@@ -1,0 +1,25 @@
+/* kvz_cuda_attention: the plain-C face of the GPU forward pass's attention
+ * kernel (no CUDA headers here), so tests can compare it with the CPU op
+ * kvz_attention (ops/ops.h) directly. Implemented by
+ * kernels/cuda_forward_attention.cu in CUDA builds and by
+ * kernels/cuda_forward_nocuda.c (KVZ_EUNSUPPORTED) otherwise. */
+#ifndef KVZ_CUDA_ATTENTION_H
+#define KVZ_CUDA_ATTENTION_H
+
+#include "../common/kvz_error.h"
+#include "../ops/ops.h"
+
+/* Largest head_dim the kernel takes. */
+enum { KVZ_CUDA_ATTN_MAX_HEAD_DIM = 256 };
+
+/* kvz_attention on the device: the same arguments and results (causal GQA,
+ * softmax(q k^T * scale) v, lse = ln of each row's normalizer), but q, k, v,
+ * out and lse (NULL allowed) are DEVICE pointers; a->block is ignored (the
+ * kernel's tiles are fixed). Runs on the legacy default stream and only
+ * enqueues (a fault shows up at the next synchronizing call). Errors:
+ * KVZ_EINVAL (NULL arrays, 0 heads, heads not a multiple of KV heads,
+ * head_dim 0 or above KVZ_CUDA_ATTN_MAX_HEAD_DIM), KVZ_EUNSUPPORTED (no CUDA
+ * build; the device's shared memory is too small), KVZ_EIO (a CUDA failure). */
+int kvz_cuda_attention(const kvz_attn_args *a, kvz_error *err);
+
+#endif
