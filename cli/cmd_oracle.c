@@ -15,6 +15,7 @@
 
 static const char USAGE[] =
     "usage: kvzap oracle [--config FILE] [--set KEY=VALUE]... [--resume] [--overwrite]\n"
+    "                    [--device auto|cpu|cuda] [--precision bfloat16|float32]\n"
     "                    [--threads N] [--quiet]\n";
 
 static const char HELP[] =
@@ -28,6 +29,12 @@ static const char HELP[] =
     "  --resume          continue an interrupted run (\"<output>.parts\"); the result\n"
     "                    is identical to an uninterrupted run with the same config\n"
     "  --overwrite       replace an existing output file\n"
+    "  --device D        where the model runs: auto (cuda when a CUDA device is\n"
+    "                    present and oracle.scoring is kvzip_plus, else cpu), cpu or\n"
+    "                    cuda (same as --set model.device=D; docs/gpu-oracle.md)\n"
+    "  --precision P     GPU forward precision: bfloat16 (default) or float32, the\n"
+    "                    checking mode (same as --set model.precision=P); --resume\n"
+    "                    refuses to mix precisions in one dataset\n"
     "  --threads N       CPU threads (same as --set model.threads=N)\n"
     "  --quiet           no progress output\n"
     "  --stop-after N    (testing) stop after N documents, leaving the run resumable\n\n"
@@ -38,7 +45,22 @@ typedef struct oracle_args {
     cli_run_args run; /* --config, --set, --threads, --quiet */
     int resume, overwrite;
     size_t stop_after;
+    char device_set[64], precision_set[64]; /* "model.device=..." for --device */
 } oracle_args;
+
+/* --device/--precision become --set KEY=VALUE at their place in argv (the
+ * config loader validates the value). */
+static int add_set(oracle_args *a, const char *key, const char *value, char *buf, size_t size)
+{
+    size_t k = strlen(key), v = strlen(value);
+    if (k + v + 2 > size)
+        return cli_usage_error("oracle", "option value too long", USAGE);
+    memcpy(buf, key, k);
+    buf[k] = '=';
+    memcpy(buf + k + 1, value, v + 1);
+    a->run.sets[a->run.n_sets++] = buf;
+    return 0;
+}
 
 static int parse_one(int argc, char **argv, int *i, oracle_args *a)
 {
@@ -52,7 +74,13 @@ static int parse_one(int argc, char **argv, int *i, oracle_args *a)
         a->overwrite = 1;
     else if (!strcmp(arg, "--stop-after") && *i + 1 < argc)
         return cli_parse_size("oracle", "--stop-after", argv[++*i], &a->stop_after);
-    else if (!strcmp(arg, "--stop-after"))
+    else if (!strcmp(arg, "--device") && *i + 1 < argc)
+        return add_set(a, "model.device", argv[++*i], a->device_set, sizeof a->device_set);
+    else if (!strcmp(arg, "--precision") && *i + 1 < argc)
+        return add_set(a, "model.precision", argv[++*i], a->precision_set,
+                       sizeof a->precision_set);
+    else if (!strcmp(arg, "--stop-after") || !strcmp(arg, "--device") ||
+             !strcmp(arg, "--precision"))
         return cli_usage_error("oracle", "option needs a value", USAGE);
     else
         return cli_usage_error("oracle", "unexpected argument", USAGE);
@@ -62,6 +90,11 @@ static int parse_one(int argc, char **argv, int *i, oracle_args *a)
 static void on_progress(const kvz_oracle_progress *p, void *user)
 {
     cli_progress *bar = user;
+    if (p->phase == KVZ_ORACLE_STARTING) {
+        if (!bar->quiet)
+            fprintf(stderr, "kvzap oracle: device: %s, %s\n", p->device, p->precision);
+        return;
+    }
     if (p->phase == KVZ_ORACLE_SELECTING) {
         if (!bar->quiet)
             fprintf(stderr, "kvzap oracle: selecting documents...\n");

@@ -14,12 +14,14 @@
  * Never a T x T matrix; scratch O(H (|P| + |R|)) doubles + one GEMM buffer. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cuda_ops_internal.cuh"
 
 extern "C" {
 #include "kvz_cuda_ops.h"
+#include "kvz_cuda_pipeline.h"
 }
 
 enum {
@@ -121,6 +123,19 @@ static __global__ void causal_lse_kernel(const float *q, const float *k, size_t 
         lse[g * (r1 - r0) + (j - r0)] = (double)m + log(l);
 }
 
+/* lse[g, j - r0] = tap_lse[j, g] for j in R: the forward attention's own
+ * per-row log-normalizers (fp32 [T, H]) instead of phase 3. Grid-stride. */
+static __global__ void lse_from_tap_kernel(const float *tap_lse, size_t H, size_t r0, size_t nR,
+                                           double *lse)
+{
+    size_t n = H * nR;
+    for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n;
+         e += (size_t)gridDim.x * blockDim.x) {
+        size_t g = e / nR, r = e % nR;
+        lse[e] = (double)tap_lse[(r0 + r) * H + g];
+    }
+}
+
 /* Best log-score per context key and KV head. Shapes: q [T, H, dh],
  * k [T, Hkv, dh], lse [H, |R|], log_xnorm [|R|], lognorm [H, |P|],
  * out [|P|, Hkv]. Grid: x = tiles of SCORE_TILE context keys, y = KV head h.
@@ -180,6 +195,7 @@ typedef struct score_plan {
     double *lognorm;   /* [H, nP] */
     float *gemm_out;   /* [G, gemm_rows, D] */
     float *out;        /* [nP, Hkv] */
+    cudaStream_t stream; /* 0: the legacy default stream */
 } score_plan;
 
 /* The same checks and messages as the CPU op (kvzip_score.c), plus grid limits. */
@@ -256,7 +272,7 @@ static int allow_smem(const void *kernel, size_t bytes, const char *what, kvz_er
 /* Phase 1: log_xnorm[j - r0] = ln ||x_j|| for j in R. */
 static int run_x_norms(const score_plan *sp, kvz_error *err)
 {
-    log_row_norms_kernel<<<kvz_cuda_blocks_for(sp->nR, 1), NORM_THREADS>>>(
+    log_row_norms_kernel<<<kvz_cuda_blocks_for(sp->nR, 1), NORM_THREADS, 0, sp->stream>>>(
         sp->tap->x + sp->r0 * sp->D, sp->D, sp->D, 1, sp->nR, sp->log_xnorm, 0);
     return kvz_cuda_check_launch("kvzip score (cuda): x norms launch", err);
 }
@@ -282,7 +298,7 @@ static int run_value_norms_block(const score_plan *sp, cublasHandle_t blas, size
         "kvzip score (cuda): W_O v GEMM", err);
     if (rc != KVZ_OK)
         return rc;
-    log_row_norms_kernel<<<kvz_cuda_blocks_for(sp->G * nb, 1), NORM_THREADS>>>(
+    log_row_norms_kernel<<<kvz_cuda_blocks_for(sp->G * nb, 1), NORM_THREADS, 0, sp->stream>>>(
         sp->gemm_out, sp->D, sp->D, sp->G, nb, sp->lognorm + h * sp->G * sp->nP + b, sp->nP);
     return kvz_cuda_check_launch("kvzip score (cuda): value norms launch", err);
 }
@@ -291,6 +307,9 @@ static int run_value_norms(const score_plan *sp, kvz_error *err)
 {
     cublasHandle_t blas;
     int rc = kvz_cuda_blas(&blas, err);
+    if (rc == KVZ_OK) /* the shared handle: always name the stream (0 for the sync entry) */
+        rc = kvz_cublas_check(cublasSetStream(blas, sp->stream),
+                              "kvzip score (cuda): cublasSetStream", err);
     for (size_t b = 0; rc == KVZ_OK && b < sp->nP; b += sp->gemm_rows) {
         size_t nb = sp->nP - b < sp->gemm_rows ? sp->nP - b : sp->gemm_rows;
         for (size_t h = 0; rc == KVZ_OK && h < sp->Hkv; h++)
@@ -299,25 +318,37 @@ static int run_value_norms(const score_plan *sp, kvz_error *err)
     return rc;
 }
 
+/* Phase 3 from the tap's lse (device [T, H] fp32) when it has one. */
+static int run_lse_from_tap(const score_plan *sp, kvz_error *err)
+{
+    lse_from_tap_kernel<<<kvz_cuda_blocks_for(sp->H * sp->nR, 256), 256, 0, sp->stream>>>(
+        sp->tap->lse, sp->H, sp->r0, sp->nR, sp->lse);
+    return kvz_cuda_check_launch("kvzip score (cuda): lse from tap launch", err);
+}
+
 /* Phases 3 and 4. */
 static int run_scores(const score_plan *sp, kvz_error *err)
 {
     const kvz_layer_tap *t = sp->tap;
-    int rc = allow_smem((const void *)causal_lse_kernel, lse_smem(sp->dh),
+    int rc = t->lse ? run_lse_from_tap(sp, err) : KVZ_OK;
+    if (rc == KVZ_OK && !t->lse)
+        rc = allow_smem((const void *)causal_lse_kernel, lse_smem(sp->dh),
                         "kvzip score (cuda): lse kernel", err);
     if (rc != KVZ_OK)
         return rc;
     dim3 lse_grid((unsigned)((sp->nR + SCORE_TILE - 1) / SCORE_TILE), (unsigned)sp->H);
-    causal_lse_kernel<<<lse_grid, SCORE_TILE, lse_smem(sp->dh)>>>(
-        t->q, t->k, sp->H, sp->Hkv, sp->dh, sp->r0, sp->r1, sp->scale, sp->lse);
-    rc = kvz_cuda_check_launch("kvzip score (cuda): lse launch", err);
+    if (!t->lse) {
+        causal_lse_kernel<<<lse_grid, SCORE_TILE, lse_smem(sp->dh), sp->stream>>>(
+            t->q, t->k, sp->H, sp->Hkv, sp->dh, sp->r0, sp->r1, sp->scale, sp->lse);
+        rc = kvz_cuda_check_launch("kvzip score (cuda): lse launch", err);
+    }
     if (rc == KVZ_OK)
         rc = allow_smem((const void *)context_best_kernel, best_smem(sp->dh),
                         "kvzip score (cuda): best kernel", err);
     if (rc != KVZ_OK)
         return rc;
     dim3 best_grid((unsigned)((sp->nP + SCORE_TILE - 1) / SCORE_TILE), (unsigned)sp->Hkv);
-    context_best_kernel<<<best_grid, SCORE_TILE, best_smem(sp->dh)>>>(
+    context_best_kernel<<<best_grid, SCORE_TILE, best_smem(sp->dh), sp->stream>>>(
         t->q, t->k, sp->H, sp->Hkv, sp->dh, sp->p0, sp->p1, sp->r0, sp->r1, sp->scale, sp->lse,
         sp->log_xnorm, sp->lognorm, sp->out);
     return kvz_cuda_check_launch("kvzip score (cuda): best launch", err);
@@ -378,5 +409,81 @@ extern "C" int kvz_cuda_kvzip_score_layer(const kvz_layer_tap *tap, const kvz_mo
     kvz_cuda_free(sp.lse);
     kvz_cuda_free(sp.lognorm);
     kvz_cuda_free(sp.gemm_out);
+    return rc;
+}
+
+/* ---------- the pipelined entry (kernels/kvz_cuda_pipeline.h) ---------- */
+
+struct kvz_cuda_score_ws {
+    size_t cap_nR, cap_lse, cap_lognorm, cap_gemm; /* elements */
+    double *log_xnorm, *lse, *lognorm;
+    float *gemm_out;
+};
+
+void kvz_cuda_score_ws_free(kvz_cuda_score_ws *ws)
+{
+    if (!ws)
+        return;
+    kvz_cuda_free(ws->log_xnorm);
+    kvz_cuda_free(ws->lse);
+    kvz_cuda_free(ws->lognorm);
+    kvz_cuda_free(ws->gemm_out);
+    free(ws);
+}
+
+/* Makes *buf hold at least need elements of size elem (freeing the old one
+ * first: cudaFree waits for the device, so in-flight users are done). */
+static int grow(void **buf, size_t *cap, size_t need, size_t elem, kvz_error *err)
+{
+    if (need <= *cap)
+        return KVZ_OK;
+    kvz_cuda_free(*buf);
+    *buf = NULL;
+    *cap = 0;
+    int rc = kvz_cuda_alloc(buf, need * elem, err);
+    if (rc == KVZ_OK)
+        *cap = need;
+    return rc;
+}
+
+static int bind_workspace(score_plan *sp, kvz_cuda_score_ws **wsp, kvz_error *err)
+{
+    if (!*wsp && !(*wsp = (kvz_cuda_score_ws *)calloc(1, sizeof **wsp)))
+        return kvz_fail(err, KVZ_ENOMEM, "kvzip score (cuda): out of memory");
+    kvz_cuda_score_ws *ws = *wsp;
+    int rc = grow((void **)&ws->log_xnorm, &ws->cap_nR, sp->nR, sizeof(double), err);
+    if (rc == KVZ_OK)
+        rc = grow((void **)&ws->lse, &ws->cap_lse, sp->H * sp->nR, sizeof(double), err);
+    if (rc == KVZ_OK)
+        rc = grow((void **)&ws->lognorm, &ws->cap_lognorm, sp->H * sp->nP, sizeof(double), err);
+    if (rc == KVZ_OK)
+        rc = grow((void **)&ws->gemm_out, &ws->cap_gemm, sp->G * sp->gemm_rows * sp->D,
+                  sizeof(float), err);
+    sp->log_xnorm = ws->log_xnorm, sp->lse = ws->lse, sp->lognorm = ws->lognorm;
+    sp->gemm_out = ws->gemm_out;
+    return rc;
+}
+
+extern "C" int kvz_cuda_kvzip_score_layer_async(const kvz_layer_tap *tap,
+                                                const kvz_model_config *cfg, size_t p0,
+                                                size_t p1, size_t r0, size_t r1,
+                                                float *out_logscores, void *stream,
+                                                kvz_cuda_score_ws **ws, kvz_error *err)
+{
+    int rc = check_args(tap, cfg, p0, p1, r0, r1, out_logscores, err);
+    if (rc != KVZ_OK)
+        return rc;
+    if (!ws)
+        return kvz_fail(err, KVZ_EINVAL, "kvzip score (cuda): NULL workspace");
+    score_plan sp;
+    plan_score(&sp, tap, cfg, p0, p1, r0, r1, out_logscores);
+    sp.stream = (cudaStream_t)stream;
+    rc = bind_workspace(&sp, ws, err);
+    if (rc == KVZ_OK)
+        rc = run_x_norms(&sp, err);
+    if (rc == KVZ_OK)
+        rc = run_value_norms(&sp, err);
+    if (rc == KVZ_OK)
+        rc = run_scores(&sp, err);
     return rc;
 }

@@ -1,7 +1,10 @@
 /* oracle: the harvest loop behind `kvzap oracle` (see oracle.h). Reads top
- * to bottom: open the model, tokenizer and chat template; select the corpus;
- * open (or resume) the crash-safe store; then per document: read its text,
- * build the prompt, sample positions, score, append; finally merge. */
+ * to bottom: open the model on its engine (oracle_engine.h: cpu or cuda),
+ * tokenizer and chat template; select the corpus; open (or resume) the
+ * crash-safe store; then per document: read its text, build the prompt,
+ * sample positions, score into a writer slot and hand it to the writer
+ * thread (oracle_writer.h), which appends it while the next document is
+ * scored; finally (writer joined) merge. */
 #include "oracle.h"
 
 #include <errno.h>
@@ -15,20 +18,24 @@
 
 #include "../common/kvz_file.h"
 #include "../data/corpus.h"
+#include "../kernels/kvz_cuda.h"
 #include "../model/chat_template.h"
 #include "../model/checkpoint.h"
 #include "../model/forward.h"
 #include "../model/tokenizer.h"
 #include "kvzip_chunked.h"
 #include "oracle_doc.h"
+#include "oracle_engine.h"
 #include "oracle_store.h"
+#include "oracle_writer.h"
 
 typedef struct harvest {
     const kvz_run_config *cfg;
     const kvz_oracle_options *opt;
     char *output;             /* final .h5 path */
     kvz_checkpoint *ck;
-    kvz_forward *fwd;
+    kvz_oracle_engine *engine;
+    int device;               /* resolved KVZ_DEVICE_CPU / KVZ_DEVICE_CUDA */
     kvz_tokenizer *tok;
     kvz_chat_template *tpl;
     const kvz_model_config *mc;
@@ -36,12 +43,8 @@ typedef struct harvest {
     char fingerprint[17];     /* of the selected documents, hex */
     kvz_corpus *corpus;
     kvz_oracle_run *run;
-    /* one document's samples, sized for n_tokens */
-    size_t *positions;        /* [n_tokens] */
-    int32_t *token_id;        /* [n_tokens] */
-    int32_t *position32;      /* [n_tokens] */
-    float *hidden;            /* [L, n_tokens, D] */
-    float *scores;            /* [L, n_tokens, Hkv] */
+    size_t *positions;        /* [n_tokens] the document being scored */
+    size_t samples0;          /* samples committed before this run */
     kvz_oracle_progress prog;
     double t0, t_loop0, t_loop1; /* call start; document loop start/end */
 } harvest;
@@ -107,13 +110,44 @@ static int make_parent_dirs(const char *path, kvz_error *err)
     return rc;
 }
 
+static int wants_hidden(const kvz_run_config *cfg)
+{
+    return cfg->oracle.store_hidden || cfg->oracle.ridge_stats;
+}
+
+/* model.device auto: cuda when a device is there and the scoring runs on it
+ * (chunked scoring is CPU only), else cpu. */
+static int resolve_device(const kvz_run_config *cfg)
+{
+    if (cfg->model.device != KVZ_DEVICE_AUTO)
+        return cfg->model.device;
+    if (cfg->oracle.scoring == KVZ_SCORING_CHUNKED || kvz_cuda_device_count(NULL) <= 0)
+        return KVZ_DEVICE_CPU;
+    return KVZ_DEVICE_CUDA;
+}
+
+static int open_engine(harvest *h, kvz_error *err)
+{
+    const kvz_run_config *cfg = h->cfg;
+    kvz_oracle_engine_options eo = {h->device,         cfg->model.precision,
+                                    cfg->model.threads, cfg->oracle.scoring,
+                                    2,                  cfg->oracle.n_tokens,
+                                    wants_hidden(cfg)};
+    int rc = kvz_oracle_engine_open(h->ck, &eo, &h->engine, err);
+    if (rc == KVZ_OK) { /* the engine holds its own weights: unmap the checkpoint */
+        h->mc = kvz_oracle_engine_config(h->engine);
+        h->prog.device = kvz_oracle_engine_device(h->engine);
+        h->prog.precision = kvz_oracle_engine_precision(h->engine);
+        kvz_checkpoint_close(h->ck);
+        h->ck = NULL;
+    }
+    return rc;
+}
+
 static int open_model(harvest *h, kvz_error *err)
 {
     const kvz_run_config *cfg = h->cfg;
-    if (cfg->model.device == KVZ_DEVICE_CUDA)
-        return kvz_fail(err, KVZ_EUNSUPPORTED,
-                        "model.device: cuda: the CUDA oracle is not available in this build; "
-                        "use device: cpu (or auto)");
+    h->device = resolve_device(cfg);
     int rc = kvz_checkpoint_open(cfg->model.path, &h->ck, err);
     if (rc)
         return rc;
@@ -122,17 +156,13 @@ static int open_model(harvest *h, kvz_error *err)
     const char *family = cfg->model.chat_template;
     if (family && strcmp(family, "auto") == 0)
         family = NULL;
-    kvz_forward_options fo = {(int)cfg->model.threads, 0, 0};
     rc = kvz_tokenizer_load(tok_path, &h->tok, err);
     rc = rc ? rc : kvz_chat_template_load(cfg->model.path, family, &h->tpl, err);
-    rc = rc ? rc : kvz_forward_create(h->ck, &fo, &h->fwd, err);
-    if (rc == KVZ_OK) { /* the forward holds fp32 copies: unmap the checkpoint */
-        h->mc = kvz_forward_config(h->fwd);
-        kvz_checkpoint_close(h->ck);
-        h->ck = NULL;
-    }
+    rc = rc ? rc : open_engine(h, err);
     if (rc == KVZ_OK && !(h->config_json = kvz_model_config_to_json(h->mc)))
         rc = kvz_fail(err, KVZ_ENOMEM, "out of memory");
+    if (rc == KVZ_OK)
+        report(h, KVZ_ORACLE_STARTING);
     return rc;
 }
 
@@ -212,20 +242,16 @@ static void fill_meta(const harvest *h, kvz_oracle_meta *m)
     m->n_kv_heads = h->mc->n_kv_heads;
     m->n_documents_planned = kvz_corpus_count(h->corpus);
     m->corpus_fingerprint = h->fingerprint;
+    m->device = kvz_oracle_engine_device(h->engine);
+    m->precision = kvz_oracle_engine_precision(h->engine);
 }
 
 static int alloc_buffers(harvest *h, kvz_error *err)
 {
-    size_t n = h->cfg->oracle.n_tokens, L = h->mc->n_layers;
-    size_t D = h->mc->d_model, Hkv = h->mc->n_kv_heads;
-    h->positions = malloc(n * sizeof *h->positions);
-    h->token_id = malloc(n * sizeof *h->token_id);
-    h->position32 = malloc(n * sizeof *h->position32);
-    h->hidden = malloc(L * n * D * sizeof *h->hidden);
-    h->scores = malloc(L * n * Hkv * sizeof *h->scores);
-    if (!h->positions || !h->token_id || !h->position32 || !h->hidden || !h->scores)
-        return kvz_fail(err, KVZ_ENOMEM, "out of memory (%zu samples x %zu layers x %zu dims)", n,
-                        L, D);
+    size_t n = h->cfg->oracle.n_tokens;
+    h->positions = malloc((n ? n : 1) * sizeof *h->positions);
+    if (!h->positions)
+        return kvz_fail(err, KVZ_ENOMEM, "out of memory (%zu samples)", n);
     return KVZ_OK;
 }
 
@@ -270,47 +296,73 @@ static void free_prompt(doc_prompt *dp)
 /* Spec 2: "the first 4 context positions get score 1.0" (log-score 0).
  * kvzip_chunked.c follows kvpress, which forces absolute positions 0..3
  * (template tokens for chat models) instead; the dataset follows the spec. */
-static void force_first_context_scores(harvest *h, const doc_prompt *dp, size_t n)
+static void force_first_context_scores(harvest *h, const doc_prompt *dp, size_t n,
+                                       float *scores)
 {
     size_t L = h->mc->n_layers, Hkv = h->mc->n_kv_heads;
     for (size_t s = 0; s < n && h->positions[s] < dp->p0 + 4; s++)
         for (size_t l = 0; l < L; l++)
             for (size_t k = 0; k < Hkv; k++)
-                h->scores[(l * n + s) * Hkv + k] = 0.0f;
+                scores[(l * n + s) * Hkv + k] = 0.0f;
 }
 
-static int score_prompt(harvest *h, const doc_prompt *dp, size_t n, kvz_error *err)
+/* Scores into the slot's buffers (complete once the engine says the slot is
+ * ready: at once on the CPU, after the device copy on cuda). */
+static int score_prompt(harvest *h, const doc_prompt *dp, size_t n, kvz_oracle_slot *slot,
+                        kvz_error *err)
 {
-    float *hidden = h->cfg->oracle.store_hidden || h->cfg->oracle.ridge_stats ? h->hidden : NULL;
+    float *hidden = wants_hidden(h->cfg) ? slot->hidden : NULL;
     if (h->cfg->oracle.scoring == KVZ_SCORING_CHUNKED) {
-        int rc = kvz_kvzip_chunked_score(h->fwd, h->tok, &dp->chunked, h->cfg->oracle.chunk_size,
-                                         h->positions, n, hidden, h->scores, err);
+        kvz_forward *fwd = kvz_oracle_engine_cpu_forward(h->engine);
+        if (!fwd)
+            return kvz_fail(err, KVZ_EUNSUPPORTED,
+                            "oracle.scoring=chunked runs on the CPU only; use --device cpu");
+        int rc = kvz_kvzip_chunked_score(fwd, h->tok, &dp->chunked, h->cfg->oracle.chunk_size,
+                                         h->positions, n, hidden, slot->scores, err);
         if (rc == KVZ_OK)
-            force_first_context_scores(h, dp, n);
+            force_first_context_scores(h, dp, n, slot->scores);
         return rc;
     }
-    return kvz_oracle_score_single(h->fwd, &dp->single, h->positions, n, hidden, h->scores, err);
+    return kvz_oracle_engine_score(h->engine, &dp->single, h->positions, n, hidden,
+                                   slot->scores, slot->id, err);
 }
 
-static int append_document(harvest *h, const kvz_corpus_doc *doc, const doc_prompt *dp, size_t n,
-                           kvz_error *err)
+/* Everything but the scores: ids, positions, the documents-table row. */
+static void fill_slot(const kvz_corpus_doc *doc, size_t index, const doc_prompt *dp,
+                      const size_t *positions, size_t n, kvz_oracle_slot *slot)
 {
     for (size_t s = 0; s < n; s++) {
-        h->token_id[s] = dp->ids[h->positions[s]];
-        h->position32[s] = (int32_t)h->positions[s];
+        slot->token_id[s] = dp->ids[positions[s]];
+        slot->position[s] = (int32_t)positions[s];
     }
     kvz_oracle_doc_record rec = {doc->source, doc->subset, doc->split, doc->n_tokens,
                                  dp->n_ids,   dp->p0,      dp->p1,     dp->r0,
                                  dp->r1};
-    kvz_oracle_doc_samples smp = {n, h->token_id, h->position32,
-                                  h->cfg->oracle.store_hidden || h->cfg->oracle.ridge_stats
-                                      ? h->hidden
-                                      : NULL,
-                                  h->scores};
-    return kvz_oracle_run_append(h->run, &rec, &smp, err);
+    slot->rec = rec;
+    slot->index = index;
+    slot->n = n;
+    slot->n_prompt_tokens = dp->n_ids;
+    snprintf(slot->label, sizeof slot->label, "document %zu (%s)", index, doc->source);
 }
 
-static int harvest_document(harvest *h, size_t index, kvz_error *err)
+/* Runs on the writer thread: the store's append. */
+static int append_slot(void *user, const kvz_oracle_slot *slot, kvz_error *err)
+{
+    harvest *h = user;
+    kvz_oracle_doc_samples smp = {slot->n, slot->token_id, slot->position, slot->hidden,
+                                  slot->scores};
+    return kvz_oracle_run_append(h->run, &slot->rec, &smp, err);
+}
+
+/* Runs on the writer thread: the engine's results are in the slot. */
+static int slot_ready(void *user, const kvz_oracle_slot *slot, kvz_error *err)
+{
+    harvest *h = user;
+    return kvz_oracle_engine_ready(h->engine, slot->id, err);
+}
+
+/* Computes document `index` into slot (not yet submitted). */
+static int harvest_document(harvest *h, size_t index, kvz_oracle_slot *slot, kvz_error *err)
 {
     const kvz_corpus_doc *doc = kvz_corpus_doc_at(h->corpus, index);
     char *text = NULL;
@@ -322,18 +374,14 @@ static int harvest_document(harvest *h, size_t index, kvz_error *err)
     if (rc == KVZ_OK) {
         n = kvz_oracle_sample_positions(dp.p0, dp.p1, h->cfg->oracle.n_tokens,
                                         (uint64_t)h->cfg->oracle.seed, doc->key, h->positions);
-        rc = score_prompt(h, &dp, n, err);
+        rc = score_prompt(h, &dp, n, slot, err);
     }
-    rc = rc ? rc : append_document(h, doc, &dp, n, err);
+    if (rc == KVZ_OK)
+        fill_slot(doc, index, &dp, h->positions, n, slot);
     if (rc && err) {
         char msg[KVZ_ERRMSG_MAX];
         snprintf(msg, sizeof msg, "%s", err->msg);
         kvz_fail(err, rc, "document %zu (%s): %s", index, doc->source, msg);
-    }
-    if (rc == KVZ_OK) {
-        h->prog.tokens_this_run += dp.n_ids;
-        h->prog.samples_written += n;
-        h->prog.current_source = doc->source;
     }
     free_prompt(&dp);
     free(text);
@@ -342,25 +390,84 @@ static int harvest_document(harvest *h, size_t index, kvz_error *err)
 
 /* ---------- the job ---------- */
 
+/* Progress = what the writer has committed; reported when it changed. */
+static void update_progress(harvest *h, kvz_oracle_writer *w, size_t first)
+{
+    kvz_oracle_writer_stats st;
+    kvz_oracle_writer_get_stats(w, &st);
+    if (first + st.docs_appended == h->prog.docs_done)
+        return;
+    h->prog.docs_done = first + st.docs_appended;
+    h->prog.samples_written = h->samples0 + st.samples_appended;
+    h->prog.tokens_this_run = st.prompt_tokens_appended;
+    h->prog.current_source = kvz_corpus_doc_at(h->corpus, st.last_index)->source;
+    report(h, KVZ_ORACLE_HARVESTING);
+    h->t_loop1 = now_s();
+}
+
+static int start_writer(harvest *h, kvz_oracle_writer **w, kvz_error *err)
+{
+    kvz_oracle_writer_options wo = {0};
+    wo.n_slots = 2;
+    wo.n_max = h->cfg->oracle.n_tokens ? h->cfg->oracle.n_tokens : 1;
+    wo.n_layers = h->mc->n_layers;
+    wo.d_model = h->mc->d_model;
+    wo.n_kv_heads = h->mc->n_kv_heads;
+    wo.with_hidden = wants_hidden(h->cfg);
+    wo.append = append_slot, wo.append_user = h;
+    wo.ready = slot_ready, wo.ready_user = h;
+    wo.host_alloc = kvz_oracle_engine_host_alloc;
+    wo.host_free = kvz_oracle_engine_host_free;
+    wo.alloc_user = h->engine;
+    return kvz_oracle_writer_start(&wo, w, err);
+}
+
+/* Documents [first, end): scored here, appended by the writer thread, which
+ * owns the store until kvz_oracle_writer_finish returns. */
+static int pipeline_documents(harvest *h, size_t first, size_t end, kvz_error *err)
+{
+    kvz_oracle_writer *w = NULL;
+    int rc = start_writer(h, &w, err);
+    if (rc)
+        return rc;
+    for (size_t i = first; rc == KVZ_OK && i < end; i++) {
+        kvz_oracle_slot *slot = NULL;
+        rc = kvz_oracle_writer_acquire(w, &slot, err);
+        if (rc)
+            break;
+        update_progress(h, w, first);
+        rc = harvest_document(h, i, slot, err);
+        if (rc)
+            kvz_oracle_writer_cancel(w, slot);
+        else
+            kvz_oracle_writer_submit(w, slot);
+    }
+    kvz_error werr = {0};
+    int wrc = kvz_oracle_writer_finish(w, &werr); /* drains: earlier documents commit */
+    if (rc == KVZ_OK && wrc != KVZ_OK) {
+        rc = wrc;
+        if (err)
+            *err = werr;
+    }
+    update_progress(h, w, first);
+    kvz_oracle_writer_free(w);
+    return rc;
+}
+
 static int run_documents(harvest *h, size_t first, kvz_oracle_summary *sum, kvz_error *err)
 {
-    size_t total = kvz_corpus_count(h->corpus), this_run = 0;
+    size_t total = kvz_corpus_count(h->corpus), end = total;
+    if (h->opt->stop_after_docs && first + h->opt->stop_after_docs < total)
+        end = first + h->opt->stop_after_docs; /* testing hook: leave the run resumable */
     h->prog.docs_done = h->prog.docs_resumed = first;
-    h->prog.samples_written = kvz_oracle_run_n_samples(h->run);
+    h->samples0 = h->prog.samples_written = kvz_oracle_run_n_samples(h->run);
     report(h, KVZ_ORACLE_HARVESTING);
     h->t_loop0 = now_s();
-    for (size_t i = first; i < total; i++) {
-        int rc = harvest_document(h, i, err);
-        if (rc)
-            return rc;
-        h->prog.docs_done = i + 1;
-        report(h, KVZ_ORACLE_HARVESTING);
-        h->t_loop1 = now_s();
-        if (h->opt->stop_after_docs && ++this_run >= h->opt->stop_after_docs && i + 1 < total)
-            return KVZ_OK; /* testing hook: leave the run resumable */
-    }
+    int rc = pipeline_documents(h, first, end, err);
+    if (rc != KVZ_OK || end < total)
+        return rc;
     report(h, KVZ_ORACLE_MERGING);
-    int rc = kvz_oracle_run_finish(h->run, err);
+    rc = kvz_oracle_run_finish(h->run, err);
     if (rc == KVZ_OK) {
         sum->finished = 1;
         report(h, KVZ_ORACLE_DONE);
@@ -372,17 +479,13 @@ static void free_harvest(harvest *h)
 {
     kvz_oracle_run_close(h->run);
     kvz_corpus_free(h->corpus);
-    kvz_forward_free(h->fwd);
+    kvz_oracle_engine_free(h->engine);
     kvz_chat_template_free(h->tpl);
     kvz_tokenizer_free(h->tok);
     kvz_checkpoint_close(h->ck);
     free(h->config_json);
     free(h->output);
     free(h->positions);
-    free(h->token_id);
-    free(h->position32);
-    free(h->hidden);
-    free(h->scores);
 }
 
 static void fill_summary(const harvest *h, kvz_oracle_summary *s)
@@ -396,6 +499,9 @@ static void fill_summary(const harvest *h, kvz_oracle_summary *s)
     s->tokens_this_run = h->prog.tokens_this_run;
     s->seconds = now_s() - h->t0;
     s->harvest_seconds = h->t_loop1 > h->t_loop0 ? h->t_loop1 - h->t_loop0 : 0.0;
+    snprintf(s->device, sizeof s->device, "%s", h->prog.device ? h->prog.device : "");
+    snprintf(s->precision, sizeof s->precision, "%s",
+             h->prog.precision ? h->prog.precision : "");
 }
 
 int kvz_oracle_harvest(const kvz_run_config *cfg, const kvz_oracle_options *opt,

@@ -4,8 +4,11 @@
  * order: repeat prompt, sampled positions, one scoring pass (single-pass
  * KVzip+ or chunked), then one append to the crash-safe store
  * (oracle_store.h), which merges into the final HDF5 file at the end.
- * Memory: the model, one document's activations and samples, and the ridge
- * sums; never the corpus or the dataset. */
+ * Memory: the model, one document's activations, two documents' samples
+ * (the document being scored and the one the writer thread appends), and
+ * the ridge sums; never the corpus or the dataset.
+ * Device: model.device (auto: cuda when a CUDA device is present and the
+ * scoring is kvzip_plus, else cpu); model.precision on cuda. */
 #ifndef KVZ_ORACLE_H
 #define KVZ_ORACLE_H
 
@@ -18,7 +21,8 @@ typedef enum kvz_oracle_phase {
     KVZ_ORACLE_SELECTING = 0, /* scanning and tokenizing the corpus */
     KVZ_ORACLE_HARVESTING,    /* one call after every document */
     KVZ_ORACLE_MERGING,       /* writing the final file */
-    KVZ_ORACLE_DONE
+    KVZ_ORACLE_DONE,
+    KVZ_ORACLE_STARTING       /* the model is loaded: device and precision are known */
 } kvz_oracle_phase;
 
 typedef struct kvz_oracle_progress {
@@ -29,6 +33,8 @@ typedef struct kvz_oracle_progress {
     size_t samples_written;
     double elapsed_s;             /* since the harvest started in this process */
     const char *current_source;   /* last document's source, or NULL */
+    const char *device;           /* "cpu", "cuda:0 <name>" (NULL before STARTING) */
+    const char *precision;        /* "float32" or "bfloat16" (NULL before STARTING) */
 } kvz_oracle_progress;
 
 typedef void (*kvz_oracle_progress_fn)(const kvz_oracle_progress *p, void *user);
@@ -51,6 +57,8 @@ typedef struct kvz_oracle_summary {
     double seconds;         /* whole call: model load, selection, harvest, merge */
     double harvest_seconds; /* the document loop alone */
     int finished; /* 0 when stop_after_docs ended it early */
+    char device[320];   /* the engine that ran: "cpu" or "cuda:0 <name>" */
+    char precision[16]; /* "float32" or "bfloat16" */
 } kvz_oracle_summary;
 
 /* Runs the job; cfg must have passed kvz_config_validate. Errors name the

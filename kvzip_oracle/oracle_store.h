@@ -68,6 +68,10 @@ typedef struct kvz_oracle_meta {
     size_t n_documents_planned; /* documents the corpus selection chose */
     const char *corpus_fingerprint; /* hash of the selected documents (sources, splits,
                                        texts): resume refuses a changed corpus */
+    const char *device;    /* the engine that ran ("cpu", "cuda:0 <name>"); informational:
+                              resume may continue on another device */
+    const char *precision; /* "float32" or "bfloat16": resume refuses a change (files
+                              written before this attribute read as "float32") */
 } kvz_oracle_meta;
 
 /* One document's row in /documents. */

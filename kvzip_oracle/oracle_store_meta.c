@@ -17,9 +17,11 @@ typedef struct meta_field {
     const char *attr, *key;
     meta_kind kind;
     size_t offset;
+    int informational;   /* not compared on resume */
+    const char *missing; /* value of a string attribute absent from older files (NULL: required) */
 } meta_field;
 
-#define F(attr, key, kind, member) {attr, key, kind, offsetof(kvz_oracle_meta, member)}
+#define F(attr, key, kind, member) {attr, key, kind, offsetof(kvz_oracle_meta, member), 0, NULL}
 static const meta_field FIELDS[] = {
     F("model_path", "model.path", M_STR, model_path),
     F("model_architecture", "model.architecture", M_STR, model_architecture),
@@ -46,6 +48,8 @@ static const meta_field FIELDS[] = {
     F("n_documents_planned", "oracle.n_documents_planned", M_SIZE, n_documents_planned),
     F("corpus_fingerprint", "oracle.corpus (selected documents and their texts)", M_STR,
       corpus_fingerprint),
+    {"device", "model.device", M_STR, offsetof(kvz_oracle_meta, device), 1, "cpu"},
+    {"precision", "model.precision", M_STR, offsetof(kvz_oracle_meta, precision), 0, "float32"},
 };
 #undef F
 #define N_FIELDS (sizeof FIELDS / sizeof FIELDS[0])
@@ -124,9 +128,13 @@ int kvz_ostore_meta_diff(hid_t obj, const kvz_oracle_meta *m, char *why, size_t 
     for (size_t i = 0; i < N_FIELDS; i++) {
         const meta_field *f = &FIELDS[i];
         const char *now = field_str(f, m);
+        if (f->informational)
+            continue;
         if (now) {
             char *was = NULL;
-            if (kvz_h5_attr_get_str(obj, f->attr, &was) < 0) {
+            if (kvz_h5_attr_get_str(obj, f->attr, &was) < 0 && f->missing)
+                was = strdup(f->missing);
+            if (!was) {
                 snprintf(why, why_size, "%s is missing from the interrupted run", f->key);
                 return 1;
             }
@@ -170,7 +178,9 @@ static int get_field(hid_t obj, const meta_field *f, kvz_oracle_meta *m, char **
     void *p = (char *)m + f->offset;
     if (f->kind == M_STR || f->kind == M_SCORING || f->kind == M_DTYPE) {
         char *s = NULL;
-        if (kvz_h5_attr_get_str(obj, f->attr, &s) < 0)
+        if (kvz_h5_attr_get_str(obj, f->attr, &s) < 0 && f->missing)
+            s = strdup(f->missing);
+        if (!s)
             return -1;
         if (f->kind == M_STR) {
             *str_slot = s;

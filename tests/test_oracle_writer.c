@@ -2,12 +2,16 @@
  * with an injected append function: documents are appended in submission
  * order with their own data, an append error stops the loop and comes back
  * labelled with the document, a compute error (cancelled slot) drains and
- * joins cleanly, and custom host allocators are used for every buffer. */
+ * joins cleanly, and custom host allocators are used for every buffer.
+ * Then the writer with the real store: a crashed run resumes on another
+ * device at the same precision, and is refused at another precision. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "common/config.h"
+#include "data/corpus.h"
 #include "kvz_test.h"
 #include "kvzip_oracle/oracle_writer.h"
 
@@ -211,6 +215,79 @@ static void test_bad_options(void)
     kvz_oracle_writer_free(NULL);
 }
 
+/* ---------- with the real store ---------- */
+
+static int store_append(void *user, const kvz_oracle_slot *slot, kvz_error *err)
+{
+    kvz_oracle_doc_samples smp = {slot->n, slot->token_id, slot->position, slot->hidden,
+                                  slot->scores};
+    return kvz_oracle_run_append(user, &slot->rec, &smp, err);
+}
+
+static kvz_oracle_meta store_meta(const char *device, const char *precision)
+{
+    return (kvz_oracle_meta){.model_path = "m.gguf", .model_architecture = "llama",
+                             .corpus = "c.jsonl", .text_field = "text", .subset_field = "subset",
+                             .scoring = KVZ_SCORING_KVZIP_PLUS, .chunk_size = 2048,
+                             .n_tokens = NMAX, .seed = 1, .hidden_dtype = KVZ_HIDDEN_FLOAT32,
+                             .store_hidden = 1, .ridge_stats = 1, .n_layers = L, .d_model = D,
+                             .n_kv_heads = HKV, .n_documents_planned = 10,
+                             .corpus_fingerprint = "0123456789abcdef", .device = device,
+                             .precision = precision};
+}
+
+/* Three documents through the writer into a run that then "crashes". */
+static void write_three(const char *out)
+{
+    kvz_oracle_meta m = store_meta("cpu", "float32");
+    kvz_oracle_run *r = NULL;
+    size_t done = 99;
+    kvz_error err = {0};
+    KVZ_CHECK_OK(kvz_oracle_run_open(out, &m, 1, 0, 0, &r, &done, &err), err);
+    if (!r)
+        return;
+    sink k = {0};
+    kvz_oracle_writer_options o = options(&k);
+    o.append = store_append, o.append_user = r, o.host_alloc = NULL, o.host_free = NULL;
+    kvz_oracle_writer *w = NULL;
+    KVZ_CHECK_OK(kvz_oracle_writer_start(&o, &w, &err), err);
+    for (size_t d = 0; w && d < 3; d++) {
+        kvz_oracle_slot *s = NULL;
+        KVZ_CHECK_OK(kvz_oracle_writer_acquire(w, &s, &err), err);
+        if (!s)
+            break;
+        fill(s, d);
+        kvz_oracle_doc_record rec = {"doc.txt", "", KVZ_SPLIT_TRAIN, 5, 20, 2, 2 + s->n, 12, 20};
+        s->rec = rec;
+        for (size_t i = 0; i < s->n; i++)
+            s->position[i] = (int32_t)(2 + i);
+        kvz_oracle_writer_submit(w, s);
+    }
+    KVZ_CHECK_OK(kvz_oracle_writer_finish(w, &err), err);
+    kvz_oracle_writer_free(w);
+    kvz_oracle_run_close(r); /* no finish: a crash after 3 committed documents */
+}
+
+static void test_resume_precision(void)
+{
+    char out[4096];
+    snprintf(out, sizeof out, "%s/run.h5", kvz_test_tmpdir());
+    write_three(out);
+    kvz_oracle_run *r = NULL;
+    size_t done = 0;
+    kvz_error err = {0};
+    kvz_oracle_meta bf16 = store_meta("cuda:0 Some GPU", "bfloat16");
+    KVZ_CHECK(kvz_oracle_run_open(out, &bf16, 1, 1, 0, &r, &done, &err) == KVZ_EINVAL &&
+                  strstr(err.msg, "model.precision was 'float32', now 'bfloat16'"),
+              "bf16 resume of a float32 run: %s", err.msg);
+    kvz_oracle_run_close(r);
+    r = NULL;
+    kvz_oracle_meta fp32 = store_meta("cuda:0 Some GPU", "float32");
+    KVZ_CHECK_OK(kvz_oracle_run_open(out, &fp32, 1, 1, 0, &r, &done, &err), err);
+    KVZ_CHECK(done == 3, "resumed at document %zu, want 3", done);
+    kvz_oracle_run_close(r);
+}
+
 int main(void)
 {
     test_order_and_data(0);
@@ -218,5 +295,6 @@ int main(void)
     test_append_error();
     test_compute_error();
     test_bad_options();
+    test_resume_precision();
     return kvz_test_done();
 }
