@@ -16,7 +16,7 @@
 
 static const char USAGE[] =
     "usage: kvzap train [--config FILE] [--set KEY=VALUE]... [--threads N] [--no-report]\n"
-    "                   [--quiet]\n";
+    "                   [--device auto|cpu|cuda] [--precision float32|tf32|bfloat16] [--quiet]\n";
 
 static const char HELP[] =
     "\nReads train.dataset (an oracle .h5 from `kvzap oracle`) one layer at a time, fits\n"
@@ -28,13 +28,36 @@ static const char HELP[] =
     "  --set KEY=VALUE   override one key, e.g. --set train.layers=0,1,2\n"
     "  --threads N       CPU threads (same as --set model.threads=N)\n"
     "  --no-report       skip the plots (kvzap report renders them later)\n"
+    "  --device D        auto (CUDA when a device is visible), cpu or cuda: where the MLP\n"
+    "                    trains and the ridge sums are accumulated when the dataset has\n"
+    "                    none (same as --set model.device=D; docs/gpu-trainer.md)\n"
+    "  --precision P     GPU GEMM precision: float32 (strict, default), tf32 or bfloat16\n"
+    "                    (bf16 inputs, fp32 accumulation; same as --set train.gpu_precision=P)\n"
     "  --quiet           no progress output\n\n"
     "Output files: docs/training-output.md. Export for kvpress: kvzap export.\n";
 
 typedef struct train_args {
     cli_run_args run; /* --config, --set, --threads, --quiet */
     int no_report;
+    char *owned_sets[2]; /* "model.device=..." and "train.gpu_precision=..." */
 } train_args;
+
+/* --device D / --precision P become --set KEY=VALUE entries (validated with the rest). */
+static int set_from_option(int argc, char **argv, int *i, train_args *a, const char *key,
+                           int slot)
+{
+    if (*i + 1 >= argc)
+        return cli_usage_error("train", "missing value", USAGE);
+    const char *v = argv[++*i];
+    size_t n = strlen(key) + strlen(v) + 2;
+    free(a->owned_sets[slot]);
+    a->owned_sets[slot] = malloc(n);
+    if (!a->owned_sets[slot])
+        return cli_error("train", "out of memory");
+    snprintf(a->owned_sets[slot], n, "%s=%s", key, v);
+    a->run.sets[a->run.n_sets++] = a->owned_sets[slot];
+    return 0;
+}
 
 static int parse_one(int argc, char **argv, int *i, train_args *a)
 {
@@ -43,6 +66,10 @@ static int parse_one(int argc, char **argv, int *i, train_args *a)
         return rc;
     if (!strcmp(argv[*i], "--no-report"))
         a->no_report = 1;
+    else if (!strcmp(argv[*i], "--device"))
+        return set_from_option(argc, argv, i, a, "model.device", 0);
+    else if (!strcmp(argv[*i], "--precision"))
+        return set_from_option(argc, argv, i, a, "train.gpu_precision", 1);
     else
         return cli_usage_error("train", "unexpected argument", USAGE);
     return 0;
@@ -124,6 +151,8 @@ int cmd_train(int argc, char **argv)
     static const char *const required[] = {"train.dataset", "train.output", NULL};
     rc = rc ? rc : cli_run_config_load("train", &a.run, 0, required, &cfg);
     cli_run_args_free(&a.run);
+    free(a.owned_sets[0]);
+    free(a.owned_sets[1]);
     if (rc)
         return rc;
     cli_tune_openblas();

@@ -477,10 +477,10 @@ int kvz_train_run(const kvz_run_config *cfg, kvz_train_progress_fn progress, voi
         kvz_ops_set_threads((int)cfg->model.threads);
     int rc = kvz_config_require(cfg, "train.dataset", err);
     rc = rc ? rc : kvz_config_require(cfg, "train.output", err);
+    rc = rc ? rc : choose_device(&t, err);
     rc = rc ? rc : open_dataset(&t, err);
     rc = rc ? rc : choose_layers(&t, err);
     rc = rc ? rc : create_models(&t, err);
-    rc = rc ? rc : choose_device(&t, err);
     rc = rc ? rc : start_reader(&t, err);
     rc = rc ? rc : train_out_prepare(&t, err);
     for (size_t i = 0; rc == KVZ_OK && i < t.n_sel; i++)
