@@ -248,7 +248,7 @@ static size_t bf16_scratch_len(kvz_mlp_shape s, size_t rows)
     size_t best = 1;
     for (int i = 0; i < 5; i++)
         best = cand[i] > best ? cand[i] : best;
-    return best;
+    return (best + 63) / 64 * 64; /* the second copy starts 128-byte aligned */
 }
 
 static __global__ void to_bf16_kernel(const float *v, size_t n, __nv_bfloat16 *out)
@@ -286,8 +286,10 @@ extern "C" int kvz_cuda_mlp_create(kvz_mlp_shape s, size_t max_rows, unsigned fl
     m->flags = flags;
     if (flags & KVZ_CUDA_TRAIN_BF16)
         m->bf_len = bf16_scratch_len(s, max_rows);
-    cublasMath_t mode = (flags & KVZ_CUDA_TRAIN_TF32) ? CUBLAS_TF32_TENSOR_OP_MATH
-                                                      : CUBLAS_PEDANTIC_MATH;
+    /* BF16 inputs need the default mode (pedantic may refuse tensor-core paths). */
+    cublasMath_t mode = (flags & KVZ_CUDA_TRAIN_TF32)   ? CUBLAS_TF32_TENSOR_OP_MATH
+                        : (flags & KVZ_CUDA_TRAIN_BF16) ? CUBLAS_DEFAULT_MATH
+                                                        : CUBLAS_PEDANTIC_MATH;
     rc = create_handle(&m->blas, mode, "cuda mlp: creating the cuBLAS handle", err);
     if (rc == KVZ_OK)
         rc = mlp_alloc(m, err);
