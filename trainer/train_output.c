@@ -236,10 +236,10 @@ static int write_metrics_json(trainer *t, kvz_error *err)
                              "mlp_hidden", (json_int_t)(t->want_mlp ? t->d_hidden : 0), "layers",
                              t->metrics_layers);
     if (root) { /* where the MLP trained (docs/gpu-trainer.md) */
-        json_object_set_new(root, "device", json_string(t->use_cuda ? "cuda" : "cpu"));
+        json_object_set_new(root, "device", json_string(t->rows ? "cuda" : "cpu"));
         json_object_set_new(root, "gpu_precision",
-                            t->use_cuda ? json_string(kvz_mlp_cuda_precision_name(t->precision))
-                                        : json_null());
+                            t->rows ? json_string(kvz_mlp_cuda_precision_name(t->precision))
+                                    : json_null());
     }
     char *text = root ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
     json_decref(root);
