@@ -12,6 +12,15 @@ extern "C" int kvz_cuda_compiled(void)
     return 1;
 }
 
+extern "C" int kvz_cuda_emulated(void)
+{
+#ifdef KVZ_CUDA_EMU
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 extern "C" int kvz_cuda_device_count(kvz_error *err)
 {
     int n = 0;

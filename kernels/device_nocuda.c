@@ -6,6 +6,11 @@ int kvz_cuda_compiled(void)
     return 0;
 }
 
+int kvz_cuda_emulated(void)
+{
+    return 0;
+}
+
 int kvz_cuda_device_count(kvz_error *err)
 {
     kvz_fail(err, KVZ_EUNSUPPORTED, "this kvzap was built without CUDA");

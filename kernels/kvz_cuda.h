@@ -11,6 +11,10 @@
 /* 1 when this build contains the CUDA backend. */
 int kvz_cuda_compiled(void);
 
+/* 1 when that backend runs on the CPU emulator of tests/cuda_emu (build
+ * option KVZ_CUDA_EMU; tests keep emulated work small then), else 0. */
+int kvz_cuda_emulated(void);
+
 /* Number of usable CUDA devices (0 when none, no driver, or no CUDA build).
  * Never fails: a missing driver is "0 devices"; the reason goes to err if given. */
 int kvz_cuda_device_count(kvz_error *err);
