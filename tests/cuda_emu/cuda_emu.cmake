@@ -35,7 +35,7 @@ function(kvz_cuda_emu_rewrite CU OUT_VAR)
     DEPENDS ${CU} ${KVZ_EMU_DIR}/rewrite_cu.pl
     COMMENT "CUDA emulator: rewriting ${name}.cu" VERBATIM)
   get_filename_component(cu_dir ${CU} DIRECTORY)
-  set_source_files_properties(${gen} PROPERTIES
+  set_source_files_properties(${gen} ${ARGN} PROPERTIES
     INCLUDE_DIRECTORIES "${KVZ_EMU_DIR}/include;${cu_dir}"
     COMPILE_OPTIONS "${KVZ_EMU_CU_FLAGS}")
   set(${OUT_VAR} ${gen} PARENT_SCOPE)
@@ -65,8 +65,14 @@ function(kvz_cuda_emu_selftest)
     return()
   endif()
   file(GLOB selftests CONFIGURE_DEPENDS ${KVZ_EMU_DIR}/selftest/*.cu)
+  # The rewrite rule lives in this directory, the test target in tests/:
+  # a custom target carries the rule, the properties go to the target's dir.
+  set(gens)
   foreach(cu ${selftests})
-    kvz_cuda_emu_rewrite(${cu} gen)
-    target_sources(test_gpu_emulator PRIVATE ${gen})
+    kvz_cuda_emu_rewrite(${cu} gen TARGET_DIRECTORY test_gpu_emulator)
+    list(APPEND gens ${gen})
   endforeach()
+  add_custom_target(kvz_cuda_emu_selftest_sources DEPENDS ${gens})
+  target_sources(test_gpu_emulator PRIVATE ${gens})
+  add_dependencies(test_gpu_emulator kvz_cuda_emu_selftest_sources)
 endfunction()
