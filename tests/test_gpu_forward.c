@@ -30,10 +30,6 @@
 #include "model/forward.h"
 #include "ops/ops.h"
 
-/* Provided by the emulator build's kvz_cuda.h; weak so this test links
- * before it exists (then: not emulated). */
-int kvz_cuda_emulated(void) __attribute__((weak));
-
 /* bf16 weights: logits NMSE vs the fp32 CPU pass. A PyTorch simulation of
  * this path (bf16-rounded weights and GEMM inputs, fp32 accumulation) gives
  * 6e-6 .. 2e-5 on the tiny checkpoints and 3e-5 on the default model
@@ -43,7 +39,7 @@ int kvz_cuda_emulated(void) __attribute__((weak));
 
 static int emulated(void)
 {
-    return kvz_cuda_emulated ? kvz_cuda_emulated() : 0;
+    return kvz_cuda_emulated();
 }
 
 /* ---------- random numbers ---------- */
