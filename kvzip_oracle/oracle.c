@@ -361,6 +361,15 @@ static int slot_ready(void *user, const kvz_oracle_slot *slot, kvz_error *err)
     return kvz_oracle_engine_ready(h->engine, slot->id, err);
 }
 
+/* Runs on the writer thread as it ends. Debian's HDF5 is built thread-safe:
+ * each thread has its own error stack, and a failed write leaves entries
+ * that the thread's exit would leak; clear them here. */
+static void writer_thread_exit(void *user)
+{
+    (void)user;
+    H5Eclear2(H5E_DEFAULT);
+}
+
 /* Computes document `index` into slot (not yet submitted). */
 static int harvest_document(harvest *h, size_t index, kvz_oracle_slot *slot, kvz_error *err)
 {
@@ -419,6 +428,7 @@ static int start_writer(harvest *h, kvz_oracle_writer **w, kvz_error *err)
     wo.host_alloc = kvz_oracle_engine_host_alloc;
     wo.host_free = kvz_oracle_engine_host_free;
     wo.alloc_user = h->engine;
+    wo.thread_exit = writer_thread_exit;
     return kvz_oracle_writer_start(&wo, w, err);
 }
 

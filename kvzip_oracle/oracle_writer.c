@@ -112,6 +112,8 @@ static void *writer_main(void *arg)
         pthread_cond_broadcast(&w->changed);
     }
     pthread_mutex_unlock(&w->mu);
+    if (w->opt.thread_exit)
+        w->opt.thread_exit(w->opt.thread_exit_user);
     return NULL;
 }
 

@@ -55,6 +55,11 @@ typedef struct kvz_oracle_writer_options {
     kvz_oracle_host_alloc_fn host_alloc;
     kvz_oracle_host_free_fn host_free;
     void *alloc_user;
+    /* Called on the writer thread just before it ends (e.g. to release the
+     * thread's HDF5 error stack: a thread-safe HDF5 keeps one per thread).
+     * May be NULL. */
+    void (*thread_exit)(void *user);
+    void *thread_exit_user;
 } kvz_oracle_writer_options;
 
 typedef struct kvz_oracle_writer kvz_oracle_writer; /* opaque */
