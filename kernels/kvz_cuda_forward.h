@@ -13,9 +13,11 @@
  *                  bf16); GEMM inputs bf16, accumulation and outputs fp32.
  *                  Residual stream, norms, RoPE, softmax and the KV cache
  *                  stay fp32 in both modes.
- * Attention is the project's own flash-style kernel (kernels/cuda_forward.cu,
- * docs/gpu.md says why not cuDNN): causal, GQA, online softmax, and it also
- * returns each query row's log-sum-exp (the tap's lse).
+ * Attention is the project's own flash-style kernel
+ * (kernels/cuda_forward_attention.cu, also callable alone through
+ * kernels/kvz_cuda_attention.h; docs/gpu-forward.md says why not cuDNN):
+ * causal, GQA, online softmax, and it also returns each query row's
+ * log-sum-exp (the tap's lse).
  *
  * Taps: the callback receives the same kvz_layer_tap as the CPU pass, but
  * x, q, k, v, w_o and lse are DEVICE pointers (fp32, the CPU shapes;
@@ -74,7 +76,9 @@ size_t kvz_cuda_forward_n_cached(const kvz_cuda_forward *f);
 int kvz_cuda_forward_run(kvz_cuda_forward *f, const int32_t *ids, size_t n, kvz_tap_fn tap,
                          void *user, int logits_mode, float *logits, kvz_error *err);
 
-/* The cudaStream_t (as void *) all of this forward's work runs on. */
+/* The cudaStream_t (as void *) all of this forward's work runs on. Today
+ * NULL: the legacy default stream, which kvz_cuda_kvzip_score_layer also
+ * uses, so tap work is ordered with the pass without events. */
 void *kvz_cuda_forward_stream(const kvz_cuda_forward *f);
 /* Device memory: bytes held by this forward now (weights, cache, scratch),
  * and the device's peak in-use bytes since creation (cudaMemGetInfo samples
