@@ -10,6 +10,8 @@
  *    equal; prefill in two calls (cache) equals one call;
  *  - BF16 mode: logits NMSE vs the CPU fp32 pass (threshold below), the tap's
  *    w_o within bf16 rounding of the fp32 weight;
+ *  - KV cache growth past 256 rows (200 + 100 tokens) and truncate vs the
+ *    CPU's one call;
  *  - create_random: deterministic per seed, finite logits;
  *  - error paths (ids, lengths, logits mode, NULLs, device index).
  * Skipped (77) without CUDA or without a device. Under the CPU emulator
@@ -384,6 +386,48 @@ static void test_model(const char *path, const char *name, size_t T, int with_bf
     kvz_checkpoint_close(ck);
 }
 
+/* KV cache growth past its first 256 rows (a device realloc that must keep
+ * the cached rows) and truncate: 200 + 100 tokens vs the CPU's 300 in one
+ * call, then truncate to 150 and rerun the rest. */
+static void test_cache_growth(void)
+{
+    enum { T = 300, T1 = 200, CUT = 150 };
+    kvz_error err = {0};
+    kvz_checkpoint *ck = NULL;
+    int rc = kvz_checkpoint_open(kvz_test_fixture("tiny/qwen3_f16"), &ck, &err);
+    KVZ_CHECK_OK(rc, err);
+    if (rc)
+        return;
+    const kvz_model_config *c = kvz_checkpoint_config(ck);
+    size_t V = c->vocab_size;
+    int32_t *ids = make_ids(T, V);
+    float *ref = calloc(T * V, sizeof *ref), *got = calloc(T * V, sizeof *got);
+    kvz_forward *cpu = NULL;
+    rc = kvz_forward_create(ck, NULL, &cpu, &err);
+    rc = rc ? rc : kvz_forward_run(cpu, ids, T, NULL, NULL, KVZ_LOGITS_ALL, ref, &err);
+    KVZ_CHECK_OK(rc, err);
+    kvz_forward_free(cpu);
+    kvz_cuda_forward *f = NULL;
+    rc = kvz_cuda_forward_create(ck, NULL, &f, &err);
+    rc = rc ? rc : kvz_cuda_forward_run(f, ids, T1, NULL, NULL, KVZ_LOGITS_NONE, NULL, &err);
+    rc = rc ? rc : kvz_cuda_forward_run(f, ids + T1, T - T1, NULL, NULL, KVZ_LOGITS_ALL,
+                                        got + T1 * V, &err);
+    KVZ_CHECK_OK(rc, err);
+    check_logits("cache growth 200+100 vs CPU 300", got + T1 * V, ref + T1 * V, (T - T1) * V,
+                 1e-3);
+    kvz_cuda_forward_truncate(f, CUT);
+    rc = rc ? rc : kvz_cuda_forward_run(f, ids + CUT, T - CUT, NULL, NULL, KVZ_LOGITS_ALL,
+                                        got + CUT * V, &err);
+    KVZ_CHECK_OK(rc, err);
+    check_logits("truncate to 150 + 150 vs CPU 300", got + CUT * V, ref + CUT * V,
+                 (T - CUT) * V, 1e-3);
+    KVZ_CHECK(kvz_cuda_forward_n_cached(f) == T, "n_cached %zu after truncate and rerun",
+              kvz_cuda_forward_n_cached(f));
+    kvz_cuda_forward_free(f);
+    free(ids), free(ref), free(got);
+    kvz_checkpoint_close(ck);
+}
+
 /* ---------- random weights ---------- */
 
 static float *random_logits(const kvz_model_config *c, uint64_t seed, kvz_cuda_precision prec,
@@ -508,6 +552,7 @@ int main(void)
     test_attention();
     test_errors();
     test_random();
+    test_cache_growth();
     const char *tiny[4] = {"llama3_f32", "qwen2_bf16", "qwen3_f16", "mistral_sharded"};
     for (int i = 0; i < 4; i++) {
         char rel[64];
