@@ -20,12 +20,9 @@
 #include "kvzip_oracle/oracle.h"
 #include "kvzip_oracle/oracle_store.h"
 
-/* kernels/kvz_cuda.h gains kvz_cuda_emulated() with the CPU emulator; weak
- * so that this test links before it exists (then: not emulated). */
-int kvz_cuda_emulated(void) __attribute__((weak));
 static int emulated(void)
 {
-    return kvz_cuda_emulated ? kvz_cuda_emulated() : 0;
+    return kvz_cuda_emulated();
 }
 
 typedef struct dataset {
