@@ -4,7 +4,8 @@
  * meaning C is not read, Dsyrk writing only the `uplo` triangle, Sgemv with
  * signed increments. Argument errors return what cuBLAS returns
  * (NOT_INITIALIZED, INVALID_VALUE, NOT_SUPPORTED for type combinations
- * GemmEx lacks). Float GEMMs accumulate in fp32 with fmaf in k order; TF32
+ * GemmEx lacks). Products run in OpenBLAS (fp32 for the 32F compute types,
+ * fp64 for D/64F) on operands gathered and converted first; TF32
  * (math mode CUBLAS_TF32_TENSOR_OP_MATH or CUBLAS_COMPUTE_32F_FAST_TF32) and
  * FAST_16BF / FAST_16F round the inputs first, like tensor cores. Operands
  * must be device memory whose whole extent fits its allocation; otherwise a
@@ -14,6 +15,8 @@
 #include <stdlib.h>
 
 #include <vector>
+
+#include <cblas.h>
 
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -147,9 +150,10 @@ cublasStatus_t gemm_check(cublasHandle_t h, const gemm_args &g, const void *alph
     return CUBLAS_STATUS_SUCCESS;
 }
 
-/* op(X) of batch b as a dense row-major [rows_op][k] array, rounded. */
+/* op(X) of batch b as a dense row-major [out_rows][k] array, rounded. */
+template <class T>
 void gather(const operand &o, cublasOperation_t op, int b, int out_rows, int k, rounding r,
-            std::vector<double> &out)
+            std::vector<T> &out)
 {
     out.resize((size_t)out_rows * (size_t)k);
     const char *base = (const char *)o.p + (long long)b * o.stride * (long long)type_size(o.t);
@@ -159,38 +163,48 @@ void gather(const operand &o, cublasOperation_t op, int b, int out_rows, int k, 
             size_t idx = op == CUBLAS_OP_N ? (size_t)i + (size_t)l * o.ld
                                            : (size_t)l + (size_t)i * o.ld;
             double v = load(base, o.t, idx);
-            out[(size_t)i * k + l] = o.t == CUDA_R_64F ? v : (double)round_input((float)v, r);
+            out[(size_t)i * k + l] = o.t == CUDA_R_64F ? (T)v : (T)round_input((float)v, r);
         }
 }
 
+/* prod[i][j] = row i of a . row j of bt (OpenBLAS; fp32 or fp64 throughout). */
+void product(int m, int n, int k, const float *a, const float *bt, float *prod)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a, k, bt, k, 0.0f, prod,
+                n);
+}
+void product(int m, int n, int k, const double *a, const double *bt, double *prod)
+{
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0, a, k, bt, k, 0.0, prod, n);
+}
 
-/* C of batch b, element (i, j) = alpha * (row i of a) . (row j of bt) + beta * C. */
-void gemm_batch(const gemm_args &g, int b, const std::vector<double> &a,
-                const std::vector<double> &bt, bool read_ab)
+/* C of batch b = alpha * prod + beta * C, in the compute precision; C is
+ * not read when beta == 0. */
+template <class T> void epilogue(const gemm_args &g, int b, const std::vector<T> &prod)
 {
     char *cbase = (char *)g.C.p + (long long)b * g.C.stride * (long long)type_size(g.C.t);
+    const T alpha = (T)g.alpha, beta = (T)g.beta;
     for (int j = 0; j < g.n; j++)
         for (int i = 0; i < g.m; i++) {
             size_t ci = (size_t)i + (size_t)j * g.C.ld;
-            double r;
-            if (g.fp64) {
-                double acc = 0.0;
-                for (int l = 0; read_ab && l < g.k; l++)
-                    acc = fma(a[(size_t)i * g.k + l], bt[(size_t)j * g.k + l], acc);
-                r = g.alpha * acc;
-                if (g.beta != 0.0)
-                    r += g.beta * load(cbase, g.C.t, ci);
-            } else {
-                float acc = 0.0f;
-                for (int l = 0; read_ab && l < g.k; l++)
-                    acc = fmaf((float)a[(size_t)i * g.k + l], (float)bt[(size_t)j * g.k + l], acc);
-                float rf = (float)g.alpha * acc;
-                if (g.beta != 0.0)
-                    rf += (float)g.beta * (float)load(cbase, g.C.t, ci);
-                r = rf;
-            }
-            store(cbase, g.C.t, ci, r);
+            T r = alpha * prod[(size_t)i * g.n + j];
+            if (beta != (T)0)
+                r += beta * (T)load(cbase, g.C.t, ci);
+            store(cbase, g.C.t, ci, (double)r);
         }
+}
+
+template <class T> void gemm_batches(const gemm_args &g, bool read_ab)
+{
+    std::vector<T> a, bt, prod((size_t)g.m * g.n, (T)0);
+    for (int b = 0; b < g.batch; b++) {
+        if (read_ab) {
+            gather(g.A, g.ta == CUBLAS_OP_N ? CUBLAS_OP_N : CUBLAS_OP_T, b, g.m, g.k, g.round, a);
+            gather(g.B, g.tb == CUBLAS_OP_N ? CUBLAS_OP_T : CUBLAS_OP_N, b, g.n, g.k, g.round, bt);
+            product(g.m, g.n, g.k, a.data(), bt.data(), prod.data());
+        }
+        epilogue(g, b, prod);
+    }
 }
 
 cublasStatus_t gemm_run(cublasHandle_t h, gemm_args g, const void *alpha, const void *beta)
@@ -213,14 +227,10 @@ cublasStatus_t gemm_run(cublasHandle_t h, gemm_args g, const void *alpha, const 
                      !operand_in_bounds(g.B, g.batch, g.fn, "B"))) ||
         !operand_in_bounds(g.C, g.batch, g.fn, "C"))
         return CUBLAS_STATUS_EXECUTION_FAILED;
-    std::vector<double> a, bt;
-    for (int b = 0; b < g.batch; b++) {
-        if (read_ab) {
-            gather(g.A, g.ta == CUBLAS_OP_N ? CUBLAS_OP_N : CUBLAS_OP_T, b, g.m, g.k, g.round, a);
-            gather(g.B, g.tb == CUBLAS_OP_N ? CUBLAS_OP_T : CUBLAS_OP_N, b, g.n, g.k, g.round, bt);
-        }
-        gemm_batch(g, b, a, bt, read_ab);
-    }
+    if (g.fp64)
+        gemm_batches<double>(g, read_ab);
+    else
+        gemm_batches<float>(g, read_ab);
     return check_guards(g.fn) ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
 }
 

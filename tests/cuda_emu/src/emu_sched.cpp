@@ -1,6 +1,6 @@
 /* emu_sched.cpp (kvzap CUDA emulator): runs kernel launches. Blocks run one
  * after another on the calling OS thread; the CUDA threads of a block are
- * ucontext fibers that switch only at __syncthreads, __syncwarp and warp
+ * fibers (emu_fiber.h) that switch only at __syncthreads, __syncwarp and warp
  * collectives, so a launch is deterministic. Each block starts at thread
  * (block % threads) and alternates forward/reverse order, so code that needs a
  * missing barrier sees stale or poisoned shared memory. Static __shared__
@@ -14,12 +14,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <ucontext.h>
 #include <unistd.h>
 
 #include <string>
 #include <vector>
 
+#include "emu_fiber.h"
 #include "emu_internal.h"
 
 uint3 threadIdx, blockIdx;
@@ -36,7 +36,7 @@ enum { STACK_BYTES = 256 * 1024, PAGE = 4096, DYN_GUARD = 64, WARP = 32 };
 static const unsigned char DYN_GUARD_BYTE = 0xa5;
 
 struct fiber {
-    ucontext_t ctx;
+    emu_context ctx;
     fiber_state state;
     uint3 tid;
     unsigned linear, shfl_gen;
@@ -46,7 +46,7 @@ struct fiber {
 
 struct scheduler {
     std::vector<fiber> fibers;
-    ucontext_t main_ctx;
+    emu_context main_ctx;
     fiber *cur = nullptr;
     char *stacks = nullptr;
     size_t stack_slots = 0;
@@ -104,8 +104,10 @@ bool ensure_stacks(size_t slots)
 void fiber_entry()
 {
     S.body(S.closure);
-    S.cur->state = F_DONE;
-    /* returning resumes uc_link: the scheduler */
+    fiber *f = S.cur;
+    f->state = F_DONE;
+    fiber_switch(&f->ctx, &S.main_ctx); /* never resumed */
+    abort();
 }
 
 void poison_shared()
@@ -137,11 +139,8 @@ void start_fibers(unsigned block_linear)
         f.tid = uint3{t % b.x, (t / b.x) % b.y, t / (b.x * b.y)};
         f.shfl_gen = 0;
         f.warp_what = nullptr;
-        getcontext(&f.ctx);
-        f.ctx.uc_stack.ss_sp = S.stacks + (size_t)t * (STACK_BYTES + PAGE) + PAGE;
-        f.ctx.uc_stack.ss_size = STACK_BYTES;
-        f.ctx.uc_link = &S.main_ctx;
-        makecontext(&f.ctx, fiber_entry, 0);
+        fiber_prepare(&f.ctx, S.stacks + (size_t)t * (STACK_BYTES + PAGE) + PAGE, STACK_BYTES,
+                      fiber_entry);
     }
     (void)block_linear;
 }
@@ -158,7 +157,7 @@ void run_round(unsigned block_linear)
             continue;
         S.cur = &f;
         threadIdx = f.tid;
-        swapcontext(&S.main_ctx, &f.ctx);
+        fiber_switch(&S.main_ctx, &f.ctx);
     }
     S.cur = nullptr;
 }
@@ -258,7 +257,7 @@ fiber *current(const char *what)
 void park(fiber *f, fiber_state state)
 {
     f->state = state;
-    swapcontext(&f->ctx, &S.main_ctx);
+    fiber_switch(&f->ctx, &S.main_ctx);
 }
 
 void check_warp_call(fiber *f, unsigned mask, const char *what)
