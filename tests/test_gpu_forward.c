@@ -7,7 +7,7 @@
  *  - the whole pass in FP32 mode vs kvz_forward on the tiny llama3 / qwen2 /
  *    qwen3 / mistral checkpoints and the default model: logits max |diff| <=
  *    1e-3 max|logit|, every layer's tap x/q/k/v/lse NMSE <= 1e-6 and w_o
- *    equal; prefill in two calls (cache) equals one call;
+ *    equal; prefill in two calls (cache) equals one call, taps included;
  *  - BF16 mode: logits NMSE vs the CPU fp32 pass (threshold below), the tap's
  *    w_o within bf16 rounding of the fp32 weight;
  *  - KV cache growth past 256 rows (200 + 100 tokens) and truncate vs the
@@ -245,7 +245,12 @@ static int gpu_tap(const kvz_layer_tap *t, void *user, kvz_error *err)
     tap_sizes(cap->c, t, sz);
     const layer_ref *r = &cap->layers[t->layer];
     const float *dev[6] = {t->x, t->q, t->k, t->v, t->lse, t->w_o};
-    const float *ref[6] = {r->x, r->q, r->k, r->v, r->lse, r->w_o};
+    /* The reference is the CPU's one call over all tokens: rows of this
+     * call start at pos0; the cache rows 0..pos0+n are its prefix. */
+    const kvz_model_config *c = cap->c;
+    size_t p0 = t->pos0;
+    const float *ref[6] = {r->x + p0 * c->d_model, r->q + p0 * c->n_heads * c->head_dim, r->k,
+                           r->v, r->lse + p0 * c->n_heads, r->w_o};
     static const char *names[6] = {"x", "q", "k", "v", "lse", "w_o"};
     for (int i = 0; i < 6; i++) {
         float *host = malloc(sz[i] * sizeof *host);
@@ -312,7 +317,8 @@ static float *cpu_pass(const kvz_checkpoint *ck, const int32_t *ids, size_t T, c
     return logits;
 }
 
-/* One call with taps, then reset and two calls: logits of both ways. */
+/* One call, then reset and two calls (the second at pos0 = T1), all with
+ * the tap checked against the CPU's one call; logits of both ways. */
 static void gpu_pass(const kvz_checkpoint *ck, kvz_cuda_precision prec, const int32_t *ids,
                      size_t T, capture *cap, const float *ref)
 {
@@ -331,10 +337,10 @@ static void gpu_pass(const kvz_checkpoint *ck, kvz_cuda_precision prec, const in
         KVZ_CHECK(kvz_cuda_forward_n_cached(f) == T, "%s: n_cached %zu", cap->name,
                   kvz_cuda_forward_n_cached(f));
         kvz_cuda_forward_reset(f);
-        rc = kvz_cuda_forward_run(f, ids, T1, NULL, NULL, KVZ_LOGITS_ALL, two, &err);
+        rc = kvz_cuda_forward_run(f, ids, T1, gpu_tap, cap, KVZ_LOGITS_ALL, two, &err);
         KVZ_CHECK_OK(rc, err);
-        rc = kvz_cuda_forward_run(f, ids + T1, T - T1, NULL, NULL, KVZ_LOGITS_ALL, two + T1 * V,
-                                  &err);
+        rc = kvz_cuda_forward_run(f, ids + T1, T - T1, gpu_tap, cap, KVZ_LOGITS_ALL,
+                                  two + T1 * V, &err);
         KVZ_CHECK_OK(rc, err);
         KVZ_CHECK(kvz_cuda_forward_device_bytes(f) > 0 &&
                       kvz_cuda_forward_peak_device_bytes(f) >= kvz_cuda_forward_device_bytes(f),
