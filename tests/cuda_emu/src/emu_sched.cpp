@@ -3,7 +3,8 @@
  * fibers (emu_fiber.h) that switch only at __syncthreads, __syncwarp and warp
  * collectives, so a launch is deterministic. Each block starts at thread
  * (block % threads) and alternates forward/reverse order, so code that needs a
- * missing barrier sees stale or poisoned shared memory. Static __shared__
+ * missing barrier sees stale or poisoned shared memory (KVZ_CUDA_EMU_ORDER_SALT=N
+ * shifts that order, to try other interleavings). Static __shared__
  * arrays (section kvz_emu_shared) and the dynamic shared buffer are filled
  * with 0xff before every block; a guard after the dynamic buffer catches
  * overruns. Divergent barriers, warp collectives with exited or partial
@@ -146,10 +147,21 @@ void start_fibers(unsigned block_linear)
 }
 
 /* Runs every READY fiber once, in this block's rotating order. */
+unsigned order_salt()
+{
+    static int salt = -1;
+    if (salt < 0) {
+        const char *e = getenv("KVZ_CUDA_EMU_ORDER_SALT");
+        salt = e ? atoi(e) & 0xffff : 0;
+    }
+    return (unsigned)salt;
+}
+
 void run_round(unsigned block_linear)
 {
-    unsigned start = block_linear % S.n;
-    bool reverse = (block_linear & 1u) != 0;
+    unsigned salted = block_linear + order_salt();
+    unsigned start = salted % S.n;
+    bool reverse = (salted & 1u) != 0;
     for (unsigned k = 0; k < S.n && !S.faulted; k++) {
         unsigned t = reverse ? (start + S.n - k) % S.n : (start + k) % S.n;
         fiber &f = S.fibers[t];
