@@ -311,8 +311,8 @@ static void case_gemm_ex(void)
 static void case_dsyrk_dgemm_sgemv(void)
 {
     const int n = 4, k = 3, lda = 5, ldc = 6;
-    double a[lda * k], c0[ldc * n];
-    for (int i = 0; i < lda * k; i++)
+    double a[lda * n], c0[ldc * n]; /* A as n x k (lda >= n) or k x n (lda >= k); n > k */
+    for (int i = 0; i < lda * n; i++)
         a[i] = (double)((i * 3) % 7) - 3.0;
     for (int i = 0; i < ldc * n; i++)
         c0[i] = -100.0 - i;
