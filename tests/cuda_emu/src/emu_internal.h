@@ -9,6 +9,22 @@
 
 #include <mutex>
 
+/* Under valgrind (when its headers are installed) guard bytes are
+ * no-access and fresh device / shared memory is undefined, so
+ * `valgrind ./tests/test_gpu_x` reports every out-of-bounds device access
+ * and every use of unwritten device memory exactly. */
+#if defined(__has_include)
+#if __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
+#define KVZ_EMU_HAVE_VALGRIND 1
+#endif
+#endif
+#ifndef KVZ_EMU_HAVE_VALGRIND
+#define VALGRIND_MAKE_MEM_NOACCESS(addr, len) ((void)(addr), (void)(len))
+#define VALGRIND_MAKE_MEM_UNDEFINED(addr, len) ((void)(addr), (void)(len))
+#define VALGRIND_MAKE_MEM_DEFINED(addr, len) ((void)(addr), (void)(len))
+#endif
+
 namespace kvz_emu {
 
 /* Every API entry point holds this (kernels run under it). */

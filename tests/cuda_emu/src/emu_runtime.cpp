@@ -84,16 +84,29 @@ std::string vformat(const char *fmt, va_list ap)
     return buf;
 }
 
+void guards_accessible(const allocation &a, bool accessible)
+{
+    char *back = a.raw + GUARD_FRONT + a.size;
+    if (accessible) {
+        VALGRIND_MAKE_MEM_DEFINED(a.raw, GUARD_FRONT);
+        VALGRIND_MAKE_MEM_DEFINED(back, GUARD_BACK);
+    } else {
+        VALGRIND_MAKE_MEM_NOACCESS(a.raw, GUARD_FRONT);
+        VALGRIND_MAKE_MEM_NOACCESS(back, GUARD_BACK);
+    }
+}
+
 bool guard_intact(const allocation &a)
 {
-    for (size_t i = 0; i < GUARD_FRONT; i++)
-        if ((unsigned char)a.raw[i] != GUARD_BYTE)
-            return false;
+    guards_accessible(a, true);
+    bool ok = true;
+    for (size_t i = 0; i < GUARD_FRONT && ok; i++)
+        ok = (unsigned char)a.raw[i] == GUARD_BYTE;
     const char *back = a.raw + GUARD_FRONT + a.size;
-    for (size_t i = 0; i < GUARD_BACK; i++)
-        if ((unsigned char)back[i] != GUARD_BYTE)
-            return false;
-    return true;
+    for (size_t i = 0; i < GUARD_BACK && ok; i++)
+        ok = (unsigned char)back[i] == GUARD_BYTE;
+    guards_accessible(a, false);
+    return ok;
 }
 
 const allocation *find(const void *p, uintptr_t *base)
@@ -129,7 +142,10 @@ cudaError_t register_alloc(void **out, size_t size, mem_kind kind, const char *w
     memset(raw, GUARD_BYTE, GUARD_FRONT);
     memset(raw + GUARD_FRONT, 0xff, size); /* unwritten memory reads as NaN */
     memset(raw + GUARD_FRONT + size, GUARD_BYTE, GUARD_BACK);
-    D.allocs[(uintptr_t)(raw + GUARD_FRONT)] = allocation{size, kind, raw};
+    allocation a{size, kind, raw};
+    guards_accessible(a, false);
+    VALGRIND_MAKE_MEM_UNDEFINED(raw + GUARD_FRONT, size);
+    D.allocs[(uintptr_t)(raw + GUARD_FRONT)] = a;
     if (kind == MEM_DEVICE)
         D.used += size;
     *out = raw + GUARD_FRONT;
@@ -150,6 +166,7 @@ cudaError_t release_alloc(void *p, mem_kind kind, const char *what)
     D.allocs.erase(it);
     if (kind == MEM_DEVICE)
         D.used -= a.size;
+    guards_accessible(a, true);
     free(a.raw);
     if (!intact)
         return set_fault(cudaErrorIllegalAddress,
@@ -470,8 +487,10 @@ extern "C" cudaError_t cudaDeviceSynchronize(void)
 extern "C" cudaError_t cudaDeviceReset(void)
 {
     LOCKED;
-    for (auto &kv : D.allocs)
+    for (auto &kv : D.allocs) {
+        guards_accessible(kv.second, true);
         free(kv.second.raw);
+    }
     D.allocs.clear();
     D.used = 0;
     for (cudaStream_t s : D.streams)

@@ -114,10 +114,13 @@ void fiber_entry()
 void poison_shared()
 {
     char *begin = __start_kvz_emu_shared, *end = __stop_kvz_emu_shared;
-    if (begin && end && end > begin)
+    if (begin && end && end > begin) {
         memset(begin, 0xff, (size_t)(end - begin));
+        VALGRIND_MAKE_MEM_UNDEFINED(begin, (size_t)(end - begin));
+    }
     if (!S.dyn.empty()) {
         memset(S.dyn.data(), 0xff, S.dyn_bytes);
+        VALGRIND_MAKE_MEM_UNDEFINED(S.dyn.data(), S.dyn_bytes);
         memset(S.dyn.data() + S.dyn_bytes, DYN_GUARD_BYTE, DYN_GUARD);
     }
 }
