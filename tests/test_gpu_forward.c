@@ -16,7 +16,7 @@
  *  - error paths (ids, lengths, logits mode, NULLs, device index).
  * Skipped (77) without CUDA or without a device. Under the CPU emulator
  * (kvz_cuda_emulated() == 1) the sizes shrink (fewer T=130 attention cases;
- * default model: 16 tokens, FP32 only). */
+ * default model: 16 tokens). */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -349,7 +349,14 @@ static void gpu_pass(const kvz_checkpoint *ck, kvz_cuda_precision prec, const in
     }
     kvz_cuda_forward_free(f);
     snprintf(what, sizeof what, "%s logits (one call vs two)", cap->name);
-    check_logits(what, two, one, T * V, 1e-4);
+    if (prec == KVZ_CUDA_FP32)
+        check_logits(what, two, one, T * V, 1e-4);
+    else /* GEMMs of other row counts may sum in another order (cuBLAS picks
+          * kernels by shape); bf16 rounding of the activations then turns
+          * ulp differences into bf16-sized ones (measured on the emulator,
+          * default model: max |diff| 0.3 of max|logit| 36), so the two ways
+          * differ like bf16 and fp32 do. */
+        kvz_test_nmse(what, two, one, T * V, BF16_LOGITS_NMSE);
     snprintf(what, sizeof what, "%s logits vs CPU fp32", cap->name);
     if (prec == KVZ_CUDA_FP32) {
         check_logits(what, one, ref, T * V, 1e-3);
@@ -364,8 +371,7 @@ static void gpu_pass(const kvz_checkpoint *ck, kvz_cuda_precision prec, const in
     free(two);
 }
 
-/* with_bf16 0: the FP32 checks only (the default model under the emulator,
- * whose cuBLAS stand-in makes each pass cost tens of seconds). */
+/* with_bf16 0: the FP32 checks only. */
 static void test_model(const char *path, const char *name, size_t T, int with_bf16)
 {
     kvz_error err = {0};
@@ -567,7 +573,7 @@ int main(void)
     }
     const char *dflt = getenv("KVZAP_DEFAULT_MODEL");
     if (dflt && *dflt)
-        test_model(dflt, "default model", emulated() ? 16 : 64, !emulated());
+        test_model(dflt, "default model", emulated() ? 16 : 64, 1);
     kvz_cuda_ops_release();
     return kvz_test_done();
 }
