@@ -115,13 +115,15 @@ static int wants_hidden(const kvz_run_config *cfg)
     return cfg->oracle.store_hidden || cfg->oracle.ridge_stats;
 }
 
-/* model.device auto: cuda when a device is there and the scoring runs on it
- * (chunked scoring is CPU only), else cpu. */
+/* model.device auto: cuda when a real device is there and the scoring runs
+ * on it (chunked scoring is CPU only), else cpu. The CPU emulator of CUDA
+ * builds with KVZ_CUDA_EMU is a test device: only an explicit cuda uses it. */
 static int resolve_device(const kvz_run_config *cfg)
 {
     if (cfg->model.device != KVZ_DEVICE_AUTO)
         return cfg->model.device;
-    if (cfg->oracle.scoring == KVZ_SCORING_CHUNKED || kvz_cuda_device_count(NULL) <= 0)
+    if (cfg->oracle.scoring == KVZ_SCORING_CHUNKED || kvz_cuda_device_count(NULL) <= 0 ||
+        kvz_cuda_emulated())
         return KVZ_DEVICE_CPU;
     return KVZ_DEVICE_CUDA;
 }
