@@ -1,12 +1,17 @@
 /* cuda_score: kvz_cuda_kvzip_score_layer, the KVzip+ layer score of
  * kvzip_oracle/kvzip_score.h on the GPU (spec 1.2/1.3). Phases, all on the
- * default stream, everything after the logits in double and in the log domain:
+ * default stream (kvz_cuda_kvzip_score_layer) or a given stream without
+ * waiting (kvz_cuda_kvzip_score_layer_async, kvz_cuda_pipeline.h, with a
+ * reusable workspace), everything after the logits in double and in the log
+ * domain:
  *   1. ln ||x_j||           for the repeat queries          (row-norm kernel)
  *   2. ln ||W_O^g v_i^h||   for the context keys: per block of keys and KV
  *      head, one strided-batched cuBLAS GEMM over the group's query heads,
  *      then the row-norm kernel
  *   3. lse[g, j]            log-sum-exp of query j's full causal row (keys
- *      0..j), tiled: one thread per query, key tiles in shared memory
+ *      0..j), tiled: one thread per query, key tiles in shared memory; or,
+ *      when the tap carries the attention's own lse (device [T, H]), copied
+ *      from it (no second pass over the rows)
  *   4. out[i, h]            max over g in group(h), j in R of
  *      scale q_j.k_i - lse[g, j] - ln||x_j|| + ln||W_O^g v_i||, tiled: one
  *      thread per context key, query tiles in shared memory; every repeat
