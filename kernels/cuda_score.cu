@@ -143,7 +143,10 @@ static __global__ void lse_from_tap_kernel(const float *tap_lse, size_t H, size_
 
 /* Best log-score per context key and KV head. Shapes: q [T, H, dh],
  * k [T, Hkv, dh], lse [H, |R|], log_xnorm [|R|], lognorm [H, |P|],
- * out [|P|, Hkv]. Grid: x = tiles of SCORE_TILE context keys, y = KV head h.
+ * out [|P|, Hkv]. Grid: x = tiles of SCORE_TILE context keys, y = KV head h,
+ * z = slices of r_len repeat queries (block z covers [r0 + z r_len, ...) and
+ * writes its partial maxima to out + z * split_stride; max_splits_kernel
+ * combines them when there is more than one slice).
  * Block: SCORE_TILE threads, thread lane owns key i = p0 + tile * SCORE_TILE
  * + lane. Shared (dynamic): shift[SCORE_TILE] doubles (lse + ln||x_j|| of
  * the query tile), ks[SCORE_TILE][dh + 1] (own row, padded) and
@@ -153,7 +156,8 @@ static __global__ void context_best_kernel(const float *q, const float *k, size_
                                            size_t Hkv, size_t dh, size_t p0, size_t p1,
                                            size_t r0, size_t r1, float scale,
                                            const double *lse, const double *log_xnorm,
-                                           const double *lognorm, float *out)
+                                           const double *lognorm, size_t r_len,
+                                           size_t split_stride, float *out)
 {
     extern __shared__ double shift[];
     float *ks = (float *)(shift + SCORE_TILE), *qs = ks + SCORE_TILE * (dh + 1);
@@ -161,12 +165,13 @@ static __global__ void context_best_kernel(const float *q, const float *k, size_
     size_t i0 = p0 + (size_t)blockIdx.x * SCORE_TILE;
     size_t nk = p1 - i0 < SCORE_TILE ? p1 - i0 : SCORE_TILE;
     size_t i = i0 + lane;
+    size_t js = r0 + (size_t)blockIdx.z * r_len, je = js + r_len < r1 ? js + r_len : r1;
     load_head_tile(k, Hkv, h, dh, i0, nk, ks, dh + 1);
     double best = -INFINITY;
     for (size_t g = h * G; g < (h + 1) * G; g++) {
         double best_g = -INFINITY;
-        for (size_t j0 = r0; j0 < r1; j0 += SCORE_TILE) {
-            size_t nq = r1 - j0 < SCORE_TILE ? r1 - j0 : SCORE_TILE;
+        for (size_t j0 = js; j0 < je; j0 += SCORE_TILE) {
+            size_t nq = je - j0 < SCORE_TILE ? je - j0 : SCORE_TILE;
             __syncthreads(); /* the previous query tile is consumed (and ks is loaded) */
             load_head_tile(q, H, g, dh, j0, nq, qs, dh);
             if (lane < nq)
@@ -185,7 +190,24 @@ static __global__ void context_best_kernel(const float *q, const float *k, size_
         }
     }
     if (lane < nk)
-        out[(i - p0) * Hkv + h] = (float)best;
+        out[blockIdx.z * split_stride + (i - p0) * Hkv + h] = (float)best;
+}
+
+/* out[e] = max over z < n_splits of partial[z * n + e] (NaN-ignoring like
+ * the kernel above). Grid-stride over the n outputs. */
+static __global__ void max_splits_kernel(const float *partial, size_t n_splits, size_t n,
+                                         float *out)
+{
+    for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n;
+         e += (size_t)gridDim.x * blockDim.x) {
+        float m = partial[e];
+        for (size_t z = 1; z < n_splits; z++) {
+            float v = partial[z * n + e];
+            if (v > m)
+                m = v;
+        }
+        out[e] = m;
+    }
 }
 
 /* ---------- host side ---------- */
@@ -200,6 +222,8 @@ typedef struct score_plan {
     double *lognorm;   /* [H, nP] */
     float *gemm_out;   /* [G, gemm_rows, D] */
     float *out;        /* [nP, Hkv] */
+    size_t n_splits, r_len; /* repeat-query slices of the best kernel */
+    float *partial;    /* [n_splits, nP, Hkv] when n_splits > 1 */
     cudaStream_t stream; /* 0: the legacy default stream */
 } score_plan;
 
@@ -352,11 +376,19 @@ static int run_scores(const score_plan *sp, kvz_error *err)
                         "kvzip score (cuda): best kernel", err);
     if (rc != KVZ_OK)
         return rc;
-    dim3 best_grid((unsigned)((sp->nP + SCORE_TILE - 1) / SCORE_TILE), (unsigned)sp->Hkv);
+    dim3 best_grid((unsigned)((sp->nP + SCORE_TILE - 1) / SCORE_TILE), (unsigned)sp->Hkv,
+                   (unsigned)sp->n_splits);
+    float *dst = sp->n_splits > 1 ? sp->partial : sp->out;
     context_best_kernel<<<best_grid, SCORE_TILE, best_smem(sp->dh), sp->stream>>>(
         t->q, t->k, sp->H, sp->Hkv, sp->dh, sp->p0, sp->p1, sp->r0, sp->r1, sp->scale, sp->lse,
-        sp->log_xnorm, sp->lognorm, sp->out);
-    return kvz_cuda_check_launch("kvzip score (cuda): best launch", err);
+        sp->log_xnorm, sp->lognorm, sp->r_len, sp->nP * sp->Hkv, dst);
+    rc = kvz_cuda_check_launch("kvzip score (cuda): best launch", err);
+    if (rc != KVZ_OK || sp->n_splits == 1)
+        return rc;
+    size_t n = sp->nP * sp->Hkv;
+    max_splits_kernel<<<kvz_cuda_blocks_for(n, 256), 256, 0, sp->stream>>>(sp->partial,
+                                                                         sp->n_splits, n, sp->out);
+    return kvz_cuda_check_launch("kvzip score (cuda): max of slices launch", err);
 }
 
 static int alloc_scratch(score_plan *sp, kvz_error *err)
@@ -369,7 +401,27 @@ static int alloc_scratch(score_plan *sp, kvz_error *err)
     if (rc == KVZ_OK)
         rc = kvz_cuda_alloc((void **)&sp->gemm_out, sp->G * sp->gemm_rows * sp->D * sizeof(float),
                             err);
+    if (rc == KVZ_OK && sp->n_splits > 1)
+        rc = kvz_cuda_alloc((void **)&sp->partial, sp->n_splits * sp->nP * sp->Hkv * sizeof(float),
+                            err);
     return rc;
+}
+
+/* Slices of the repeat queries for the best kernel: enough blocks to fill
+ * the device (about BEST_TARGET_BLOCKS), each slice a whole number of query
+ * tiles, at most BEST_MAX_SPLITS slices. */
+static void plan_splits(score_plan *sp)
+{
+    const size_t BEST_TARGET_BLOCKS = 1024, BEST_MAX_SPLITS = 32;
+    size_t blocks = (sp->nP + SCORE_TILE - 1) / SCORE_TILE * sp->Hkv;
+    size_t q_tiles = (sp->nR + SCORE_TILE - 1) / SCORE_TILE;
+    size_t want = (BEST_TARGET_BLOCKS + blocks - 1) / blocks;
+    want = want < q_tiles ? want : q_tiles;
+    want = want < BEST_MAX_SPLITS ? want : BEST_MAX_SPLITS;
+    want = want ? want : 1;
+    size_t tiles_per_split = (q_tiles + want - 1) / want;
+    sp->r_len = tiles_per_split * SCORE_TILE;
+    sp->n_splits = (sp->nR + sp->r_len - 1) / sp->r_len;
 }
 
 static void plan_score(score_plan *sp, const kvz_layer_tap *tap, const kvz_model_config *cfg,
@@ -384,6 +436,7 @@ static void plan_score(score_plan *sp, const kvz_layer_tap *tap, const kvz_model
     size_t rows = GEMM_BUFFER_FLOATS / (sp->G * sp->D);
     rows = rows ? rows : 1;
     sp->gemm_rows = rows < sp->nP ? rows : sp->nP;
+    plan_splits(sp);
 }
 
 extern "C" int kvz_cuda_kvzip_score_layer(const kvz_layer_tap *tap, const kvz_model_config *cfg,
@@ -414,15 +467,16 @@ extern "C" int kvz_cuda_kvzip_score_layer(const kvz_layer_tap *tap, const kvz_mo
     kvz_cuda_free(sp.lse);
     kvz_cuda_free(sp.lognorm);
     kvz_cuda_free(sp.gemm_out);
+    kvz_cuda_free(sp.partial);
     return rc;
 }
 
 /* ---------- the pipelined entry (kernels/kvz_cuda_pipeline.h) ---------- */
 
 struct kvz_cuda_score_ws {
-    size_t cap_nR, cap_lse, cap_lognorm, cap_gemm; /* elements */
+    size_t cap_nR, cap_lse, cap_lognorm, cap_gemm, cap_partial; /* elements */
     double *log_xnorm, *lse, *lognorm;
-    float *gemm_out;
+    float *gemm_out, *partial;
 };
 
 void kvz_cuda_score_ws_free(kvz_cuda_score_ws *ws)
@@ -433,6 +487,7 @@ void kvz_cuda_score_ws_free(kvz_cuda_score_ws *ws)
     kvz_cuda_free(ws->lse);
     kvz_cuda_free(ws->lognorm);
     kvz_cuda_free(ws->gemm_out);
+    kvz_cuda_free(ws->partial);
     free(ws);
 }
 
@@ -464,8 +519,11 @@ static int bind_workspace(score_plan *sp, kvz_cuda_score_ws **wsp, kvz_error *er
     if (rc == KVZ_OK)
         rc = grow((void **)&ws->gemm_out, &ws->cap_gemm, sp->G * sp->gemm_rows * sp->D,
                   sizeof(float), err);
+    if (rc == KVZ_OK && sp->n_splits > 1)
+        rc = grow((void **)&ws->partial, &ws->cap_partial, sp->n_splits * sp->nP * sp->Hkv,
+                  sizeof(float), err);
     sp->log_xnorm = ws->log_xnorm, sp->lse = ws->lse, sp->lognorm = ws->lognorm;
-    sp->gemm_out = ws->gemm_out;
+    sp->gemm_out = ws->gemm_out, sp->partial = ws->partial;
     return rc;
 }
 
