@@ -1,42 +1,28 @@
 #!/usr/bin/env bash
 # bench_gpu_train: the GPU trainer vs the PyTorch reference on one GPU (issue 7
-# item 5). Not a test. Two steps, because the GPU machine has no -dev packages:
-#   bench/bench_gpu_train.sh build [BUILD_DIR]   (here: needs a CUDA build's
-#       libkvzap.a; links bench/bench_gpu_train.c with the Debian libraries
-#       static and writes BUILD_DIR/bench_gpu_train; carry BUILD_DIR along)
-#   bench/bench_gpu_train.sh run [BUILD_DIR] [--n N] [--epochs E] [--ridge-n N] [--tiny]
-#       (on the GPU machine) writes an HDF5 dataset (1 layer, D=4096, Hkv=8,
-#       N=131072 samples, float16 hidden states) to a temp dir, then times
-#       (a) kvzap train --device cuda of the MLP (hidden 512, batch 512, E=3
-#           epochs, float32 and tf32), wall time INCLUDING the HDF5 read;
+# item 5). Not a test. bench/bench_gpu_train.c is built with the library
+# (<build>/bench/bench_gpu_train, CMake); scripts/gpu-pack carries it with its
+# shared libraries to a GPU machine without -dev packages.
+#   bench/bench_gpu_train.sh [--bin DIR] [--n N] [--epochs E] [--ridge-n N] [--tiny]
+#   --bin: the CUDA build dir or a gpu-pack bin/ dir (default build).
+#   Writes an HDF5 dataset (1 layer, D=4096, Hkv=8, N=131072 samples,
+#   float16 hidden states) to a temp dir, then times
+#       (a) kvzap's GPU MLP trainer (hidden 512, batch 512, E=3 epochs, float32
+#           and tf32) through kvz_train_run, wall time INCLUDING the HDF5 read;
 #       (b) bench/train_reference_gpu.py: the same recipe in PyTorch, data
 #           already in GPU memory, fp32 default matmul;
 #       (c) ridge fit of 1.2M x 4096 on the GPU: ours (float64 sums from
 #           device blocks + host Cholesky) vs torch.linalg (X^T X + solve).
 #   Prints a markdown table. --tiny: D=64, N=4096, ridge 8192 rows (smoke run).
-# Env: KVZ_PYTHON (python with torch; default python3).
+# Env: KVZ_PYTHON (python with torch; default python3), KVZ_RUNNER (prefix for
+#      the binary, e.g. a packed loader; set by scripts/gpu-check).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mode=${1:-}; shift || true
-build=build
-if [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; then build=$1; shift; fi
-bin=$build/bench_gpu_train
-if [ "$mode" = build ]; then
-  lib=$build/libkvzap.a
-  [ -f "$lib" ] || { echo "bench_gpu_train: $lib not built (a CUDA build)" >&2; exit 1; }
-  L=/usr/lib/x86_64-linux-gnu
-  g++ -O2 -x c -std=c11 -Wall -Wextra -I. -I/usr/include/hdf5/serial bench/bench_gpu_train.c \
-    -x none "$lib" -o "$bin" \
-    $L/libhdf5_serial.a $L/libsz.a $L/libaec.a $L/libz.a $L/libopenblas.a $L/libjansson.a \
-    $L/libyaml.a $L/libpcre2-8.a $L/libutf8proc.a -lgfortran -lquadmath \
-    -L/usr/local/cuda/lib64 -lcudart_static -lcublas -lm -lpthread -ldl -lrt
-  echo "built $bin; it needs at run time: $(ldd "$bin" | awk '{print $1}' | grep -E 'cublas|gfortran|quadmath' | tr '\n' ' ')"
-  exit 0
-fi
-[ "$mode" = run ] || { echo "usage: bench_gpu_train.sh build|run [BUILD_DIR] [options]" >&2; exit 2; }
+bindir=build
 n=131072 D=4096 HKV=8 hidden=512 batch=512 epochs=3 ridge_n=1200000 tiny=
 while [ $# -gt 0 ]; do
   case "$1" in
+    --bin) bindir=$2; shift 2 ;;
     --n) n=$2; shift 2 ;;
     --epochs) epochs=$2; shift 2 ;;
     --ridge-n) ridge_n=$2; shift 2 ;;
@@ -44,16 +30,20 @@ while [ $# -gt 0 ]; do
     *) echo "bench_gpu_train: unknown argument $1" >&2; exit 2 ;;
   esac
 done
+bin=$bindir/bench/bench_gpu_train
+[ -x "$bin" ] || bin=$bindir/bench_gpu_train
+[ -x "$bin" ] || { echo "bench_gpu_train: no bench_gpu_train under $bindir (a CUDA build)" >&2; exit 1; }
+read -r -a runner <<<"${KVZ_RUNNER:-}"
+run_bin() { ${runner[@]+"${runner[@]}"} "$bin" "$@"; }
 py=${KVZ_PYTHON:-python3}
-[ -x "$bin" ] || { echo "bench_gpu_train: $bin missing (run: $0 build $build)" >&2; exit 1; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 echo "machine: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | head -1); $(date -u '+%Y-%m-%d %H:%M UTC')"
-w=$("$bin" write "$tmp/bench.h5" "$n" "$D" "$HKV")
+w=$(run_bin write "$tmp/bench.h5" "$n" "$D" "$HKV")
 echo "dataset: $w, $(du -h "$tmp/bench.h5" | cut -f1)"
-k32=$("$bin" mlp "$tmp/bench.h5" "$tmp/out32" "$hidden" "$batch" "$epochs" float32)
-ktf=$("$bin" mlp "$tmp/bench.h5" "$tmp/outtf" "$hidden" "$batch" "$epochs" tf32)
+k32=$(run_bin mlp "$tmp/bench.h5" "$tmp/out32" "$hidden" "$batch" "$epochs" float32)
+ktf=$(run_bin mlp "$tmp/bench.h5" "$tmp/outtf" "$hidden" "$batch" "$epochs" tf32)
 blocks=$(( ridge_n / 4096 > 0 ? ridge_n / 4096 : 1 ))
-kr=$("$bin" ridge "$ridge_n" "$D" "$HKV" "$blocks")
+kr=$(run_bin ridge "$ridge_n" "$D" "$HKV" "$blocks")
 p=$("$py" bench/train_reference_gpu.py $tiny --n "$n" --d "$D" --hkv "$HKV" --hidden "$hidden" \
      --batch "$batch" --epochs "$epochs" --ridge-n "$ridge_n")
 "$py" - "$k32" "$ktf" "$kr" "$p" <<'PY'
