@@ -15,43 +15,6 @@ extern "C" {
 #include "kvz_cuda_attention.h"
 }
 
-/* ---------- input checks (as model/forward_run.c) ---------- */
-
-static int check_ids(const kvz_cuda_forward *f, const int32_t *ids, size_t n, kvz_error *err)
-{
-    for (size_t i = 0; i < n; i++)
-        if (ids[i] < 0 || (size_t)ids[i] >= f->cfg.vocab_size)
-            return kvz_fail(err, KVZ_EINVAL,
-                            "%s: token id %ld at index %zu is outside the vocabulary (0..%zu)",
-                            f->source, (long)ids[i], i, f->cfg.vocab_size - 1);
-    return KVZ_OK;
-}
-
-static int window_applies(const kvz_model_config *c)
-{
-    if (!c->sliding_window)
-        return 0;
-    if (c->arch == KVZ_ARCH_QWEN2 || c->arch == KVZ_ARCH_QWEN3)
-        return c->max_window_layers < c->n_layers;
-    return 1;
-}
-
-static int check_length(const kvz_cuda_forward *f, size_t total, kvz_error *err)
-{
-    if (total > f->cfg.max_position_embeddings)
-        return kvz_fail(err, KVZ_EINVAL, "%s: %zu tokens exceed the context length of %zu tokens",
-                        f->source, total, f->cfg.max_position_embeddings);
-    if (total > f->max_tokens)
-        return kvz_fail(err, KVZ_EINVAL,
-                        "%s: %zu tokens exceed the KV-cache capacity of %zu tokens (context length %zu)",
-                        f->source, total, f->max_tokens, f->cfg.max_position_embeddings);
-    if (window_applies(&f->cfg) && total > f->cfg.sliding_window)
-        return kvz_fail(err, KVZ_EUNSUPPORTED,
-                        "%s: %zu tokens exceed the sliding window of %zu tokens; sliding-window "
-                        "attention is not implemented", f->source, total, f->cfg.sliding_window);
-    return KVZ_OK;
-}
-
 /* ---------- KV cache and scratch ---------- */
 
 /* Moves one layer's cache buffer to a new allocation of cap rows, keeping
@@ -290,27 +253,14 @@ static int lm_head(kvz_cuda_forward *f, size_t n, int mode, float *logits, kvz_e
     return rc;
 }
 
-static int check_run_args(const kvz_cuda_forward *f, const int32_t *ids, size_t n,
-                          int logits_mode, const float *logits, kvz_error *err)
-{
-    if (n == 0)
-        return kvz_fail(err, KVZ_EINVAL, "%s: no tokens to run", f->source);
-    if (!ids)
-        return kvz_fail(err, KVZ_EINVAL, "%s: NULL token ids", f->source);
-    if (logits_mode < KVZ_LOGITS_NONE || logits_mode > KVZ_LOGITS_ALL || (logits_mode && !logits))
-        return kvz_fail(err, KVZ_EINVAL, "%s: bad logits mode %d or no logits buffer", f->source,
-                        logits_mode);
-    int rc = check_ids(f, ids, n, err);
-    return rc ? rc : check_length(f, f->n_cached + n, err);
-}
-
 extern "C" int kvz_cuda_forward_run(kvz_cuda_forward *f, const int32_t *ids, size_t n,
                                     kvz_tap_fn tap, void *user, int logits_mode, float *logits,
                                     kvz_error *err)
 {
     if (!f)
         return kvz_fail(err, KVZ_EINVAL, "cuda forward: NULL handle");
-    int rc = check_run_args(f, ids, n, logits_mode, logits, err);
+    int rc = kvz_forward_check_run(&f->cfg, f->source, f->max_tokens, f->n_cached, ids, n,
+                                   logits_mode, logits, err);
     rc = rc ? rc : cf_check(f, cudaSetDevice(f->device), "cudaSetDevice", err);
     rc = rc ? rc : grow_cache(f, f->n_cached + n, err);
     rc = rc ? rc : get_scratch(f, n, err);

@@ -75,4 +75,13 @@ enum { KVZ_LOGITS_NONE = 0, KVZ_LOGITS_LAST = 1, KVZ_LOGITS_ALL = 2 };
 int kvz_forward_run(kvz_forward *f, const int32_t *ids, size_t n, kvz_tap_fn tap, void *user,
                     int logits_mode, float *logits, kvz_error *err);
 
+/* The argument checks of kvz_forward_run, shared with the GPU pass
+ * (kernels/kvz_cuda_forward.h) so both refuse the same inputs with the same
+ * messages: n > 0, ids non-NULL and inside the vocabulary, a valid logits
+ * mode with a buffer, n_cached + n within the context length, max_tokens
+ * and any active sliding window. source names the model in messages. */
+int kvz_forward_check_run(const kvz_model_config *cfg, const char *source, size_t max_tokens,
+                          size_t n_cached, const int32_t *ids, size_t n, int logits_mode,
+                          const float *logits, kvz_error *err);
+
 #endif

@@ -13,13 +13,14 @@ typedef struct run_buffers {
     float *h, *x, *qkv, *q, *attn, *proj, *gate_up, *act, *lse;
 } run_buffers;
 
-static int check_ids(const kvz_forward *f, const int32_t *ids, size_t n, kvz_error *err)
+static int check_ids(const kvz_model_config *c, const char *source, const int32_t *ids,
+                     size_t n, kvz_error *err)
 {
     for (size_t i = 0; i < n; i++)
-        if (ids[i] < 0 || (size_t)ids[i] >= f->cfg.vocab_size)
+        if (ids[i] < 0 || (size_t)ids[i] >= c->vocab_size)
             return kvz_fail(err, KVZ_EINVAL,
                             "%s: token id %ld at index %zu is outside the vocabulary (0..%zu)",
-                            f->source, (long)ids[i], i, f->cfg.vocab_size - 1);
+                            source, (long)ids[i], i, c->vocab_size - 1);
     return KVZ_OK;
 }
 
@@ -32,20 +33,36 @@ static int window_applies(const kvz_model_config *c)
     return 1;
 }
 
-static int check_length(const kvz_forward *f, size_t total, kvz_error *err)
+static int check_length(const kvz_model_config *c, const char *source, size_t max_tokens,
+                        size_t total, kvz_error *err)
 {
-    if (total > f->cfg.max_position_embeddings)
+    if (total > c->max_position_embeddings)
         return kvz_fail(err, KVZ_EINVAL, "%s: %zu tokens exceed the context length of %zu tokens",
-                        f->source, total, f->cfg.max_position_embeddings);
-    if (total > f->max_tokens)
+                        source, total, c->max_position_embeddings);
+    if (total > max_tokens)
         return kvz_fail(err, KVZ_EINVAL,
                         "%s: %zu tokens exceed the KV-cache capacity of %zu tokens (context length %zu)",
-                        f->source, total, f->max_tokens, f->cfg.max_position_embeddings);
-    if (window_applies(&f->cfg) && total > f->cfg.sliding_window)
+                        source, total, max_tokens, c->max_position_embeddings);
+    if (window_applies(c) && total > c->sliding_window)
         return kvz_fail(err, KVZ_EUNSUPPORTED,
                         "%s: %zu tokens exceed the sliding window of %zu tokens; sliding-window "
-                        "attention is not implemented", f->source, total, f->cfg.sliding_window);
+                        "attention is not implemented", source, total, c->sliding_window);
     return KVZ_OK;
+}
+
+int kvz_forward_check_run(const kvz_model_config *c, const char *source, size_t max_tokens,
+                          size_t n_cached, const int32_t *ids, size_t n, int logits_mode,
+                          const float *logits, kvz_error *err)
+{
+    if (n == 0)
+        return kvz_fail(err, KVZ_EINVAL, "%s: no tokens to run", source);
+    if (!ids)
+        return kvz_fail(err, KVZ_EINVAL, "%s: NULL token ids", source);
+    if (logits_mode < KVZ_LOGITS_NONE || logits_mode > KVZ_LOGITS_ALL || (logits_mode && !logits))
+        return kvz_fail(err, KVZ_EINVAL, "%s: bad logits mode %d or no logits buffer", source,
+                        logits_mode);
+    int rc = check_ids(c, source, ids, n, err);
+    return rc ? rc : check_length(c, source, max_tokens, n_cached + n, err);
 }
 
 static int grow_cache(kvz_forward *f, size_t need, kvz_error *err)
@@ -222,14 +239,9 @@ static void lm_head(kvz_forward *f, size_t n, run_buffers *b, int mode, float *l
 int kvz_forward_run(kvz_forward *f, const int32_t *ids, size_t n, kvz_tap_fn tap, void *user,
                     int logits_mode, float *logits, kvz_error *err)
 {
-    if (n == 0)
-        return kvz_fail(err, KVZ_EINVAL, "%s: no tokens to run", f->source);
-    if (logits_mode < KVZ_LOGITS_NONE || logits_mode > KVZ_LOGITS_ALL || (logits_mode && !logits))
-        return kvz_fail(err, KVZ_EINVAL, "%s: bad logits mode %d or no logits buffer", f->source,
-                        logits_mode);
     run_buffers b;
-    int rc = check_ids(f, ids, n, err);
-    rc = rc ? rc : check_length(f, f->n_cached + n, err);
+    int rc = kvz_forward_check_run(&f->cfg, f->source, f->max_tokens, f->n_cached, ids, n,
+                                   logits_mode, logits, err);
     rc = rc ? rc : grow_cache(f, f->n_cached + n, err);
     rc = rc ? rc : get_buffers(f, n, &b, err);
     if (rc)

@@ -88,8 +88,8 @@ typedef struct mlp_run {
     kvz_mlp_shape s;
     const kvz_mlp_options *o;
     const float *x, *y;
-    size_t n, n_train, n_val, n_params;
-    size_t *train_rows, *val_rows, *order; /* [n_train], [n_val], [n_train] */
+    size_t n, n_params;
+    kvz_mlp_plan plan; /* split and epoch order (mlp_plan.c) */
     float *flat, *grad, *m, *v, *xb, *yb;
     /* Data parallelism within a batch: part p of n_parts takes rows
      * [nb*p/P, nb*(p+1)/P) with its own workspace and gradient (sgemm on one
@@ -102,9 +102,7 @@ typedef struct mlp_run {
 
 static void run_free(mlp_run *r)
 {
-    free(r->train_rows);
-    free(r->val_rows);
-    free(r->order);
+    kvz_mlp_plan_free(&r->plan);
     free(r->flat);
     free(r->grad);
     free(r->m);
@@ -117,22 +115,6 @@ static void run_free(mlp_run *r)
     }
 }
 
-static int check_options(const kvz_mlp_options *o, size_t n, kvz_error *err)
-{
-    if (!o || o->epochs == 0 || o->batch_size == 0 || o->batch_size > ((size_t)1 << 24))
-        return kvz_fail(err, KVZ_EINVAL, "mlp: epochs and batch_size must be >= 1");
-    if (!(o->lr >= 0) || !(o->beta1 >= 0 && o->beta1 < 1) || !(o->beta2 >= 0 && o->beta2 < 1) ||
-        !(o->eps >= 0) || !(o->weight_decay >= 0) || !isfinite(o->max_grad_norm) ||
-        !(o->val_fraction >= 0 && o->val_fraction < 1))
-        return kvz_fail(err, KVZ_EINVAL,
-                        "mlp: bad optimizer options (lr %g, betas %g/%g, eps %g, weight_decay %g, "
-                        "val_fraction %g)",
-                        o->lr, o->beta1, o->beta2, o->eps, o->weight_decay, o->val_fraction);
-    if (n < 1)
-        return kvz_fail(err, KVZ_EINVAL, "mlp: no training rows");
-    return KVZ_OK;
-}
-
 static int check_finite(const float *v, size_t rows, size_t cols, const char *what,
                         kvz_error *err)
 {
@@ -141,66 +123,6 @@ static int check_finite(const float *v, size_t rows, size_t cols, const char *wh
             return kvz_fail(err, KVZ_EINVAL, "mlp: %s row %zu column %zu is not finite", what,
                             i / cols, i % cols);
     return KVZ_OK;
-}
-
-/* is_val[n]: 1 for validation rows, from o->val_rows or the seeded shuffle. */
-static int choose_split(mlp_run *r, unsigned char *is_val, kvz_error *err)
-{
-    const kvz_mlp_options *o = r->o;
-    size_t n = r->n;
-    if (o->val_rows) {
-        for (size_t i = 0; i < o->n_val; i++) {
-            if (o->val_rows[i] >= n || is_val[o->val_rows[i]])
-                return kvz_fail(err, KVZ_EINVAL,
-                                "mlp: val_rows[%zu] = %zu is out of range or repeated", i,
-                                o->val_rows[i]);
-            is_val[o->val_rows[i]] = 1;
-        }
-        r->n_val = o->n_val;
-    } else {
-        r->n_val = (size_t)ceil(o->val_fraction * (double)n);
-        size_t *perm = malloc(n * sizeof *perm);
-        if (!perm)
-            return kvz_fail(err, KVZ_ENOMEM, "mlp: out of memory");
-        for (size_t i = 0; i < n; i++)
-            perm[i] = i;
-        uint64_t rng = o->seed ^ KVZ_MLP_SALT_SPLIT;
-        kvz_mlp_rng_shuffle(&rng, perm, n);
-        for (size_t i = 0; i < r->n_val && i < n; i++)
-            is_val[perm[i]] = 1;
-        free(perm);
-    }
-    if (r->n_val >= n)
-        return kvz_fail(err, KVZ_EINVAL, "mlp: no training rows left (%zu rows, %zu validation)",
-                        n, r->n_val);
-    r->n_train = n - r->n_val;
-    return KVZ_OK;
-}
-
-static int setup_rows(mlp_run *r, kvz_error *err)
-{
-    unsigned char *is_val = calloc(r->n, 1);
-    if (!is_val)
-        return kvz_fail(err, KVZ_ENOMEM, "mlp: out of memory");
-    int rc = choose_split(r, is_val, err);
-    if (!rc) {
-        r->train_rows = malloc(r->n_train * sizeof *r->train_rows);
-        r->val_rows = malloc((r->n_val ? r->n_val : 1) * sizeof *r->val_rows);
-        r->order = malloc(r->n_train * sizeof *r->order);
-        if (!r->train_rows || !r->val_rows || !r->order)
-            rc = kvz_fail(err, KVZ_ENOMEM, "mlp: out of memory");
-    }
-    if (!rc) {
-        size_t it = 0, iv = 0;
-        for (size_t i = 0; i < r->n; i++) {
-            if (is_val[i])
-                r->val_rows[iv++] = i;
-            else
-                r->train_rows[it++] = i;
-        }
-    }
-    free(is_val);
-    return rc;
 }
 
 static int alloc_run(mlp_run *r, kvz_error *err)
@@ -316,61 +238,19 @@ static void adamw_all(mlp_run *r, size_t t, double lr)
     kvz_parallel_for(r->n_parts, adamw_slice, &j);
 }
 
-static int alloc_log(kvz_mlp_log *log, size_t epochs, size_t steps, kvz_error *err)
-{
-    memset(log, 0, sizeof *log);
-    log->n_epochs = epochs;
-    log->n_steps = steps;
-    log->train_loss = calloc(epochs, sizeof(double));
-    log->val_loss = calloc(epochs, sizeof(double));
-    log->lr = calloc(epochs, sizeof(double));
-    log->step_loss = calloc(steps, sizeof(double));
-    log->grad_norm = calloc(steps, sizeof(double));
-    if (!log->train_loss || !log->val_loss || !log->lr || !log->step_loss || !log->grad_norm) {
-        kvz_mlp_log_free(log);
-        return kvz_fail(err, KVZ_ENOMEM, "mlp: out of memory for the log");
-    }
-    return KVZ_OK;
-}
-
-/* order[k] = position in train_rows visited k-th in epoch e. */
-static int epoch_order(mlp_run *r, size_t e, kvz_error *err)
-{
-    size_t nt = r->n_train;
-    if (r->o->perms) {
-        const size_t *p = r->o->perms + e * nt;
-        memset(r->order, 0xff, nt * sizeof *r->order); /* SIZE_MAX marks unseen */
-        for (size_t k = 0; k < nt; k++) {
-            if (p[k] >= nt || r->order[p[k]] != (size_t)-1)
-                return kvz_fail(err, KVZ_EINVAL,
-                                "mlp: perms of epoch %zu is not a permutation of [0, %zu) "
-                                "(entry %zu = %zu)",
-                                e, nt, k, p[k]);
-            r->order[p[k]] = k;
-        }
-        memcpy(r->order, p, nt * sizeof *r->order);
-        return KVZ_OK;
-    }
-    for (size_t k = 0; k < nt; k++)
-        r->order[k] = k;
-    uint64_t rng = r->o->seed ^ (KVZ_MLP_SALT_SHUFFLE + (uint64_t)e);
-    kvz_mlp_rng_shuffle(&rng, r->order, nt);
-    return KVZ_OK;
-}
-
 /* MSE over the validation rows in batches (NaN when there are none). */
 static double validation_loss(mlp_run *r)
 {
-    if (r->n_val == 0)
+    if (r->plan.n_val == 0)
         return NAN;
     double sse = 0;
-    for (size_t i = 0; i < r->n_val; i += r->o->batch_size) {
-        size_t nb = r->n_val - i < r->o->batch_size ? r->n_val - i : r->o->batch_size;
+    for (size_t i = 0; i < r->plan.n_val; i += r->o->batch_size) {
+        size_t nb = r->plan.n_val - i < r->o->batch_size ? r->plan.n_val - i : r->o->batch_size;
         double loss;
-        batch_loss_grad(r, r->val_rows + i, nb, &loss, NULL);
+        batch_loss_grad(r, r->plan.val_rows + i, nb, &loss, NULL);
         sse += loss * (double)nb;
     }
-    return sse / (double)r->n_val;
+    return sse / (double)r->plan.n_val;
 }
 
 /* One epoch of batches; *t counts AdamW steps. */
@@ -381,10 +261,10 @@ static int run_epoch(mlp_run *r, size_t e, size_t *t, kvz_mlp_log *log, double *
     size_t B = r->o->batch_size, *rows = malloc(B * sizeof *rows);
     if (!rows)
         return kvz_fail(err, KVZ_ENOMEM, "mlp: out of memory");
-    for (size_t i = 0; i < r->n_train; i += B) {
-        size_t nb = r->n_train - i < B ? r->n_train - i : B;
+    for (size_t i = 0; i < r->plan.n_train; i += B) {
+        size_t nb = r->plan.n_train - i < B ? r->plan.n_train - i : B;
         for (size_t k = 0; k < nb; k++)
-            rows[k] = r->train_rows[r->order[i + k]];
+            rows[k] = r->plan.train_rows[r->plan.order[i + k]];
 
         double loss;
         batch_loss_grad(r, rows, nb, &loss, r->grad);
@@ -403,7 +283,7 @@ static int run_epoch(mlp_run *r, size_t e, size_t *t, kvz_mlp_log *log, double *
         sum += loss * (double)nb;
     }
     free(rows);
-    *train_loss = sum / (double)r->n_train;
+    *train_loss = sum / (double)r->plan.n_train;
     return KVZ_OK;
 }
 
@@ -423,9 +303,9 @@ static void bias_to_target_mean(mlp_run *r)
     size_t H = r->s.d_out;
     for (size_t h = 0; h < H; h++) {
         double sum = 0;
-        for (size_t k = 0; k < r->n_train; k++)
-            sum += r->y[r->train_rows[k] * H + h];
-        b2[h] = (float)(sum / (double)r->n_train);
+        for (size_t k = 0; k < r->plan.n_train; k++)
+            sum += r->y[r->plan.train_rows[k] * H + h];
+        b2[h] = (float)(sum / (double)r->plan.n_train);
     }
 }
 
@@ -433,13 +313,14 @@ static int train_epochs(mlp_run *r, kvz_mlp_log *log, kvz_error *err)
 {
     size_t t = 0, B = r->o->batch_size;
     if (log) {
-        int rc = alloc_log(log, r->o->epochs, r->o->epochs * ((r->n_train + B - 1) / B), err);
+        size_t steps = r->o->epochs * ((r->plan.n_train + B - 1) / B);
+        int rc = kvz_mlp_log_alloc(log, r->o->epochs, steps, err);
         if (rc)
             return rc;
     }
     for (size_t e = 0; e < r->o->epochs; e++) {
         double train_loss = 0;
-        int rc = epoch_order(r, e, err);
+        int rc = kvz_mlp_plan_epoch(&r->plan, r->o, e, err);
         if (!rc)
             rc = run_epoch(r, e, &t, log, &train_loss, err);
         if (rc)
@@ -467,7 +348,7 @@ int kvz_mlp_train(kvz_mlp_shape s, const float *x, const float *y, size_t n,
         !params.w2 || !params.b2)
         return kvz_fail(err, KVZ_EINVAL, "mlp: bad shape or NULL arrays (D=%zu Dh=%zu Hkv=%zu)",
                         s.d_in, s.d_hidden, s.d_out);
-    int rc = check_options(o, n, err);
+    int rc = kvz_mlp_check_options(o, n, err);
     if (!rc)
         rc = check_finite(x, n, s.d_in, "x", err);
     if (!rc)
@@ -475,7 +356,7 @@ int kvz_mlp_train(kvz_mlp_shape s, const float *x, const float *y, size_t n,
     if (rc)
         return rc;
     mlp_run r = {.s = s, .o = o, .x = x, .y = y, .n = n, .n_params = kvz_mlp_n_params(s)};
-    rc = setup_rows(&r, err);
+    rc = kvz_mlp_plan_create(o, n, &r.plan, err);
     if (!rc)
         rc = alloc_run(&r, err);
     if (!rc) {

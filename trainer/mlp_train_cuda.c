@@ -23,8 +23,8 @@ typedef struct cuda_run {
     kvz_mlp_shape s;
     const kvz_mlp_options *o;
     const kvz_cuda_rows *rows;
-    size_t n, n_train, n_val, n_params;
-    size_t *train_rows, *val_rows, *order; /* host, as mlp_train.c */
+    size_t n, n_params;
+    kvz_mlp_plan plan;                     /* split and epoch order (mlp_plan.c) */
     int64_t *epoch_rows;                   /* host [n_train]: train_rows[order[k]] */
     float *flat;                           /* host params */
     kvz_cuda_mlp *mlp;
@@ -34,9 +34,7 @@ typedef struct cuda_run {
 
 static void run_free(cuda_run *r)
 {
-    free(r->train_rows);
-    free(r->val_rows);
-    free(r->order);
+    kvz_mlp_plan_free(&r->plan);
     free(r->epoch_rows);
     free(r->flat);
     kvz_cuda_mlp_free(r->mlp);
@@ -46,60 +44,11 @@ static void run_free(cuda_run *r)
     kvz_cuda_free(r->yb_dev);
 }
 
-/* is_val from o->val_rows or the seeded shuffle (mlp_train.c's choose_split). */
-static int choose_split(cuda_run *r, unsigned char *is_val, kvz_error *err)
-{
-    const kvz_mlp_options *o = r->o;
-    if (o->val_rows) {
-        for (size_t i = 0; i < o->n_val; i++) {
-            if (o->val_rows[i] >= r->n || is_val[o->val_rows[i]])
-                return kvz_fail(err, KVZ_EINVAL,
-                                "mlp: val_rows[%zu] = %zu is out of range or repeated", i,
-                                o->val_rows[i]);
-            is_val[o->val_rows[i]] = 1;
-        }
-        r->n_val = o->n_val;
-    } else {
-        r->n_val = (size_t)ceil(o->val_fraction * (double)r->n);
-        size_t *perm = malloc(r->n * sizeof *perm);
-        if (!perm)
-            return kvz_fail(err, KVZ_ENOMEM, "mlp: out of memory");
-        for (size_t i = 0; i < r->n; i++)
-            perm[i] = i;
-        uint64_t rng = o->seed ^ KVZ_MLP_SALT_SPLIT;
-        kvz_mlp_rng_shuffle(&rng, perm, r->n);
-        for (size_t i = 0; i < r->n_val && i < r->n; i++)
-            is_val[perm[i]] = 1;
-        free(perm);
-    }
-    if (r->n_val >= r->n)
-        return kvz_fail(err, KVZ_EINVAL, "mlp: no training rows left (%zu rows, %zu validation)",
-                        r->n, r->n_val);
-    r->n_train = r->n - r->n_val;
-    return KVZ_OK;
-}
-
 static int setup_rows(cuda_run *r, kvz_error *err)
 {
-    unsigned char *is_val = calloc(r->n, 1);
-    if (!is_val)
-        return kvz_fail(err, KVZ_ENOMEM, "mlp: out of memory");
-    int rc = choose_split(r, is_val, err);
-    if (!rc) {
-        r->train_rows = malloc(r->n_train * sizeof *r->train_rows);
-        r->val_rows = malloc((r->n_val ? r->n_val : 1) * sizeof *r->val_rows);
-        r->order = malloc(r->n_train * sizeof *r->order);
-        r->epoch_rows = malloc((r->n > r->n_train ? r->n : r->n_train) * sizeof *r->epoch_rows);
-        if (!r->train_rows || !r->val_rows || !r->order || !r->epoch_rows)
-            rc = kvz_fail(err, KVZ_ENOMEM, "mlp: out of memory");
-    }
-    for (size_t i = 0, it = 0, iv = 0; !rc && i < r->n; i++) {
-        if (is_val[i])
-            r->val_rows[iv++] = i;
-        else
-            r->train_rows[it++] = i;
-    }
-    free(is_val);
+    int rc = kvz_mlp_plan_create(r->o, r->n, &r->plan, err);
+    if (!rc && !(r->epoch_rows = malloc(r->n * sizeof *r->epoch_rows)))
+        rc = kvz_fail(err, KVZ_ENOMEM, "mlp: out of memory");
     return rc;
 }
 
@@ -116,14 +65,15 @@ static int alloc_device(cuda_run *r, const kvz_mlp_cuda_options *co, kvz_error *
 {
     size_t B = r->o->batch_size < r->n ? r->o->batch_size : r->n;
     int rc = kvz_cuda_mlp_create(r->s, B, precision_flags(co), &r->mlp, err);
-    rc = rc ? rc : kvz_cuda_alloc((void **)&r->idx_dev, r->n_train * sizeof(int64_t), err);
-    rc = rc ? rc : kvz_cuda_alloc((void **)&r->val_dev, (r->n_val ? r->n_val : 1) * sizeof(int64_t), err);
+    rc = rc ? rc : kvz_cuda_alloc((void **)&r->idx_dev, r->plan.n_train * sizeof(int64_t), err);
+    size_t n_val_alloc = r->plan.n_val ? r->plan.n_val : 1;
+    rc = rc ? rc : kvz_cuda_alloc((void **)&r->val_dev, n_val_alloc * sizeof(int64_t), err);
     rc = rc ? rc : kvz_cuda_alloc((void **)&r->xb_dev, B * r->s.d_in * sizeof(float), err);
     rc = rc ? rc : kvz_cuda_alloc((void **)&r->yb_dev, B * r->s.d_out * sizeof(float), err);
-    for (size_t i = 0; rc == KVZ_OK && i < r->n_val; i++)
-        r->epoch_rows[i] = (int64_t)r->val_rows[i];
-    if (rc == KVZ_OK && r->n_val)
-        rc = kvz_cuda_upload(r->val_dev, r->epoch_rows, r->n_val * sizeof(int64_t), err);
+    for (size_t i = 0; rc == KVZ_OK && i < r->plan.n_val; i++)
+        r->epoch_rows[i] = (int64_t)r->plan.val_rows[i];
+    if (rc == KVZ_OK && r->plan.n_val)
+        rc = kvz_cuda_upload(r->val_dev, r->epoch_rows, r->plan.n_val * sizeof(int64_t), err);
     return rc;
 }
 
@@ -136,9 +86,9 @@ static int init_params(cuda_run *r, const float *y, kvz_surrogate_layer params, 
         kvz_mlp_init_default(r->s, r->flat, r->o->seed);
         for (size_t h = 0; r->o->init_b2_mean && h < H; h++) {
             double sum = 0;
-            for (size_t k = 0; k < r->n_train; k++)
-                sum += y[r->train_rows[k] * H + h];
-            f.b2[h] = (float)(sum / (double)r->n_train);
+            for (size_t k = 0; k < r->plan.n_train; k++)
+                sum += y[r->plan.train_rows[k] * H + h];
+            f.b2[h] = (float)(sum / (double)r->plan.n_train);
         }
     } else {
         memcpy(f.w1, params.w1, r->s.d_hidden * r->s.d_in * sizeof(float));
@@ -152,44 +102,29 @@ static int init_params(cuda_run *r, const float *y, kvz_surrogate_layer params, 
 /* Epoch e's row order (mlp_train.c's epoch_order), uploaded as dataset rows. */
 static int upload_epoch_order(cuda_run *r, size_t e, kvz_error *err)
 {
-    size_t nt = r->n_train;
-    if (r->o->perms) {
-        const size_t *p = r->o->perms + e * nt;
-        memset(r->order, 0xff, nt * sizeof *r->order);
-        for (size_t k = 0; k < nt; k++) {
-            if (p[k] >= nt || r->order[p[k]] != (size_t)-1)
-                return kvz_fail(err, KVZ_EINVAL,
-                                "mlp: perms of epoch %zu is not a permutation of [0, %zu) "
-                                "(entry %zu = %zu)",
-                                e, nt, k, p[k]);
-            r->order[p[k]] = k;
-        }
-        memcpy(r->order, p, nt * sizeof *r->order);
-    } else {
-        for (size_t k = 0; k < nt; k++)
-            r->order[k] = k;
-        uint64_t rng = r->o->seed ^ (KVZ_MLP_SALT_SHUFFLE + (uint64_t)e);
-        kvz_mlp_rng_shuffle(&rng, r->order, nt);
-    }
+    size_t nt = r->plan.n_train;
+    int rc = kvz_mlp_plan_epoch(&r->plan, r->o, e, err);
+    if (rc)
+        return rc;
     for (size_t k = 0; k < nt; k++)
-        r->epoch_rows[k] = (int64_t)r->train_rows[r->order[k]];
+        r->epoch_rows[k] = (int64_t)r->plan.train_rows[r->plan.order[k]];
     return kvz_cuda_upload(r->idx_dev, r->epoch_rows, nt * sizeof(int64_t), err);
 }
 
 static double validation_loss(cuda_run *r, int *rc, kvz_error *err)
 {
-    if (r->n_val == 0)
+    if (r->plan.n_val == 0)
         return NAN;
     double sse = 0;
     size_t B = r->o->batch_size;
-    for (size_t i = 0; *rc == KVZ_OK && i < r->n_val; i += B) {
-        size_t nb = r->n_val - i < B ? r->n_val - i : B;
+    for (size_t i = 0; *rc == KVZ_OK && i < r->plan.n_val; i += B) {
+        size_t nb = r->plan.n_val - i < B ? r->plan.n_val - i : B;
         double loss = 0;
         *rc = kvz_cuda_rows_gather(r->rows, r->val_dev + i, 0, nb, r->xb_dev, r->yb_dev, err);
         *rc = *rc ? *rc : kvz_cuda_mlp_loss(r->mlp, r->xb_dev, r->yb_dev, nb, &loss, err);
         sse += loss * (double)nb;
     }
-    return sse / (double)r->n_val;
+    return sse / (double)r->plan.n_val;
 }
 
 /* One step on batch rows idx_dev[i .. i+nb). */
@@ -213,8 +148,8 @@ static int run_epoch(cuda_run *r, size_t e, size_t *t, kvz_mlp_log *log, double 
     double lr = kvz_mlp_epoch_lr(r->o, e), sum = 0;
     size_t B = r->o->batch_size;
     int rc = upload_epoch_order(r, e, err);
-    for (size_t i = 0; rc == KVZ_OK && i < r->n_train; i += B) {
-        size_t nb = r->n_train - i < B ? r->n_train - i : B;
+    for (size_t i = 0; rc == KVZ_OK && i < r->plan.n_train; i += B) {
+        size_t nb = r->plan.n_train - i < B ? r->plan.n_train - i : B;
         double loss = 0, norm = 0;
         ++*t;
         rc = train_step(r, i, nb, *t, lr, &loss, &norm, err);
@@ -224,29 +159,15 @@ static int run_epoch(cuda_run *r, size_t e, size_t *t, kvz_mlp_log *log, double 
         }
         sum += loss * (double)nb;
     }
-    *train_loss = sum / (double)r->n_train;
+    *train_loss = sum / (double)r->plan.n_train;
     return rc;
-}
-
-static int alloc_log(kvz_mlp_log *log, size_t epochs, size_t steps, kvz_error *err)
-{
-    log->n_epochs = epochs;
-    log->n_steps = steps;
-    log->train_loss = calloc(epochs, sizeof(double));
-    log->val_loss = calloc(epochs, sizeof(double));
-    log->lr = calloc(epochs, sizeof(double));
-    log->step_loss = calloc(steps, sizeof(double));
-    log->grad_norm = calloc(steps, sizeof(double));
-    if (!log->train_loss || !log->val_loss || !log->lr || !log->step_loss || !log->grad_norm)
-        return kvz_fail(err, KVZ_ENOMEM, "mlp: out of memory for the log");
-    return KVZ_OK;
 }
 
 static int train_epochs(cuda_run *r, kvz_mlp_log *log, kvz_error *err)
 {
     size_t t = 0, B = r->o->batch_size;
-    int rc = log ? alloc_log(log, r->o->epochs, r->o->epochs * ((r->n_train + B - 1) / B), err)
-                 : KVZ_OK;
+    size_t steps = r->o->epochs * ((r->plan.n_train + B - 1) / B);
+    int rc = log ? kvz_mlp_log_alloc(log, r->o->epochs, steps, err) : KVZ_OK;
     for (size_t e = 0; rc == KVZ_OK && e < r->o->epochs; e++) {
         double train_loss = 0;
         rc = run_epoch(r, e, &t, log, &train_loss, err);
@@ -271,12 +192,10 @@ static int check_args(kvz_mlp_shape s, const kvz_cuda_rows *rows, const float *y
         !p.b2)
         return kvz_fail(err, KVZ_EINVAL, "mlp: bad shape or NULL arguments (D=%zu Dh=%zu Hkv=%zu)",
                         s.d_in, s.d_hidden, s.d_out);
-    if (o->epochs == 0 || o->batch_size == 0 || o->batch_size > ((size_t)1 << 24))
-        return kvz_fail(err, KVZ_EINVAL, "mlp: epochs and batch_size must be >= 1");
-    if (!(o->val_fraction >= 0 && o->val_fraction < 1) || !(o->lr >= 0))
-        return kvz_fail(err, KVZ_EINVAL, "mlp: bad options (lr %g, val_fraction %g)", o->lr,
-                        o->val_fraction);
-    if (n < 1 || kvz_cuda_rows_count(rows) != n)
+    int rc = kvz_mlp_check_options(o, n, err);
+    if (rc)
+        return rc;
+    if (kvz_cuda_rows_count(rows) != n)
         return kvz_fail(err, KVZ_EINVAL, "mlp: %zu rows requested, %zu held on the device", n,
                         kvz_cuda_rows_count(rows));
     for (size_t i = 0; i < n * s.d_out; i++)

@@ -1,5 +1,7 @@
 /* mlp_work: private to trainer/mlp*.c. The reusable batch workspace for the
- * MLP forward/backward, and the documented splitmix64 RNG (see mlp.h). */
+ * MLP forward/backward, the documented splitmix64 RNG (see mlp.h), and the
+ * device-independent part of the recipe that the CPU trainer (mlp_train.c)
+ * and the CUDA one (mlp_train_cuda.c) share (mlp_plan.c). */
 #ifndef KVZ_MLP_WORK_H
 #define KVZ_MLP_WORK_H
 
@@ -47,5 +49,32 @@ static inline void kvz_mlp_rng_shuffle(uint64_t *state, size_t *v, size_t n)
         v[j] = t;
     }
 }
+
+/* ---------- the plan: option checks, split, epoch orders, log ---------- */
+
+/* Refuses bad kvz_mlp_options (epochs/batch_size, lr, betas, eps, weight
+ * decay, clip, val_fraction) and n == 0, with "mlp: ..." messages. */
+int kvz_mlp_check_options(const kvz_mlp_options *o, size_t n, kvz_error *err);
+
+/* Which rows train and validate, and in which order an epoch visits them. */
+typedef struct kvz_mlp_plan {
+    size_t n, n_train, n_val;
+    size_t *train_rows; /* [n_train] ascending dataset rows of the training split */
+    size_t *val_rows;   /* [n_val] ascending validation rows */
+    size_t *order;      /* [n_train] after kvz_mlp_plan_epoch: epoch e visits
+                           train_rows[order[0]], train_rows[order[1]], ... */
+} kvz_mlp_plan;
+
+/* The split of n rows: o->val_rows when given, else ceil(val_fraction * n)
+ * rows from the seeded shuffle (salt KVZ_MLP_SALT_SPLIT). Errors: KVZ_EINVAL
+ * (bad val_rows, no training row left), KVZ_ENOMEM. */
+int kvz_mlp_plan_create(const kvz_mlp_options *o, size_t n, kvz_mlp_plan *p, kvz_error *err);
+/* p->order for 0-based epoch e: o->perms[e] when given (checked to be a
+ * permutation), else the seeded shuffle (salt KVZ_MLP_SALT_SHUFFLE + e). */
+int kvz_mlp_plan_epoch(kvz_mlp_plan *p, const kvz_mlp_options *o, size_t e, kvz_error *err);
+void kvz_mlp_plan_free(kvz_mlp_plan *p);
+
+/* Zeroed log arrays for epochs epochs and steps steps (freed on failure). */
+int kvz_mlp_log_alloc(kvz_mlp_log *log, size_t epochs, size_t steps, kvz_error *err);
 
 #endif
