@@ -180,8 +180,8 @@ static int score_tap(const kvz_layer_tap *tap, void *user, kvz_error *err)
     return KVZ_OK;
 }
 
-static int check_positions(const kvz_oracle_prompt *p, const size_t *positions, size_t n_pos,
-                           kvz_error *err)
+int kvz_oracle_check_positions(const kvz_oracle_prompt *p, const size_t *positions,
+                               size_t n_pos, kvz_error *err)
 {
     for (size_t s = 0; s < n_pos; s++) {
         if (positions[s] < p->context_start || positions[s] >= p->context_end ||
@@ -200,7 +200,7 @@ int kvz_oracle_score_single(kvz_forward *f, const kvz_oracle_prompt *p, const si
 {
     if (!f || !p || !p->ids || !out_logscores || (n_pos && !positions))
         return kvz_fail(err, KVZ_EINVAL, "kvz_oracle_score_single: NULL argument");
-    int rc = check_positions(p, positions, n_pos, err);
+    int rc = kvz_oracle_check_positions(p, positions, n_pos, err);
     if (rc)
         return rc;
     const kvz_model_config *cfg = kvz_forward_config(f);

@@ -36,6 +36,11 @@ void kvz_oracle_prompt_free(kvz_oracle_prompt *p);
 size_t kvz_oracle_sample_positions(size_t p0, size_t p1, size_t n_tokens, uint64_t seed,
                                    uint64_t doc_key, size_t *out);
 
+/* KVZ_EINVAL unless positions[n_pos] ascend strictly inside P (what the
+ * scoring passes accept; the message names the first bad one). */
+int kvz_oracle_check_positions(const kvz_oracle_prompt *p, const size_t *positions,
+                               size_t n_pos, kvz_error *err);
+
 /* One causal pass over p->ids (f is reset first). positions: ascending,
  * absolute, within P. out_hidden: [L, n_pos, D] x of each layer at those
  * positions (NULL to skip); out_logscores: [L, n_pos, Hkv] y = ln s. */

@@ -94,19 +94,6 @@ static int cuda_tap(const kvz_layer_tap *tap, void *user, kvz_error *err)
                                    p->repeat_start, p->repeat_end, err);
 }
 
-static int check_positions(const kvz_oracle_prompt *p, const size_t *positions, size_t n,
-                           kvz_error *err)
-{
-    for (size_t s = 0; s < n; s++)
-        if (positions[s] < p->context_start || positions[s] >= p->context_end ||
-            (s > 0 && positions[s] <= positions[s - 1]))
-            return kvz_fail(err, KVZ_EINVAL,
-                            "sample position %zu (#%zu) is not ascending within the context "
-                            "[%zu, %zu)",
-                            positions[s], s, p->context_start, p->context_end);
-    return KVZ_OK;
-}
-
 int kvz_oracle_cuda_engine_score(kvz_oracle_engine *e, const kvz_oracle_prompt *p,
                                  const size_t *positions, size_t n, float *out_hidden,
                                  float *out_logscores, size_t slot, kvz_error *err)
@@ -115,7 +102,7 @@ int kvz_oracle_cuda_engine_score(kvz_oracle_engine *e, const kvz_oracle_prompt *
     if (!p || !p->ids || !out_logscores || !positions || n == 0 ||
         (e->opt.with_hidden && !out_hidden))
         return kvz_fail(err, KVZ_EINVAL, "oracle (cuda): NULL argument or no samples");
-    int rc = check_positions(p, positions, n, err);
+    int rc = kvz_oracle_check_positions(p, positions, n, err);
     rc = rc ? rc
             : kvz_cuda_pipeline_begin(c->pipe, positions, n, p->context_start,
                                       p->context_end - p->context_start, err);
