@@ -322,7 +322,7 @@ int kvz_chat_template_load(const char *model_path, const char *override_or_NULL,
 {
     *out = NULL;
     if (override_or_NULL && strcmp(override_or_NULL, "auto") != 0) {
-        kvz_chat_family f;
+        kvz_chat_family f = KVZ_CHAT_CHATML_SMOLLM2;
         int rc = kvz_chat_family_from_name(override_or_NULL, &f, err);
         return rc ? rc : kvz_chat_template_from_family(f, out, err);
     }
