@@ -23,6 +23,7 @@ int cf_check(const kvz_cuda_forward *f, cudaError_t rc, const char *what, kvz_er
 {
     if (rc == cudaSuccess)
         return KVZ_OK;
+    (void)cudaGetLastError(); /* consumed: never re-reported by a later launch check */
     return kvz_fail(err, KVZ_EIO, "%s: cuda forward: %s: %s (%s)", f->source, what,
                     cudaGetErrorName(rc), cudaGetErrorString(rc));
 }

@@ -22,6 +22,10 @@ int kvz_cuda_check(cudaError_t rc, const char *what, kvz_error *err)
 {
     if (rc == cudaSuccess)
         return KVZ_OK;
+    /* Consume the reported error: a non-sticky one (a failed cudaMalloc or
+     * cudaMallocHost the caller recovers from) would otherwise stay in the
+     * last-error state and fail the next launch's cudaGetLastError check. */
+    (void)cudaGetLastError();
     int code = rc == cudaErrorMemoryAllocation ? KVZ_ENOMEM : KVZ_EIO;
     return kvz_fail(err, code, "%s: %s (%s)", what, cudaGetErrorString(rc), cudaGetErrorName(rc));
 }

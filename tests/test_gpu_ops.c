@@ -205,6 +205,18 @@ static void test_bad_arguments(void)
     kvz_cuda_free(dev);
 }
 
+/* A failed allocation (the trainer falls back to pageable memory or the CPU
+ * after one) must not leave CUDA's last-error state set: the next kernel
+ * launch's cudaGetLastError check would report it as a launch failure. */
+static void test_failed_alloc_then_launch(void)
+{
+    kvz_error err = {0};
+    void *huge = NULL;
+    KVZ_CHECK(kvz_cuda_alloc(&huge, (size_t)1 << 50, &err) == KVZ_ENOMEM && huge == NULL,
+              "a 1 PiB cudaMalloc fails with KVZ_ENOMEM: %s", err.msg);
+    test_rmsnorm(3, 8, 0);
+}
+
 int main(void)
 {
     if (!kvz_cuda_compiled())
@@ -221,6 +233,7 @@ int main(void)
     test_rope(37, 5, 72, 5000, 500000.0, &llama3); /* all three llama3 bands at dh 72 */
     test_swiglu(37, 217);
     test_bad_arguments();
+    test_failed_alloc_then_launch();
     kvz_cuda_ops_release();
     return kvz_test_done();
 }
