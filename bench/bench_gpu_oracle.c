@@ -130,7 +130,7 @@ static int run_doc(bench *b, size_t d, int *used, kvz_error *err)
     size_t n = kvz_oracle_sample_positions(p->context_start, p->context_end, b->a.samples, 1, d,
                                            b->positions);
     rc = rc ? rc
-            : kvz_cuda_pipeline_begin(b->pipe, b->positions, n, p->context_start,
+            : kvz_cuda_pipeline_begin(b->pipe, slot, b->positions, n, p->context_start,
                                       p->context_end - p->context_start, err);
     doc_tap t = {b->pipe, kvz_cuda_forward_config(b->fwd), p};
     kvz_cuda_forward_reset(b->fwd);

@@ -20,14 +20,16 @@ struct kvz_cuda_pipeline {
     cudaEvent_t compute_done; /* staging complete for the current document */
     cudaEvent_t *slot_done;   /* [n_slots] the slot's copy has landed */
     size_t n_events;          /* created slot events */
-    int have_copy;            /* a copy was queued: begin() must wait for it */
-    size_t last_slot;
+    int *slot_copying;        /* [n_slots] a copy out of the slot's staging was queued */
     size_t *d_positions;      /* [n_max] */
     float *d_layer_scores;    /* [cap_context, Hkv] */
     size_t cap_context;
-    float *staging_hidden;    /* [L, n_max, D] (used as [L, n, D]) */
-    float *staging_scores;    /* [L, n_max, Hkv] (used as [L, n, Hkv]) */
-    size_t n, p0;             /* the current document */
+    /* Per slot, so that document i+1 computes into one staging while
+     * document i's copy still reads the other (the copy stream does not
+     * block the compute stream). */
+    float **staging_hidden;   /* [n_slots][L, n_max, D] (used as [L, n, D]) */
+    float **staging_scores;   /* [n_slots][L, n_max, Hkv] (used as [L, n, Hkv]) */
+    size_t n, p0, slot;       /* the current document and its slot */
     kvz_cuda_score_ws *ws;
 };
 
@@ -90,13 +92,19 @@ static int create_events(kvz_cuda_pipeline *p, kvz_error *err)
 static int alloc_staging(kvz_cuda_pipeline *p, kvz_error *err)
 {
     const kvz_cuda_pipeline_shape *s = &p->shape;
+    p->staging_hidden = (float **)calloc(s->n_slots, sizeof *p->staging_hidden);
+    p->staging_scores = (float **)calloc(s->n_slots, sizeof *p->staging_scores);
+    p->slot_copying = (int *)calloc(s->n_slots, sizeof *p->slot_copying);
+    if (!p->staging_hidden || !p->staging_scores || !p->slot_copying)
+        return kvz_fail(err, KVZ_ENOMEM, "oracle pipeline: out of memory");
     int rc = kvz_cuda_alloc((void **)&p->d_positions, s->n_max * sizeof(size_t), err);
-    if (rc == KVZ_OK)
-        rc = kvz_cuda_alloc((void **)&p->staging_scores,
+    for (size_t k = 0; rc == KVZ_OK && k < s->n_slots; k++) {
+        rc = kvz_cuda_alloc((void **)&p->staging_scores[k],
                             s->n_layers * s->n_max * s->n_kv_heads * sizeof(float), err);
-    if (rc == KVZ_OK && s->with_hidden)
-        rc = kvz_cuda_alloc((void **)&p->staging_hidden,
-                            s->n_layers * s->n_max * s->d_model * sizeof(float), err);
+        if (rc == KVZ_OK && s->with_hidden)
+            rc = kvz_cuda_alloc((void **)&p->staging_hidden[k],
+                                s->n_layers * s->n_max * s->d_model * sizeof(float), err);
+    }
     return rc;
 }
 
@@ -113,7 +121,10 @@ extern "C" int kvz_cuda_pipeline_create(void *compute_stream,
         return kvz_fail(err, KVZ_ENOMEM, "oracle pipeline: out of memory");
     p->shape = *shape;
     p->compute = (cudaStream_t)compute_stream;
-    int rc = kvz_cuda_check(cudaStreamCreate(&p->copy), "oracle pipeline: cudaStreamCreate", err);
+    /* Non-blocking: the compute stream may be the legacy default stream,
+     * which would otherwise wait for every copy (and they for it). */
+    int rc = kvz_cuda_check(cudaStreamCreateWithFlags(&p->copy, cudaStreamNonBlocking),
+                            "oracle pipeline: cudaStreamCreateWithFlags", err);
     p->own_copy = rc == KVZ_OK;
     if (rc == KVZ_OK)
         rc = create_events(p, err);
@@ -136,8 +147,13 @@ extern "C" void kvz_cuda_pipeline_free(kvz_cuda_pipeline *p)
     kvz_cuda_score_ws_free(p->ws);
     kvz_cuda_free(p->d_positions);
     kvz_cuda_free(p->d_layer_scores);
-    kvz_cuda_free(p->staging_hidden);
-    kvz_cuda_free(p->staging_scores);
+    for (size_t k = 0; k < p->shape.n_slots; k++) {
+        kvz_cuda_free(p->staging_hidden ? p->staging_hidden[k] : NULL);
+        kvz_cuda_free(p->staging_scores ? p->staging_scores[k] : NULL);
+    }
+    free(p->staging_hidden);
+    free(p->staging_scores);
+    free(p->slot_copying);
     for (size_t i = 0; i < p->n_events; i++)
         cudaEventDestroy(p->slot_done[i]);
     if (p->compute_done)
@@ -164,9 +180,12 @@ static int grow_layer_scores(kvz_cuda_pipeline *p, size_t n_context, kvz_error *
     return rc;
 }
 
-extern "C" int kvz_cuda_pipeline_begin(kvz_cuda_pipeline *p, const size_t *positions, size_t n,
-                                       size_t p0, size_t n_context, kvz_error *err)
+extern "C" int kvz_cuda_pipeline_begin(kvz_cuda_pipeline *p, size_t slot,
+                                       const size_t *positions, size_t n, size_t p0,
+                                       size_t n_context, kvz_error *err)
 {
+    if (slot >= p->shape.n_slots)
+        return kvz_fail(err, KVZ_EINVAL, "oracle pipeline: bad slot %zu", slot);
     if (n == 0 || n > p->shape.n_max || !positions)
         return kvz_fail(err, KVZ_EINVAL, "oracle pipeline: %zu samples (at most %zu)", n,
                         p->shape.n_max);
@@ -176,8 +195,8 @@ extern "C" int kvz_cuda_pipeline_begin(kvz_cuda_pipeline *p, const size_t *posit
                             "oracle pipeline: sample position %zu outside the context [%zu, %zu)",
                             positions[s], p0, p0 + n_context);
     int rc = KVZ_OK;
-    if (p->have_copy) /* staging is read by the previous copy until it lands */
-        rc = kvz_cuda_check(cudaStreamWaitEvent(p->compute, p->slot_done[p->last_slot], 0),
+    if (p->slot_copying[slot]) /* the slot's staging is read by its last copy until it lands */
+        rc = kvz_cuda_check(cudaStreamWaitEvent(p->compute, p->slot_done[slot], 0),
                             "oracle pipeline: cudaStreamWaitEvent", err);
     rc = rc ? rc : grow_layer_scores(p, n_context, err);
     if (rc == KVZ_OK)
@@ -185,7 +204,7 @@ extern "C" int kvz_cuda_pipeline_begin(kvz_cuda_pipeline *p, const size_t *posit
                                             cudaMemcpyHostToDevice, p->compute),
                             "oracle pipeline: positions cudaMemcpyAsync", err);
     if (rc == KVZ_OK)
-        p->n = n, p->p0 = p0;
+        p->n = n, p->p0 = p0, p->slot = slot;
     return rc;
 }
 
@@ -204,10 +223,10 @@ extern "C" int kvz_cuda_pipeline_layer(kvz_cuda_pipeline *p, const kvz_layer_tap
     if (rc != KVZ_OK)
         return rc;
     size_t l = tap->layer, n = p->n, D = s->d_model, Hkv = s->n_kv_heads;
-    float *hid = s->with_hidden ? p->staging_hidden + l * n * D : NULL;
+    float *hid = s->with_hidden ? p->staging_hidden[p->slot] + l * n * D : NULL;
     gather_samples_kernel<<<kvz_cuda_blocks_for(n, 1), GATHER_THREADS, 0, p->compute>>>(
         tap->x, D, p->d_layer_scores, Hkv, p->d_positions, n, p0, hid,
-        p->staging_scores + l * n * Hkv);
+        p->staging_scores[p->slot] + l * n * Hkv);
     return kvz_cuda_check_launch("oracle pipeline: gather launch", err);
 }
 
@@ -215,9 +234,10 @@ extern "C" int kvz_cuda_pipeline_copy_out(kvz_cuda_pipeline *p, size_t slot, flo
                                           float *host_scores, kvz_error *err)
 {
     const kvz_cuda_pipeline_shape *s = &p->shape;
-    if (slot >= s->n_slots || !host_scores || (s->with_hidden && !host_hidden))
-        return kvz_fail(err, KVZ_EINVAL, "oracle pipeline: bad slot %zu or NULL host buffer",
-                        slot);
+    if (slot >= s->n_slots || slot != p->slot || !host_scores || (s->with_hidden && !host_hidden))
+        return kvz_fail(err, KVZ_EINVAL,
+                        "oracle pipeline: slot %zu is not the document's (%zu) or NULL host buffer",
+                        slot, p->slot);
     size_t L = s->n_layers, n = p->n;
     int rc = kvz_cuda_check(cudaEventRecord(p->compute_done, p->compute),
                             "oracle pipeline: cudaEventRecord", err);
@@ -225,12 +245,12 @@ extern "C" int kvz_cuda_pipeline_copy_out(kvz_cuda_pipeline *p, size_t slot, flo
         rc = kvz_cuda_check(cudaStreamWaitEvent(p->copy, p->compute_done, 0),
                             "oracle pipeline: cudaStreamWaitEvent", err);
     if (rc == KVZ_OK)
-        rc = kvz_cuda_check(cudaMemcpyAsync(host_scores, p->staging_scores,
+        rc = kvz_cuda_check(cudaMemcpyAsync(host_scores, p->staging_scores[slot],
                                             L * n * s->n_kv_heads * sizeof(float),
                                             cudaMemcpyDeviceToHost, p->copy),
                             "oracle pipeline: scores cudaMemcpyAsync", err);
     if (rc == KVZ_OK && s->with_hidden)
-        rc = kvz_cuda_check(cudaMemcpyAsync(host_hidden, p->staging_hidden,
+        rc = kvz_cuda_check(cudaMemcpyAsync(host_hidden, p->staging_hidden[slot],
                                             L * n * s->d_model * sizeof(float),
                                             cudaMemcpyDeviceToHost, p->copy),
                             "oracle pipeline: hidden cudaMemcpyAsync", err);
@@ -238,7 +258,7 @@ extern "C" int kvz_cuda_pipeline_copy_out(kvz_cuda_pipeline *p, size_t slot, flo
         rc = kvz_cuda_check(cudaEventRecord(p->slot_done[slot], p->copy),
                             "oracle pipeline: cudaEventRecord", err);
     if (rc == KVZ_OK)
-        p->have_copy = 1, p->last_slot = slot;
+        p->slot_copying[slot] = 1;
     return rc;
 }
 

@@ -48,10 +48,10 @@ void kvz_cuda_pipeline_free(kvz_cuda_pipeline *p)
     (void)p;
 }
 
-int kvz_cuda_pipeline_begin(kvz_cuda_pipeline *p, const size_t *positions, size_t n, size_t p0,
-                            size_t n_context, kvz_error *err)
+int kvz_cuda_pipeline_begin(kvz_cuda_pipeline *p, size_t slot, const size_t *positions, size_t n,
+                            size_t p0, size_t n_context, kvz_error *err)
 {
-    (void)p, (void)positions, (void)n, (void)p0, (void)n_context;
+    (void)p, (void)slot, (void)positions, (void)n, (void)p0, (void)n_context;
     return no_cuda(err);
 }
 

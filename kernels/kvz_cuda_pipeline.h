@@ -7,14 +7,18 @@
  * kernels/cuda_score.cu) in CUDA builds and by kernels/cuda_pipeline_nocuda.c
  * (every call fails with KVZ_EUNSUPPORTED) otherwise.
  *
- * Order of one document on the compute stream S (the forward's):
- *   begin:   S waits for the previous document's copy (staging is free),
+ * Order of one document in slot s on the compute stream S (the forward's):
+ *   begin:   S waits for slot s's previous copy (its staging is free again),
  *            uploads the sample positions
  *   per layer (in the forward's tap): score -> layer scores [|P|, Hkv],
- *            gather rows -> staging hidden [L, n, D] and scores [L, n, Hkv]
- *   copy_out: event on S; the copy stream waits for it, copies staging into
- *            the slot's pinned host buffers and records the slot's event
- *   wait:    (writer thread) cudaEventSynchronize on the slot's event */
+ *            gather rows -> slot s's staging hidden [L, n, D] and scores
+ *            [L, n, Hkv]
+ *   copy_out: event on S; the copy stream (non-blocking) waits for it,
+ *            copies the staging into the slot's pinned host buffers and
+ *            records the slot's event
+ *   wait:    (writer thread) cudaEventSynchronize on the slot's event
+ * Staging is per slot, so the copy of document i overlaps the compute of
+ * document i+1 when they use different slots. */
 #ifndef KVZ_CUDA_PIPELINE_H
 #define KVZ_CUDA_PIPELINE_H
 
@@ -60,17 +64,18 @@ int kvz_cuda_pipeline_create(void *compute_stream, const kvz_cuda_pipeline_shape
 /* Waits for the device to go idle, then frees everything; NULL is fine. */
 void kvz_cuda_pipeline_free(kvz_cuda_pipeline *p);
 
-/* Starts a document: positions (host, absolute, in [p0, p0 + n_context))
- * [n <= n_max]. Queued on the compute stream after the previous copy. */
-int kvz_cuda_pipeline_begin(kvz_cuda_pipeline *p, const size_t *positions, size_t n, size_t p0,
-                            size_t n_context, kvz_error *err);
+/* Starts a document in writer slot `slot` (< n_slots): positions (host,
+ * absolute, in [p0, p0 + n_context)) [n <= n_max]. Queued on the compute
+ * stream after the slot's previous copy. */
+int kvz_cuda_pipeline_begin(kvz_cuda_pipeline *p, size_t slot, const size_t *positions, size_t n,
+                            size_t p0, size_t n_context, kvz_error *err);
 /* One layer's tap (device pointers, pos0 == 0): the layer's scores over the
  * context [p0, p1) with repeat [r0, r1), then the gather of the sampled rows
  * of tap->x and of the scores into staging layer tap->layer. */
 int kvz_cuda_pipeline_layer(kvz_cuda_pipeline *p, const kvz_layer_tap *tap,
                             const kvz_model_config *cfg, size_t p0, size_t p1, size_t r0,
                             size_t r1, kvz_error *err);
-/* After the pass: staging -> host_hidden [L, n, D] (when with_hidden) and
+/* After the pass (slot: the one given to begin): staging -> host_hidden [L, n, D] (when with_hidden) and
  * host_scores [L, n, Hkv] (pinned, from kvz_cuda_pinned_alloc) on the copy
  * stream; records slot's completion event. */
 int kvz_cuda_pipeline_copy_out(kvz_cuda_pipeline *p, size_t slot, float *host_hidden,

@@ -104,7 +104,7 @@ int kvz_oracle_cuda_engine_score(kvz_oracle_engine *e, const kvz_oracle_prompt *
         return kvz_fail(err, KVZ_EINVAL, "oracle (cuda): NULL argument or no samples");
     int rc = kvz_oracle_check_positions(p, positions, n, err);
     rc = rc ? rc
-            : kvz_cuda_pipeline_begin(c->pipe, positions, n, p->context_start,
+            : kvz_cuda_pipeline_begin(c->pipe, slot, positions, n, p->context_start,
                                       p->context_end - p->context_start, err);
     if (rc != KVZ_OK)
         return rc;

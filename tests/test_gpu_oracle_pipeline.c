@@ -111,7 +111,7 @@ static int run_doc(kvz_cuda_forward *f, ctx *c, host_bufs *hb, size_t slot, cons
         hb->hidden_raw[i] = SENTINEL;
     for (size_t i = 0; i < L * NMAX * HKV + 2 * GUARD; i++)
         hb->scores_raw[i] = SENTINEL;
-    int rc = kvz_cuda_pipeline_begin(c->pipe, pos, n, P0, DOC, err);
+    int rc = kvz_cuda_pipeline_begin(c->pipe, slot, pos, n, P0, DOC, err);
     kvz_cuda_forward_reset(f);
     rc = rc ? rc : kvz_cuda_forward_run(f, ids, T, tap_fn, c, 0, NULL, err);
     rc = rc ? rc
@@ -157,8 +157,14 @@ int main(void)
         if (rc == KVZ_OK)
             check_doc(c, &hb[1], pos_b, 7, 1);
         size_t bad = P1;
-        KVZ_CHECK(kvz_cuda_pipeline_begin(c->pipe, &bad, 1, P0, DOC, &err) == KVZ_EINVAL,
+        KVZ_CHECK(kvz_cuda_pipeline_begin(c->pipe, 0, &bad, 1, P0, DOC, &err) == KVZ_EINVAL,
                   "a position outside the context was accepted");
+        KVZ_CHECK(kvz_cuda_pipeline_begin(c->pipe, 2, pos_b, 7, P0, DOC, &err) == KVZ_EINVAL,
+                  "slot 2 of 2 was accepted");
+        KVZ_CHECK_OK(kvz_cuda_pipeline_begin(c->pipe, 1, pos_b, 7, P0, DOC, &err), err);
+        KVZ_CHECK(kvz_cuda_pipeline_copy_out(c->pipe, 0, hb[0].hidden_raw + GUARD,
+                                             hb[0].scores_raw + GUARD, &err) == KVZ_EINVAL,
+                  "a copy out of another slot than the document's was accepted");
     }
     kvz_cuda_pipeline_free(c->pipe);
     kvz_cuda_free(c->d_ref);
