@@ -17,6 +17,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <mma.h>
 
 /* ---------- report ---------- */
 
@@ -587,7 +588,72 @@ static void case_faults(void)
     expect_fault(cudaErrorIllegalInstruction, "partial warp", "partial-warp shuffle");
 }
 
+/* ---------- wmma ---------- */
+
+enum { WM_LDA = 24, WM_LDB = 40, WM_LDC = 20 };
+
+/* One warp: d = a b + c with a row-major [16][WM_LDA], b col-major (column j
+ * at b + j*WM_LDB), c and d row-major [16][WM_LDC]; d stored twice, the
+ * second time column-major at d2. */
+static __global__ void wmma_kernel(const __nv_bfloat16 *a, const __nv_bfloat16 *b, const float *c,
+                                   float *d, float *d2)
+{
+    nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, __nv_bfloat16,
+                           nvcuda::wmma::row_major> fa;
+    nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, __nv_bfloat16,
+                           nvcuda::wmma::col_major> fb;
+    nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> acc;
+    nvcuda::wmma::load_matrix_sync(fa, a, WM_LDA);
+    nvcuda::wmma::load_matrix_sync(fb, b, WM_LDB);
+    nvcuda::wmma::load_matrix_sync(acc, c, WM_LDC, nvcuda::wmma::mem_row_major);
+    nvcuda::wmma::mma_sync(acc, fa, fb, acc);
+    nvcuda::wmma::store_matrix_sync(d, acc, WM_LDC, nvcuda::wmma::mem_row_major);
+    nvcuda::wmma::store_matrix_sync(d2, acc, 16, nvcuda::wmma::mem_col_major);
+}
+
+/* Loads a matrix_b fragment from p with leading dimension ldm. */
+static __global__ void wmma_bad_load_kernel(const __nv_bfloat16 *p, unsigned ldm)
+{
+    nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, __nv_bfloat16,
+                           nvcuda::wmma::row_major> fb;
+    nvcuda::wmma::load_matrix_sync(fb, p, ldm);
+}
+
 /* ---------- the table ---------- */
+
+static void case_wmma(void)
+{
+    static __nv_bfloat16 ha[16 * WM_LDA], hb[16 * WM_LDB];
+    static float hc[16 * WM_LDC], hd[16 * WM_LDC], hd2[256];
+    for (int i = 0; i < 16 * WM_LDA; i++)
+        ha[i] = __float2bfloat16_rn((float)((i * 7) % 23) / 8.0f - 1.3f);
+    for (int i = 0; i < 16 * WM_LDB; i++)
+        hb[i] = __float2bfloat16_rn((float)((i * 5) % 19) / 4.0f - 2.1f);
+    for (int i = 0; i < 16 * WM_LDC; i++)
+        hc[i] = (float)(i % 11) - 5.0f;
+    __nv_bfloat16 *da = upload(ha, 16 * WM_LDA), *db = upload(hb, 16 * WM_LDB);
+    float *dc = upload(hc, 16 * WM_LDC), *dd = NULL, *dd2 = NULL;
+    cudaMalloc(&dd, sizeof hd), cudaMalloc(&dd2, sizeof hd2);
+    wmma_kernel<<<1, 32>>>(da, db, dc, dd, dd2);
+    EXPECT(cudaDeviceSynchronize() == cudaSuccess, "wmma kernel failed");
+    cudaMemcpy(hd, dd, sizeof hd, cudaMemcpyDeviceToHost);
+    cudaMemcpy(hd2, dd2, sizeof hd2, cudaMemcpyDeviceToHost);
+    for (int i = 0; i < 16; i++)
+        for (int j = 0; j < 16; j++) {
+            double ref = hc[i * WM_LDC + j];
+            for (int k = 0; k < 16; k++)
+                ref += (double)__bfloat162float(ha[i * WM_LDA + k]) *
+                       __bfloat162float(hb[j * WM_LDB + k]);
+            EXPECT(close_to(hd[i * WM_LDC + j], ref, 1e-6), "wmma d[%d][%d] = %g, want %g", i, j,
+                   hd[i * WM_LDC + j], ref);
+            EXPECT(hd2[j * 16 + i] == hd[i * WM_LDC + j], "wmma col-major store [%d][%d]", i, j);
+        }
+    wmma_bad_load_kernel<<<1, 32>>>(db + 8, 16); /* 16 bytes off a 32-byte boundary */
+    expect_fault(cudaErrorLaunchFailure, "not 32-byte", "wmma misaligned pointer");
+    db = upload(hb, 16 * WM_LDB);
+    wmma_bad_load_kernel<<<1, 32>>>(db, 20); /* ldm not a multiple of 8 */
+    expect_fault(cudaErrorLaunchFailure, "multiple of 8", "wmma ldm");
+}
 
 struct selftest_case {
     const char *name;
@@ -605,6 +671,7 @@ static const selftest_case CASES[] = {
     {"warp shuffles and ballot", case_shuffles},
     {"launch-config and memory API errors", case_launch_errors},
     {"faults: overrun, host pointer, divergence", case_faults},
+    {"wmma m16n16k16 bf16 vs a naive loop, alignment and ldm faults", case_wmma},
 };
 
 extern "C" int kvz_emu_selftest_count(void)

@@ -11,6 +11,7 @@
  * lanes, and lanes that disagree on the collective are faults
  * (cudaErrorLaunchFailure / cudaErrorIllegalInstruction, sticky). */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +34,9 @@ namespace kvz_emu {
 namespace {
 
 enum fiber_state { F_READY, F_AT_BLOCK, F_AT_WARP, F_DONE, F_FAULTED };
-enum { STACK_BYTES = 256 * 1024, PAGE = 4096, DYN_GUARD = 64, WARP = 32 };
+/* DYN_ALIGN: the dynamic shared buffer starts on a 256-byte boundary, as on
+ * a GPU (wmma's 32-byte pointer checks in include/mma.h rely on it). */
+enum { STACK_BYTES = 256 * 1024, PAGE = 4096, DYN_GUARD = 64, DYN_ALIGN = 256, WARP = 32 };
 static const unsigned char DYN_GUARD_BYTE = 0xa5;
 
 struct fiber {
@@ -55,7 +58,8 @@ struct scheduler {
     void *closure = nullptr;
     std::vector<uint64_t> slots[2];
     unsigned n = 0;
-    std::vector<unsigned char> dyn;
+    std::vector<unsigned char> dyn; /* backing store of the dynamic shared buffer */
+    unsigned char *dyn_base = nullptr; /* the buffer: dyn's first DYN_ALIGN-aligned byte */
     size_t dyn_bytes = 0;
     const launch_config *cfg = nullptr;
     bool faulted = false;
@@ -119,16 +123,16 @@ void poison_shared()
         VALGRIND_MAKE_MEM_UNDEFINED(begin, (size_t)(end - begin));
     }
     if (!S.dyn.empty()) {
-        memset(S.dyn.data(), 0xff, S.dyn_bytes);
-        VALGRIND_MAKE_MEM_UNDEFINED(S.dyn.data(), S.dyn_bytes);
-        memset(S.dyn.data() + S.dyn_bytes, DYN_GUARD_BYTE, DYN_GUARD);
+        memset(S.dyn_base, 0xff, S.dyn_bytes);
+        VALGRIND_MAKE_MEM_UNDEFINED(S.dyn_base, S.dyn_bytes);
+        memset(S.dyn_base + S.dyn_bytes, DYN_GUARD_BYTE, DYN_GUARD);
     }
 }
 
 bool dyn_guard_intact()
 {
     for (size_t i = 0; i < DYN_GUARD; i++)
-        if (S.dyn[S.dyn_bytes + i] != DYN_GUARD_BYTE)
+        if (S.dyn_base[S.dyn_bytes + i] != DYN_GUARD_BYTE)
             return false;
     return true;
 }
@@ -355,7 +359,8 @@ void launch_run(const launch_config &cfg, void (*body)(void *), void *closure)
         if (s.size() < (size_t)S.n + WARP)
             s.resize((size_t)S.n + WARP);
     S.dyn_bytes = cfg.smem;
-    S.dyn.assign(cfg.smem + DYN_GUARD, 0);
+    S.dyn.assign(cfg.smem + DYN_GUARD + DYN_ALIGN, 0);
+    S.dyn_base = S.dyn.data() + (DYN_ALIGN - (uintptr_t)S.dyn.data() % DYN_ALIGN) % DYN_ALIGN;
     blockDim = cfg.block;
     gridDim = cfg.grid;
     unsigned long long linear = 0;
@@ -374,6 +379,7 @@ void launch_run(const launch_config &cfg, void (*body)(void *), void *closure)
     }
     S.cfg = nullptr;
     S.dyn.clear();
+    S.dyn_base = nullptr;
 }
 
 } // namespace kvz_emu
@@ -429,7 +435,7 @@ extern "C" unsigned kvz_emu_lane_id(void)
 extern "C" void *kvz_emu_dynamic_smem(void)
 {
     current("extern __shared__");
-    return S.dyn.data();
+    return S.dyn_base;
 }
 
 extern "C" void kvz_emu_trap(const char *what)
