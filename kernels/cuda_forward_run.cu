@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cuda_forward_internal.cuh"
@@ -160,6 +161,17 @@ static int attention_inputs(kvz_cuda_forward *f, const cf_layer *w, size_t l, si
     return rc ? rc : cf_rope(f, k_new, n, c->n_kv_heads, pos0, err);
 }
 
+/* BF16 mode takes the tensor-core attention where the head_dim allows it,
+ * unless KVZ_ATTENTION=fp32 (the safety valve for a first GPU run); FP32 mode
+ * always the fp32 kernel. */
+static int use_tensor_core_attention(const kvz_cuda_forward *f)
+{
+    if (f->precision != KVZ_CUDA_BF16 || !kvz_cuda_attention_bf16_supported(f->cfg.head_dim))
+        return 0;
+    const char *env = getenv("KVZ_ATTENTION");
+    return !(env && strcmp(env, "fp32") == 0);
+}
+
 static int run_attention(kvz_cuda_forward *f, size_t l, size_t n, int want_lse, kvz_error *err)
 {
     const kvz_model_config *c = &f->cfg;
@@ -168,7 +180,8 @@ static int run_attention(kvz_cuda_forward *f, size_t l, size_t n, int want_lse, 
                        1.0f / sqrtf((float)c->head_dim), want_lse ? f->s.lse : NULL};
     kvz_error inner;
     memset(&inner, 0, sizeof inner);
-    int rc = kvz_cuda_attention(&a, &inner);
+    int rc = use_tensor_core_attention(f) ? kvz_cuda_attention_bf16(&a, &inner)
+                                          : kvz_cuda_attention(&a, &inner);
     return rc ? kvz_fail(err, rc, "%s: %s", f->source, inner.msg) : KVZ_OK;
 }
 

@@ -2,7 +2,9 @@
  * kernel (no CUDA headers here), so tests can compare it with the CPU op
  * kvz_attention (ops/ops.h) directly. Implemented by
  * kernels/cuda_forward_attention.cu in CUDA builds and by
- * kernels/cuda_forward_nocuda.c (KVZ_EUNSUPPORTED) otherwise. */
+ * kernels/cuda_forward_nocuda.c (KVZ_EUNSUPPORTED) otherwise; the bf16
+ * tensor-core variant by kernels/cuda_forward_attention_tc.cu and
+ * kernels/cuda_forward_attention_tc_nocuda.c. */
 #ifndef KVZ_CUDA_ATTENTION_H
 #define KVZ_CUDA_ATTENTION_H
 
@@ -21,5 +23,17 @@ enum { KVZ_CUDA_ATTN_MAX_HEAD_DIM = 256 };
  * head_dim 0 or above KVZ_CUDA_ATTN_MAX_HEAD_DIM), KVZ_EUNSUPPORTED (no CUDA
  * build; the device's shared memory is too small), KVZ_EIO (a CUDA failure). */
 int kvz_cuda_attention(const kvz_attn_args *a, kvz_error *err);
+
+/* The BF16-mode variant: the same contract, but Q, K, V and the softmax
+ * weights P are rounded to bf16 for the two products (tensor cores, fp32
+ * accumulation); scale, mask, softmax, out and lse stay fp32. head_dim must
+ * satisfy kvz_cuda_attention_bf16_supported (else KVZ_EINVAL). */
+int kvz_cuda_attention_bf16(const kvz_attn_args *a, kvz_error *err);
+
+/* 1 when head_dim is a multiple of 16 in 16..KVZ_CUDA_ATTN_MAX_HEAD_DIM. */
+int kvz_cuda_attention_bf16_supported(size_t head_dim);
+
+/* Dynamic shared memory per block of the bf16 kernel at head_dim. */
+size_t kvz_cuda_attention_bf16_smem_bytes(size_t head_dim);
 
 #endif

@@ -4,6 +4,9 @@
  *    (T 1/37/130, pos0 0 and 19, GQA 6/2 and MHA 3/3, dh 64/80/128, one
  *    dh 256 case): out NMSE <= 1e-6, lse |a-b| <= 1e-5 + 1e-6|ref|, no NaN,
  *    guard floats around both outputs untouched;
+ *  - kvz_cuda_attention_bf16 (tensor cores, bf16 Q/K/V/P) vs the same fp32
+ *    CPU op on the same sizes: out NMSE <= 1e-3, lse |a-b| <= 2e-2 + 1e-3|ref|
+ *    (measured maxima printed; see TC_* below), no NaN, guards untouched;
  *  - the whole pass in FP32 mode vs kvz_forward on the tiny llama3 / qwen2 /
  *    qwen3 / mistral checkpoints and the default model: logits max |diff| <=
  *    1e-3 max|logit|, every layer's tap x/q/k/v/lse NMSE <= 1e-6 and w_o
@@ -38,6 +41,17 @@
  * (16 and 64 tokens); the threshold leaves a 30x margin for accumulation
  * order. Not yet measured on a GPU. */
 #define BF16_LOGITS_NMSE 1e-3
+
+/* The bf16 tensor-core attention vs the fp32 CPU op (bf16 Q, K, V and P).
+ * Measured under the CPU emulator over the cases below: worst out NMSE
+ * 8.5e-6 (limit 1e-3: 100x margin for the tensor cores' accumulation order)
+ * and worst lse |diff| 4.6e-3 (limit 2e-2 + 1e-3|ref|, about 4x); the test
+ * prints both maxima. Not yet measured on a GPU. */
+#define TC_OUT_NMSE 1e-3
+#define TC_LSE_ATOL 2e-2
+#define TC_LSE_RTOL 1e-3
+
+static double g_tc_worst_nmse, g_tc_worst_lse;
 
 static int emulated(void)
 {
@@ -135,11 +149,25 @@ static void guarded_free(guarded *g)
 
 /* ---------- attention ---------- */
 
-static void attention_case(size_t T, size_t pos0, size_t H, size_t Hkv, size_t dh)
+/* Largest |a - b| and NMSE sum (a-b)^2 / sum b^2. */
+static void diff_stats(const float *a, const float *b, size_t n, double *max_abs, double *nmse)
 {
-    char what[96];
-    snprintf(what, sizeof what, "attention T=%zu pos0=%zu H=%zu Hkv=%zu dh=%zu", T, pos0, H, Hkv,
-             dh);
+    double num = 0, den = 0, mx = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        num += d * d, den += (double)b[i] * b[i];
+        mx = fabs(d) > mx ? fabs(d) : mx;
+    }
+    *max_abs = mx;
+    *nmse = den > 0 ? num / den : num;
+}
+
+/* tc: the bf16 tensor-core kernel (looser tolerances), else the fp32 one. */
+static void attention_case(size_t T, size_t pos0, size_t H, size_t Hkv, size_t dh, int tc)
+{
+    char what[112];
+    snprintf(what, sizeof what, "%s attention T=%zu pos0=%zu H=%zu Hkv=%zu dh=%zu",
+             tc ? "bf16 tc" : "fp32", T, pos0, H, Hkv, dh);
     size_t nq = T * H * dh, nkv = (pos0 + T) * Hkv * dh;
     float *q = rand_array(nq, 1.5f), *k = rand_array(nkv, 1.5f), *v = rand_array(nkv, 1.0f);
     float *out = malloc(nq * sizeof *out), *lse = malloc(T * H * sizeof *lse);
@@ -155,15 +183,25 @@ static void attention_case(size_t T, size_t pos0, size_t H, size_t Hkv, size_t d
     kvz_attn_args g = a;
     g.q = dq.data, g.k = dk.data, g.v = dv.data, g.out = dout.data, g.lse = dlse.data;
     kvz_error err = {0};
-    int rc = kvz_cuda_attention(&g, &err);
+    int rc = tc ? kvz_cuda_attention_bf16(&g, &err) : kvz_cuda_attention(&g, &err);
     KVZ_CHECK_OK(rc, err);
     rc = kvz_cuda_sync(&err);
     KVZ_CHECK_OK(rc, err);
     guarded_fetch(&dout, gout, what);
     guarded_fetch(&dlse, glse, what);
     KVZ_CHECK(all_finite(gout, nq) && all_finite(glse, T * H), "%s: NaN/Inf in the output", what);
-    kvz_test_nmse(what, gout, out, nq, 1e-6);
-    kvz_test_allclose(what, glse, lse, T * H, 1e-5, 1e-6);
+    if (tc) {
+        double out_max, out_nmse, lse_max, lse_nmse;
+        diff_stats(gout, out, nq, &out_max, &out_nmse);
+        diff_stats(glse, lse, T * H, &lse_max, &lse_nmse);
+        g_tc_worst_nmse = out_nmse > g_tc_worst_nmse ? out_nmse : g_tc_worst_nmse;
+        g_tc_worst_lse = lse_max > g_tc_worst_lse ? lse_max : g_tc_worst_lse;
+        kvz_test_nmse(what, gout, out, nq, TC_OUT_NMSE);
+        kvz_test_allclose(what, glse, lse, T * H, TC_LSE_ATOL, TC_LSE_RTOL);
+    } else {
+        kvz_test_nmse(what, gout, out, nq, 1e-6);
+        kvz_test_allclose(what, glse, lse, T * H, 1e-5, 1e-6);
+    }
     guarded_free(&dq), guarded_free(&dk), guarded_free(&dv), guarded_free(&dout),
         guarded_free(&dlse);
     free(q), free(k), free(v), free(out), free(lse), free(gout), free(glse);
@@ -179,10 +217,10 @@ static void test_attention(void)
                 for (int di = 0; di < 3; di++) {
                     if (emulated() && Ts[ti] == 130 && (hi || di != 2))
                         continue; /* the emulator: one T=130 case per pos0 */
-                    attention_case(Ts[ti], pos0s[pi], heads[hi][0], heads[hi][1], dhs[di]);
+                    attention_case(Ts[ti], pos0s[pi], heads[hi][0], heads[hi][1], dhs[di], 0);
                 }
-    attention_case(33, 5, 2, 1, 256); /* the largest head_dim: opt-in shared memory */
-    attention_case(3, 0, 4, 2, 2);    /* a head_dim below the warp size */
+    attention_case(33, 5, 2, 1, 256, 0); /* the largest head_dim: opt-in shared memory */
+    attention_case(3, 0, 4, 2, 2, 0);    /* a head_dim below the warp size */
 
     kvz_error err = {0};
     kvz_attn_args bad = {NULL, NULL, NULL, NULL, 1, 0, 2, 1, 64, 0, 1.0f, NULL};
@@ -193,7 +231,33 @@ static void test_attention(void)
     KVZ_CHECK(kvz_cuda_attention(&odd, &err) == KVZ_EINVAL, "3 heads over 2 KV heads accepted");
     odd.n_kv_heads = 1, odd.head_dim = 512;
     KVZ_CHECK(kvz_cuda_attention(&odd, &err) == KVZ_EINVAL, "head_dim 512 accepted");
+    odd.head_dim = 72;
+    KVZ_CHECK(kvz_cuda_attention_bf16(&odd, &err) == KVZ_EINVAL, "bf16: head_dim 72 accepted");
+    odd.head_dim = 272;
+    KVZ_CHECK(kvz_cuda_attention_bf16(&odd, &err) == KVZ_EINVAL, "bf16: head_dim 272 accepted");
     kvz_cuda_free(dummy);
+}
+
+/* The tensor-core kernel: every (T, pos0, heads, dh) of test_attention
+ * (under the emulator the T=130 cases only at dh 128 with GQA), plus dh 256
+ * (the largest shared memory), dh 16 and a second block of 64 queries
+ * starting mid-cache. */
+static void test_attention_tc(void)
+{
+    static const size_t Ts[3] = {1, 37, 130}, pos0s[2] = {0, 19}, dhs[3] = {64, 80, 128};
+    static const size_t heads[2][2] = {{6, 2}, {3, 3}};
+    for (int ti = 0; ti < 3; ti++)
+        for (int pi = 0; pi < 2; pi++)
+            for (int hi = 0; hi < 2; hi++)
+                for (int di = 0; di < 3; di++) {
+                    if (emulated() && Ts[ti] == 130 && (hi || di != 2))
+                        continue;
+                    attention_case(Ts[ti], pos0s[pi], heads[hi][0], heads[hi][1], dhs[di], 1);
+                }
+    attention_case(33, 5, 2, 1, 256, 1);
+    attention_case(70, 130, 2, 2, 16, 1);
+    printf("bf16 tc attention: worst out NMSE %.3g (limit %g), worst lse |diff| %.3g (limit %g + "
+           "%g|ref|)\n", g_tc_worst_nmse, TC_OUT_NMSE, g_tc_worst_lse, TC_LSE_ATOL, TC_LSE_RTOL);
 }
 
 /* ---------- the whole pass ---------- */
@@ -562,6 +626,7 @@ int main(void)
         kvz_test_skip("no CUDA device (or a build without CUDA)");
     }
     test_attention();
+    test_attention_tc();
     test_errors();
     test_random();
     test_cache_growth();
