@@ -147,7 +147,8 @@ static int setup(bench *b, kvz_error *err)
     size_t T = PREFIX + 2 * b->a.doc_tokens + MIDDLE + SUFFIX, L = b->cfg.n_layers;
     kvz_cuda_forward_options fo = {0, b->a.bf16 ? KVZ_CUDA_BF16 : KVZ_CUDA_FP32, T};
     int rc = kvz_cuda_forward_create_random(&b->cfg, 1234, &fo, &b->fwd, err);
-    kvz_cuda_pipeline_shape sh = {2, b->a.samples, L, b->cfg.d_model, b->cfg.n_kv_heads, 1};
+    kvz_cuda_pipeline_shape sh = {2, b->a.samples, L, b->cfg.d_model, b->cfg.n_kv_heads, 1,
+                                  b->a.bf16};
     rc = rc ? rc : kvz_cuda_pipeline_create(kvz_cuda_forward_stream(b->fwd), &sh, &b->pipe, err);
     for (int s = 0; rc == KVZ_OK && s < 2; s++) {
         b->host_hidden[s] = kvz_cuda_pinned_alloc(L * b->a.samples * b->cfg.d_model * 4);

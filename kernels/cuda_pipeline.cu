@@ -219,7 +219,8 @@ extern "C" int kvz_cuda_pipeline_layer(kvz_cuda_pipeline *p, const kvz_layer_tap
                         "oracle pipeline: tap of layer %zu does not match the document's shape",
                         tap ? tap->layer : 0);
     int rc = kvz_cuda_kvzip_score_layer_async(tap, cfg, p0, p1, r0, r1, p->d_layer_scores,
-                                              (void *)p->compute, &p->ws, err);
+                                              (void *)p->compute, s->tensor_cores, &p->ws,
+                                              err);
     if (rc != KVZ_OK)
         return rc;
     size_t l = tap->layer, n = p->n, D = s->d_model, Hkv = s->n_kv_heads;

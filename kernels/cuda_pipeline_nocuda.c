@@ -27,11 +27,11 @@ void kvz_cuda_score_ws_free(kvz_cuda_score_ws *ws)
 
 int kvz_cuda_kvzip_score_layer_async(const kvz_layer_tap *tap, const kvz_model_config *cfg,
                                      size_t p0, size_t p1, size_t r0, size_t r1,
-                                     float *out_logscores, void *stream,
+                                     float *out_logscores, void *stream, int tensor_cores,
                                      kvz_cuda_score_ws **ws, kvz_error *err)
 {
     (void)tap, (void)cfg, (void)p0, (void)p1, (void)r0, (void)r1, (void)out_logscores;
-    (void)stream, (void)ws;
+    (void)stream, (void)tensor_cores, (void)ws;
     return no_cuda(err);
 }
 

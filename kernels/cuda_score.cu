@@ -20,6 +20,10 @@
  *      scale q_j.k_i - lse[g, j] - ln||x_j|| + ln||W_O^g v_i||, tiled: one
  *      thread per context key, query tiles in shared memory; every repeat
  *      query sees every context key (p1 <= r0), so no mask and no atomics.
+ *      In the oracle's BF16 mode (the async entry's tensor_cores flag) the
+ *      q.k products run on tensor cores instead (kernels/cuda_score_tc.cu,
+ *      bf16 q and k, 64 keys x 64 queries per wmma tile) when head_dim is a
+ *      multiple of 16 up to 256, unless KVZ_SCORE=fp32.
  * Never a T x T matrix; scratch O(H (|P| + |R|)) doubles + one GEMM buffer. */
 #include <math.h>
 #include <stdio.h>
@@ -27,6 +31,7 @@
 #include <string.h>
 
 #include "cuda_ops_internal.cuh"
+#include "cuda_score_tc.cuh"
 
 extern "C" {
 #include "kvz_cuda_ops.h"
@@ -250,6 +255,7 @@ typedef struct score_plan {
     float *out;        /* [nP, Hkv] */
     size_t n_splits, r_len; /* repeat-query slices of the best kernel */
     float *partial;    /* [n_splits, nP, Hkv] when n_splits > 1 */
+    int tensor_cores;  /* phase 4 on tensor cores (cuda_score_tc.cu) */
     cudaStream_t stream; /* 0: the legacy default stream */
 } score_plan;
 
@@ -398,6 +404,31 @@ static int run_lse_from_tap(const score_plan *sp, kvz_error *err)
     return kvz_cuda_check_launch("kvzip score (cuda): lse from tap launch", err);
 }
 
+/* Phase 4 into sp->out, or into sp->partial when the repeat queries are
+ * sliced: the tensor-core kernel or the exact fp32 one. */
+static int run_best(const score_plan *sp, kvz_error *err)
+{
+    const kvz_layer_tap *t = sp->tap;
+    float *dst = sp->n_splits > 1 ? sp->partial : sp->out;
+    if (sp->tensor_cores) {
+        kvz_score_best_args a = {t->q, t->k, sp->H, sp->Hkv, sp->dh, sp->p0, sp->p1,
+                                 sp->r0, sp->r1, sp->scale, sp->lse, sp->log_xnorm,
+                                 sp->lognorm, sp->r_len, sp->n_splits, sp->nP * sp->Hkv,
+                                 dst, sp->stream};
+        return kvz_cuda_score_best_tc(&a, err);
+    }
+    int rc = allow_smem((const void *)context_best_kernel, best_smem(sp->dh),
+                        "kvzip score (cuda): best kernel", err);
+    if (rc != KVZ_OK)
+        return rc;
+    dim3 best_grid((unsigned)((sp->nP + SCORE_TILE - 1) / SCORE_TILE), (unsigned)sp->Hkv,
+                   (unsigned)sp->n_splits);
+    context_best_kernel<<<best_grid, SCORE_TILE, best_smem(sp->dh), sp->stream>>>(
+        t->q, t->k, sp->H, sp->Hkv, sp->dh, sp->p0, sp->p1, sp->r0, sp->r1, sp->scale, sp->lse,
+        sp->log_xnorm, sp->lognorm, sp->r_len, sp->nP * sp->Hkv, dst);
+    return kvz_cuda_check_launch("kvzip score (cuda): best launch", err);
+}
+
 /* Phases 3 and 4. */
 static int run_scores(const score_plan *sp, kvz_error *err)
 {
@@ -414,18 +445,9 @@ static int run_scores(const score_plan *sp, kvz_error *err)
             t->q, t->k, sp->H, sp->Hkv, sp->dh, sp->r0, sp->r1, sp->scale, sp->lse);
         rc = kvz_cuda_check_launch("kvzip score (cuda): lse launch", err);
     }
-    if (rc == KVZ_OK)
-        rc = allow_smem((const void *)context_best_kernel, best_smem(sp->dh),
-                        "kvzip score (cuda): best kernel", err);
     if (rc != KVZ_OK)
         return rc;
-    dim3 best_grid((unsigned)((sp->nP + SCORE_TILE - 1) / SCORE_TILE), (unsigned)sp->Hkv,
-                   (unsigned)sp->n_splits);
-    float *dst = sp->n_splits > 1 ? sp->partial : sp->out;
-    context_best_kernel<<<best_grid, SCORE_TILE, best_smem(sp->dh), sp->stream>>>(
-        t->q, t->k, sp->H, sp->Hkv, sp->dh, sp->p0, sp->p1, sp->r0, sp->r1, sp->scale, sp->lse,
-        sp->log_xnorm, sp->lognorm, sp->r_len, sp->nP * sp->Hkv, dst);
-    rc = kvz_cuda_check_launch("kvzip score (cuda): best launch", err);
+    rc = run_best(sp, err);
     if (rc != KVZ_OK || sp->n_splits == 1)
         return rc;
     size_t n = sp->nP * sp->Hkv;
@@ -451,23 +473,35 @@ static int alloc_scratch(score_plan *sp, kvz_error *err)
 
 /* Slices of the repeat queries for the best kernel: enough blocks to fill
  * the device (about BEST_TARGET_BLOCKS), each slice a whole number of query
- * tiles, at most BEST_MAX_SPLITS slices. */
+ * tiles, at most BEST_MAX_SPLITS slices. Tiles: SCORE_TILE keys and queries
+ * (fp32 kernel) or KVZ_SCORE_TC_TILE (tensor cores). */
 static void plan_splits(score_plan *sp)
 {
     const size_t BEST_TARGET_BLOCKS = 1024, BEST_MAX_SPLITS = 32;
-    size_t blocks = (sp->nP + SCORE_TILE - 1) / SCORE_TILE * sp->Hkv;
-    size_t q_tiles = (sp->nR + SCORE_TILE - 1) / SCORE_TILE;
+    const size_t tile = sp->tensor_cores ? (size_t)KVZ_SCORE_TC_TILE : (size_t)SCORE_TILE;
+    size_t blocks = (sp->nP + tile - 1) / tile * sp->Hkv;
+    size_t q_tiles = (sp->nR + tile - 1) / tile;
     size_t want = (BEST_TARGET_BLOCKS + blocks - 1) / blocks;
     want = want < q_tiles ? want : q_tiles;
     want = want < BEST_MAX_SPLITS ? want : BEST_MAX_SPLITS;
     want = want ? want : 1;
     size_t tiles_per_split = (q_tiles + want - 1) / want;
-    sp->r_len = tiles_per_split * SCORE_TILE;
+    sp->r_len = tiles_per_split * tile;
     sp->n_splits = (sp->nR + sp->r_len - 1) / sp->r_len;
 }
 
+/* The tensor-core phase 4 when asked for, head_dim suits it and the
+ * environment does not force fp32 (KVZ_SCORE=fp32, the safety valve). */
+static int use_tensor_cores(int requested, size_t dh)
+{
+    const char *env = getenv("KVZ_SCORE");
+    if (env && strcmp(env, "fp32") == 0)
+        return 0;
+    return requested && kvz_cuda_score_tc_supported(dh);
+}
+
 static void plan_score(score_plan *sp, const kvz_layer_tap *tap, const kvz_model_config *cfg,
-                       size_t p0, size_t p1, size_t r0, size_t r1, float *out)
+                       size_t p0, size_t p1, size_t r0, size_t r1, float *out, int tensor_cores)
 {
     memset(sp, 0, sizeof *sp);
     sp->tap = tap, sp->out = out;
@@ -475,6 +509,7 @@ static void plan_score(score_plan *sp, const kvz_layer_tap *tap, const kvz_model
     sp->dh = cfg->head_dim, sp->D = cfg->d_model;
     sp->p0 = p0, sp->p1 = p1, sp->r0 = r0, sp->r1 = r1, sp->nP = p1 - p0, sp->nR = r1 - r0;
     sp->scale = (float)(1.0 / sqrt((double)sp->dh));
+    sp->tensor_cores = use_tensor_cores(tensor_cores, sp->dh);
     /* gemm_out: the group's Gram matrices, then Y for a block of keys */
     size_t gram = sp->G * sp->dh * sp->dh;
     size_t rows = GEMM_BUFFER_FLOATS > gram ? (GEMM_BUFFER_FLOATS - gram) / (sp->G * sp->dh) : 0;
@@ -492,7 +527,7 @@ extern "C" int kvz_cuda_kvzip_score_layer(const kvz_layer_tap *tap, const kvz_mo
     if (rc != KVZ_OK)
         return rc;
     score_plan sp;
-    plan_score(&sp, tap, cfg, p0, p1, r0, r1, out_logscores);
+    plan_score(&sp, tap, cfg, p0, p1, r0, r1, out_logscores, 0);
     rc = alloc_scratch(&sp, err);
     if (rc == KVZ_OK)
         rc = run_x_norms(&sp, err);
@@ -575,7 +610,8 @@ extern "C" int kvz_cuda_kvzip_score_layer_async(const kvz_layer_tap *tap,
                                                 const kvz_model_config *cfg, size_t p0,
                                                 size_t p1, size_t r0, size_t r1,
                                                 float *out_logscores, void *stream,
-                                                kvz_cuda_score_ws **ws, kvz_error *err)
+                                                int tensor_cores, kvz_cuda_score_ws **ws,
+                                                kvz_error *err)
 {
     int rc = check_args(tap, cfg, p0, p1, r0, r1, out_logscores, err);
     if (rc != KVZ_OK)
@@ -583,7 +619,7 @@ extern "C" int kvz_cuda_kvzip_score_layer_async(const kvz_layer_tap *tap,
     if (!ws)
         return kvz_fail(err, KVZ_EINVAL, "kvzip score (cuda): NULL workspace");
     score_plan sp;
-    plan_score(&sp, tap, cfg, p0, p1, r0, r1, out_logscores);
+    plan_score(&sp, tap, cfg, p0, p1, r0, r1, out_logscores, tensor_cores);
     sp.stream = (cudaStream_t)stream;
     rc = bind_workspace(&sp, ws, err);
     if (rc == KVZ_OK)

@@ -40,11 +40,16 @@ void kvz_cuda_score_ws_free(kvz_cuda_score_ws *ws);
  * (a cudaStream_t as void *; NULL: the legacy default stream) without
  * waiting: same arguments, checks and results. tap->lse, when not NULL, is
  * a DEVICE array [T, H] of the attention's log-normalizers and replaces the
- * scorer's own log-sum-exp phase. *ws: NULL on the first call (created),
- * reused after; free with kvz_cuda_score_ws_free once the stream is idle. */
+ * scorer's own log-sum-exp phase. tensor_cores: nonzero runs the max over
+ * the repeat queries (phase 4) with bf16 q.k products on tensor cores (the
+ * oracle's BF16 mode; log-scores within about 1e-2 of the fp32 ones) when
+ * head_dim is a multiple of 16 up to 256, unless the environment sets
+ * KVZ_SCORE=fp32; 0 keeps the exact fp32 kernel. *ws: NULL on the first
+ * call (created), reused after; free with kvz_cuda_score_ws_free once the
+ * stream is idle. */
 int kvz_cuda_kvzip_score_layer_async(const kvz_layer_tap *tap, const kvz_model_config *cfg,
                                      size_t p0, size_t p1, size_t r0, size_t r1,
-                                     float *out_logscores, void *stream,
+                                     float *out_logscores, void *stream, int tensor_cores,
                                      kvz_cuda_score_ws **ws, kvz_error *err);
 
 /* ---------- one document's pipeline ---------- */
@@ -55,6 +60,7 @@ typedef struct kvz_cuda_pipeline_shape {
     size_t n_max;              /* most samples per document */
     size_t n_layers, d_model, n_kv_heads;
     int with_hidden;           /* gather and copy hidden rows too */
+    int tensor_cores;          /* score on tensor cores (BF16 mode; see the scorer) */
 } kvz_cuda_pipeline_shape;
 
 /* compute_stream: the forward's stream (kvz_cuda_forward_stream). Creates

@@ -73,7 +73,8 @@ int kvz_oracle_cuda_engine_open(const kvz_checkpoint *ck, kvz_oracle_engine *e, 
     e->precision = bf16 ? "bfloat16" : "float32";
     name_device(e);
     kvz_cuda_pipeline_shape shape = {e->opt.n_slots, e->opt.n_max, e->cfg->n_layers,
-                                     e->cfg->d_model, e->cfg->n_kv_heads, e->opt.with_hidden};
+                                     e->cfg->d_model, e->cfg->n_kv_heads, e->opt.with_hidden,
+                                     bf16};
     return kvz_cuda_pipeline_create(kvz_cuda_forward_stream(c->fwd), &shape, &c->pipe, err);
 }
 
