@@ -15,7 +15,6 @@
  * key j visible to query i iff j <= pos0 + i, kv head = h / (H / Hkv),
  * lse = m + ln(l). */
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 
 #include "cuda_ops_internal.cuh"
@@ -163,59 +162,13 @@ static int check_args(const kvz_attn_args *a, kvz_error *err)
     return KVZ_OK;
 }
 
-enum { ATT_MAX_DEVICES = 64 };
-static pthread_mutex_t g_optin_lock = PTHREAD_MUTEX_INITIALIZER;
-static size_t g_optin_bytes[ATT_MAX_DEVICES]; /* 0: not asked yet */
-
-/* The device's opt-in shared memory per block (cached: the properties query
- * is slow and this runs once per layer). */
-static int optin_limit(int dev, size_t *out, kvz_error *err)
-{
-    int rc = KVZ_OK;
-    pthread_mutex_lock(&g_optin_lock);
-    size_t *slot = dev >= 0 && dev < ATT_MAX_DEVICES ? &g_optin_bytes[dev] : NULL;
-    if (!slot || *slot == 0) {
-        cudaDeviceProp prop;
-        rc = kvz_cuda_check(cudaGetDeviceProperties(&prop, dev),
-                            "cuda attention: cudaGetDeviceProperties", err);
-        *out = rc ? 0 : (size_t)prop.sharedMemPerBlockOptin;
-        if (slot && !rc)
-            *slot = *out;
-    } else {
-        *out = *slot;
-    }
-    pthread_mutex_unlock(&g_optin_lock);
-    return rc;
-}
-
-/* Above the default 48 KiB a kernel must opt in to more dynamic shared memory. */
-static int allow_smem(size_t bytes, kvz_error *err)
-{
-    if (bytes <= 48 * 1024)
-        return KVZ_OK;
-    int dev = 0;
-    size_t limit = 0;
-    int rc = kvz_cuda_check(cudaGetDevice(&dev), "cuda attention: cudaGetDevice", err);
-    rc = rc ? rc : optin_limit(dev, &limit, err);
-    if (rc)
-        return rc;
-    if (bytes > limit)
-        return kvz_fail(err, KVZ_EUNSUPPORTED,
-                        "cuda attention: needs %zu bytes of shared memory per block, device %d "
-                        "allows %zu", bytes, dev, limit);
-    return kvz_cuda_check(cudaFuncSetAttribute(flash_attention_kernel,
-                                               cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               (int)bytes),
-                          "cuda attention: cudaFuncSetAttribute(MaxDynamicSharedMemorySize)", err);
-}
-
 extern "C" int kvz_cuda_attention(const kvz_attn_args *a, kvz_error *err)
 {
     int rc = check_args(a, err);
     if (rc || a->n_q == 0)
         return rc;
     size_t bytes = att_smem_floats(a->head_dim) * sizeof(float);
-    rc = allow_smem(bytes, err);
+    rc = kvz_cuda_allow_smem((const void *)flash_attention_kernel, bytes, "cuda attention", err);
     if (rc)
         return rc;
     size_t n_qblocks = (a->n_q + ATT_BQ - 1) / ATT_BQ;

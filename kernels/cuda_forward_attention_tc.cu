@@ -17,7 +17,6 @@
  * elements), so every row-wise step is plain shared-memory code and the CPU
  * emulator (tests/cuda_emu/include/mma.h) runs it unchanged. */
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 
 #include <cuda_bf16.h>
@@ -231,51 +230,6 @@ static int tc_check_args(const kvz_attn_args *a, kvz_error *err)
     return KVZ_OK;
 }
 
-enum { TC_MAX_DEVICES = 64 };
-static pthread_mutex_t g_tc_lock = PTHREAD_MUTEX_INITIALIZER;
-static size_t g_tc_optin[TC_MAX_DEVICES]; /* 0: not asked yet */
-
-/* The device's opt-in shared memory per block (cached per device). */
-static int tc_optin_limit(int dev, size_t *out, kvz_error *err)
-{
-    int rc = KVZ_OK;
-    pthread_mutex_lock(&g_tc_lock);
-    size_t *slot = dev >= 0 && dev < TC_MAX_DEVICES ? &g_tc_optin[dev] : NULL;
-    if (!slot || *slot == 0) {
-        cudaDeviceProp prop;
-        rc = kvz_cuda_check(cudaGetDeviceProperties(&prop, dev),
-                            "cuda attention (bf16): cudaGetDeviceProperties", err);
-        *out = rc ? 0 : (size_t)prop.sharedMemPerBlockOptin;
-        if (slot && !rc)
-            *slot = *out;
-    } else {
-        *out = *slot;
-    }
-    pthread_mutex_unlock(&g_tc_lock);
-    return rc;
-}
-
-/* Above 48 KiB the kernel must opt in to more dynamic shared memory. */
-static int tc_allow_smem(size_t bytes, kvz_error *err)
-{
-    if (bytes <= 48 * 1024)
-        return KVZ_OK;
-    int dev = 0;
-    size_t limit = 0;
-    int rc = kvz_cuda_check(cudaGetDevice(&dev), "cuda attention (bf16): cudaGetDevice", err);
-    rc = rc ? rc : tc_optin_limit(dev, &limit, err);
-    if (rc)
-        return rc;
-    if (bytes > limit)
-        return kvz_fail(err, KVZ_EUNSUPPORTED,
-                        "cuda attention (bf16): needs %zu bytes of shared memory per block, "
-                        "device %d allows %zu", bytes, dev, limit);
-    return kvz_cuda_check(
-        cudaFuncSetAttribute(flash_attention_tc_kernel,
-                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes),
-        "cuda attention (bf16): cudaFuncSetAttribute(MaxDynamicSharedMemorySize)", err);
-}
-
 extern "C" int kvz_cuda_attention_bf16_supported(size_t head_dim)
 {
     return head_dim > 0 && head_dim % 16 == 0 && head_dim <= KVZ_CUDA_ATTN_MAX_HEAD_DIM;
@@ -292,7 +246,8 @@ extern "C" int kvz_cuda_attention_bf16(const kvz_attn_args *a, kvz_error *err)
     if (rc || a->n_q == 0)
         return rc;
     size_t bytes = tc_smem_layout(a->head_dim).bytes;
-    rc = tc_allow_smem(bytes, err);
+    rc = kvz_cuda_allow_smem((const void *)flash_attention_tc_kernel, bytes,
+                             "cuda attention (bf16)", err);
     if (rc)
         return rc;
     size_t n_qblocks = (a->n_q + TC_BQ - 1) / TC_BQ;

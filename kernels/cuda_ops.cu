@@ -53,6 +53,49 @@ unsigned kvz_cuda_blocks_for(size_t n, unsigned threads)
     return blocks ? (unsigned)blocks : 1u;
 }
 
+enum { SMEM_MAX_DEVICES = 64 };
+static pthread_mutex_t g_optin_lock = PTHREAD_MUTEX_INITIALIZER;
+static size_t g_optin_bytes[SMEM_MAX_DEVICES]; /* 0: not asked yet */
+
+static int optin_limit(int dev, size_t *out, const char *what, kvz_error *err)
+{
+    int rc = KVZ_OK;
+    pthread_mutex_lock(&g_optin_lock);
+    size_t *slot = dev >= 0 && dev < SMEM_MAX_DEVICES ? &g_optin_bytes[dev] : NULL;
+    if (!slot || *slot == 0) {
+        int optin = 0;
+        rc = kvz_cuda_check(
+            cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), what,
+            err);
+        *out = rc ? 0 : (size_t)optin;
+        if (slot && !rc)
+            *slot = *out;
+    } else {
+        *out = *slot;
+    }
+    pthread_mutex_unlock(&g_optin_lock);
+    return rc;
+}
+
+int kvz_cuda_allow_smem(const void *kernel, size_t bytes, const char *what, kvz_error *err)
+{
+    if (bytes <= 48 * 1024)
+        return KVZ_OK;
+    int dev = 0;
+    size_t limit = 0;
+    int rc = kvz_cuda_check(cudaGetDevice(&dev), what, err);
+    rc = rc ? rc : optin_limit(dev, &limit, what, err);
+    if (rc)
+        return rc;
+    if (bytes > limit)
+        return kvz_fail(err, KVZ_EUNSUPPORTED,
+                        "%s: needs %zu bytes of shared memory per block, device %d allows %zu",
+                        what, bytes, dev, limit);
+    return kvz_cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               (int)bytes),
+                          what, err);
+}
+
 static pthread_mutex_t g_blas_lock = PTHREAD_MUTEX_INITIALIZER;
 static cublasHandle_t g_blas = NULL;
 

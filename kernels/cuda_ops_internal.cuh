@@ -22,6 +22,13 @@ int kvz_cuda_check_launch(const char *what, kvz_error *err);
 /* Blocks for a grid-stride loop over n items with `threads` per block
  * (at least 1, at most 65535 * 16 so the grid stays modest). */
 unsigned kvz_cuda_blocks_for(size_t n, unsigned threads);
+/* Lets `kernel` launch with `bytes` of dynamic shared memory: nothing to do
+ * up to the default 48 KiB; above, checks the current device's opt-in limit
+ * (cudaDevAttrMaxSharedMemoryPerBlockOptin, cached per device: this runs
+ * once per layer) and sets cudaFuncAttributeMaxDynamicSharedMemorySize.
+ * KVZ_EUNSUPPORTED ("<what>: needs N bytes of shared memory per block,
+ * device D allows M") when the device cannot; KVZ_EIO on CUDA errors. */
+int kvz_cuda_allow_smem(const void *kernel, size_t bytes, const char *what, kvz_error *err);
 /* The process-wide cuBLAS handle (created on first use, default stream,
  * CUBLAS_DEFAULT_MATH: plain fp32, no TF32). */
 int kvz_cuda_blas(cublasHandle_t *out, kvz_error *err);

@@ -307,29 +307,6 @@ static size_t best_smem(size_t dh)
     return SCORE_TILE * sizeof(double) + SCORE_TILE * (2 * dh + 1) * sizeof(float);
 }
 
-static int allow_smem(const void *kernel, size_t bytes, const char *what, kvz_error *err)
-{
-    if (bytes <= 48 * 1024)
-        return KVZ_OK;
-    int device = 0, optin = 0;
-    int rc = kvz_cuda_check(cudaGetDevice(&device), what, err);
-    if (rc == KVZ_OK)
-        rc = kvz_cuda_check(
-            cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
-            what, err);
-    if (rc == KVZ_OK && bytes > (size_t)optin)
-        return kvz_fail(err, KVZ_EUNSUPPORTED,
-                        "%s: head_dim needs %zu bytes of shared memory per block; the device "
-                        "allows %d",
-                        what, bytes, optin);
-    if (rc == KVZ_OK)
-        rc = kvz_cuda_check(cudaFuncSetAttribute(kernel,
-                                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                 (int)bytes),
-                            what, err);
-    return rc;
-}
-
 /* Phase 1: log_xnorm[j - r0] = ln ||x_j|| for j in R. */
 static int run_x_norms(const score_plan *sp, kvz_error *err)
 {
@@ -417,7 +394,7 @@ static int run_best(const score_plan *sp, kvz_error *err)
                                  dst, sp->stream};
         return kvz_cuda_score_best_tc(&a, err);
     }
-    int rc = allow_smem((const void *)context_best_kernel, best_smem(sp->dh),
+    int rc = kvz_cuda_allow_smem((const void *)context_best_kernel, best_smem(sp->dh),
                         "kvzip score (cuda): best kernel", err);
     if (rc != KVZ_OK)
         return rc;
@@ -435,7 +412,7 @@ static int run_scores(const score_plan *sp, kvz_error *err)
     const kvz_layer_tap *t = sp->tap;
     int rc = t->lse ? run_lse_from_tap(sp, err) : KVZ_OK;
     if (rc == KVZ_OK && !t->lse)
-        rc = allow_smem((const void *)causal_lse_kernel, lse_smem(sp->dh),
+        rc = kvz_cuda_allow_smem((const void *)causal_lse_kernel, lse_smem(sp->dh),
                         "kvzip score (cuda): lse kernel", err);
     if (rc != KVZ_OK)
         return rc;

@@ -156,31 +156,6 @@ static __global__ void __launch_bounds__(STC_WARPS * 32)
         out[blockIdx.z * split_stride + (i - p0) * Hkv + h] = (float)best;
 }
 
-/* Above 48 KiB the kernel must opt in to more dynamic shared memory. */
-static int stc_allow_smem(size_t bytes, kvz_error *err)
-{
-    if (bytes <= 48 * 1024)
-        return KVZ_OK;
-    const char *what = "kvzip score (cuda, tensor cores): shared memory opt-in";
-    int device = 0, optin = 0;
-    int rc = kvz_cuda_check(cudaGetDevice(&device), what, err);
-    if (rc == KVZ_OK)
-        rc = kvz_cuda_check(
-            cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
-            what, err);
-    if (rc == KVZ_OK && bytes > (size_t)optin)
-        return kvz_fail(err, KVZ_EUNSUPPORTED,
-                        "%s: head_dim needs %zu bytes of shared memory per block; the device "
-                        "allows %d",
-                        what, bytes, optin);
-    if (rc == KVZ_OK)
-        rc = kvz_cuda_check(cudaFuncSetAttribute(context_best_tc_kernel,
-                                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                 (int)bytes),
-                            what, err);
-    return rc;
-}
-
 extern "C" int kvz_cuda_score_tc_supported(size_t head_dim)
 {
     return head_dim > 0 && head_dim % 16 == 0 && head_dim <= KVZ_SCORE_TC_MAX_HEAD_DIM;
@@ -194,7 +169,8 @@ extern "C" int kvz_cuda_score_best_tc(const kvz_score_best_args *a, kvz_error *e
                         "16..%d) or repeat slice %zu (a multiple of %d) not supported",
                         a->dh, (int)KVZ_SCORE_TC_MAX_HEAD_DIM, a->r_len, (int)STC_TILE);
     size_t bytes = stc_smem_layout(a->dh).bytes;
-    int rc = stc_allow_smem(bytes, err);
+    int rc = kvz_cuda_allow_smem((const void *)context_best_tc_kernel, bytes,
+                                 "kvzip score (cuda, tensor cores)", err);
     if (rc != KVZ_OK)
         return rc;
     size_t nP = a->p1 - a->p0;
