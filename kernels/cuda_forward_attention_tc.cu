@@ -23,6 +23,7 @@
 #include <mma.h>
 
 #include "cuda_ops_internal.cuh"
+#include "cuda_wmma_tiles.cuh"
 
 extern "C" {
 #include "kvz_cuda_attention.h"
@@ -41,10 +42,6 @@ enum {
 };
 #define TC_FULL_MASK 0xffffffffu
 
-typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> tc_frag_a;
-typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> tc_frag_bt;
-typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> tc_frag_b;
-typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> tc_frag_acc;
 
 /* Shared-memory layout for head_dim dh (every section a multiple of 32 bytes,
  * so with a 128-byte aligned base every wmma pointer is 32-byte aligned):
@@ -68,46 +65,17 @@ static __host__ __device__ tc_layout tc_smem_layout(size_t dh)
     return L;
 }
 
-/* rows x dh fp32 rows of src (row r at src + r*stride) -> bf16 dst [TC_BQ][ld],
- * rows >= n_rows zero. */
-static __device__ void tc_load_rows(__nv_bfloat16 *dst, size_t ld, const float *src,
-                                    size_t stride, size_t n_rows, size_t dh)
-{
-    for (size_t e = threadIdx.x; e < (size_t)TC_BQ * dh; e += blockDim.x) {
-        size_t r = e / dh, d = e % dh;
-        dst[r * ld + d] = __float2bfloat16_rn(r < n_rows ? src[r * stride + d] : 0.0f);
-    }
-}
-
-/* S_w[16][64] = Q_w K^T for the key sub-tiles a warp can see (n_sub of 4). */
-static __device__ void tc_scores(float *s_w, const __nv_bfloat16 *q_w, const __nv_bfloat16 *k_t,
-                                 size_t ld, size_t dh, size_t n_sub)
-{
-    for (size_t c = 0; c < n_sub; c++) {
-        tc_frag_acc acc;
-        wmma::fill_fragment(acc, 0.0f);
-        for (size_t d0 = 0; d0 < dh; d0 += 16) {
-            tc_frag_a a;
-            tc_frag_bt b;
-            wmma::load_matrix_sync(a, q_w + d0, (unsigned)ld);
-            wmma::load_matrix_sync(b, k_t + c * 16 * ld + d0, (unsigned)ld);
-            wmma::mma_sync(acc, a, b, acc);
-        }
-        wmma::store_matrix_sync(s_w + c * 16, acc, TC_S_LD, wmma::mem_row_major);
-    }
-}
-
 /* O_w[16][dh] += P_w[16][16 n_sub] V[16 n_sub][dh]. */
 static __device__ void tc_accumulate(float *o_w, size_t o_ld, const __nv_bfloat16 *p_w,
                                      const __nv_bfloat16 *v_t, size_t ld, size_t dh,
                                      size_t n_sub)
 {
     for (size_t d0 = 0; d0 < dh; d0 += 16) {
-        tc_frag_acc acc;
+        kvz_wmma_acc acc;
         wmma::load_matrix_sync(acc, o_w + d0, (unsigned)o_ld, wmma::mem_row_major);
         for (size_t c = 0; c < n_sub; c++) {
-            tc_frag_a a;
-            tc_frag_b b;
+            kvz_wmma_a a;
+            kvz_wmma_b b;
             wmma::load_matrix_sync(a, p_w + c * 16, TC_P_LD);
             wmma::load_matrix_sync(b, v_t + c * 16 * ld + d0, (unsigned)ld);
             wmma::mma_sync(acc, a, b, acc);
@@ -177,20 +145,20 @@ static __global__ void __launch_bounds__(TC_WARPS * 32)
     size_t pos = pos0 + i0 + row;
     float m = -INFINITY, l = 0.0f;
 
-    tc_load_rows(q_t, ld, q + i0 * q_stride + h * dh, q_stride, n_rows, dh);
+    kvz_wmma_load_rows(q_t, ld, q + i0 * q_stride + h * dh, q_stride, n_rows, TC_BQ, dh);
     for (size_t d = half; d < dh; d += 2)
         o_w[(lane / 2) * o_ld + d] = 0.0f;
     for (size_t j0 = 0; j0 < n_keys; j0 += TC_BK) {
         size_t tile_keys = n_keys - j0 < TC_BK ? n_keys - j0 : TC_BK;
         __syncthreads(); /* the previous tile's readers (and Q's writers) are done */
-        tc_load_rows(k_t, ld, k + j0 * kv_stride + kvh * dh, kv_stride, tile_keys, dh);
-        tc_load_rows(v_t, ld, v + j0 * kv_stride + kvh * dh, kv_stride, tile_keys, dh);
+        kvz_wmma_load_rows(k_t, ld, k + j0 * kv_stride + kvh * dh, kv_stride, tile_keys, TC_BQ, dh);
+        kvz_wmma_load_rows(v_t, ld, v + j0 * kv_stride + kvh * dh, kv_stride, tile_keys, TC_BQ, dh);
         __syncthreads();
         if (w_rows == 0 || j0 > w_last)
             continue; /* warp-uniform: no rows, or the whole tile is in the warp's future */
         size_t w_keys = w_last - j0 + 1 < tile_keys ? w_last - j0 + 1 : tile_keys;
         size_t n_sub = (w_keys + 15) / 16;
-        tc_scores(s_w, q_t + 16 * (size_t)warp * ld, k_t, ld, dh, n_sub);
+        kvz_wmma_scores(s_w, TC_S_LD, q_t + 16 * (size_t)warp * ld, k_t, ld, dh, n_sub);
         __syncwarp();
         size_t visible = 0;
         if (row < n_rows && j0 <= pos)

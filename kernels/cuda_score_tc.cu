@@ -21,6 +21,7 @@
 #include <mma.h>
 
 #include "cuda_ops_internal.cuh"
+#include "cuda_wmma_tiles.cuh"
 #include "cuda_score_tc.cuh"
 
 using namespace nvcuda;
@@ -33,9 +34,6 @@ enum {
 };
 #define STC_FULL_MASK 0xffffffffu
 
-typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> stc_frag_a;
-typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> stc_frag_bt;
-typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> stc_frag_acc;
 
 /* Shared memory for head_dim dh (each section a multiple of 32 bytes, so
  * with a 128-byte aligned base every wmma pointer is 32-byte aligned):
@@ -54,35 +52,6 @@ static __host__ __device__ stc_layout stc_smem_layout(size_t dh)
     L.c = L.s + (size_t)STC_TILE * STC_S_LD * 4;
     L.bytes = L.c + (size_t)STC_TILE * 8;
     return L;
-}
-
-/* n_rows rows of dh fp32 (row r at src + r * stride) -> bf16 dst[64][ld],
- * rows >= n_rows zero. */
-static __device__ void stc_load_rows(__nv_bfloat16 *dst, size_t ld, const float *src,
-                                     size_t stride, size_t n_rows, size_t dh)
-{
-    for (size_t e = threadIdx.x; e < (size_t)STC_TILE * dh; e += blockDim.x) {
-        size_t r = e / dh, d = e % dh;
-        dst[r * ld + d] = __float2bfloat16_rn(r < n_rows ? src[r * stride + d] : 0.0f);
-    }
-}
-
-/* S_w[16][16 n_sub] = K_w Q^T for the first n_sub query sub-tiles. */
-static __device__ void stc_scores(float *s_w, const __nv_bfloat16 *k_w, const __nv_bfloat16 *q_t,
-                                  size_t ld, size_t dh, size_t n_sub)
-{
-    for (size_t c = 0; c < n_sub; c++) {
-        stc_frag_acc acc;
-        wmma::fill_fragment(acc, 0.0f);
-        for (size_t d0 = 0; d0 < dh; d0 += 16) {
-            stc_frag_a a;
-            stc_frag_bt b;
-            wmma::load_matrix_sync(a, k_w + d0, (unsigned)ld);
-            wmma::load_matrix_sync(b, q_t + c * 16 * ld + d0, (unsigned)ld);
-            wmma::mma_sync(acc, a, b, acc);
-        }
-        wmma::store_matrix_sync(s_w + c * 16, acc, STC_S_LD, wmma::mem_row_major);
-    }
 }
 
 /* max(best, max over this lane's queries j < nq of scale s_row[j] - c[j]);
@@ -125,20 +94,20 @@ static __global__ void __launch_bounds__(STC_WARPS * 32)
     size_t row = 16 * (size_t)warp + lane / 2, i = i0 + row; /* this lane pair's key */
     int warp_busy = 16 * (size_t)warp < nk;                  /* warp-uniform */
     size_t js = r0 + (size_t)blockIdx.z * r_len, je = js + r_len < r1 ? js + r_len : r1;
-    stc_load_rows(k_t, ld, k + i0 * Hkv * dh + h * dh, Hkv * dh, nk, dh);
+    kvz_wmma_load_rows(k_t, ld, k + i0 * Hkv * dh + h * dh, Hkv * dh, nk, STC_TILE, dh);
     double best = -INFINITY;
     for (size_t g = h * G; g < (h + 1) * G; g++) {
         double best_g = -INFINITY;
         for (size_t j0 = js; j0 < je; j0 += STC_TILE) {
             size_t nq = je - j0 < STC_TILE ? je - j0 : STC_TILE;
             __syncthreads(); /* the previous Q tile and c are consumed (and K is loaded) */
-            stc_load_rows(q_t, ld, q + j0 * H * dh + g * dh, H * dh, nq, dh);
+            kvz_wmma_load_rows(q_t, ld, q + j0 * H * dh + g * dh, H * dh, nq, STC_TILE, dh);
             for (size_t t = threadIdx.x; t < nq; t += blockDim.x)
                 c_t[t] = lse[g * nR + (j0 + t - r0)] + log_xnorm[j0 + t - r0];
             __syncthreads();
             if (!warp_busy)
                 continue;
-            stc_scores(s_w, k_t + 16 * (size_t)warp * ld, q_t, ld, dh, (nq + 15) / 16);
+            kvz_wmma_scores(s_w, STC_S_LD, k_t + 16 * (size_t)warp * ld, q_t, ld, dh, (nq + 15) / 16);
             __syncwarp();
             best_g = stc_row_max(s_row, c_t, nq, half, scale, best_g);
             __syncwarp(); /* S_w read before the next tile's store */
