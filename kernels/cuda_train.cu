@@ -72,15 +72,21 @@ static __global__ void residual_partial_kernel(const float *out, const float *y,
         partial[blockIdx.x] = total;
 }
 
-/* partial[n_partial] = sum of partial[0 .. n_partial) (one block). */
-static __global__ void partial_final_kernel(double *partial, unsigned n_partial)
+/* How the final reduction turns the total into its device result. */
+enum { FINAL_MEAN = 0, FINAL_SQRT = 1 };
+
+/* *out = total / div (FINAL_MEAN) or sqrt(total) (FINAL_SQRT), total = sum of
+ * partial[0 .. n_partial) (one block). Double division and sqrt are IEEE
+ * round-to-nearest on the device, as on the host. */
+static __global__ void partial_final_kernel(const double *partial, unsigned n_partial, int mode,
+                                            double div, double *out)
 {
     double acc = 0;
     for (unsigned i = threadIdx.x; i < n_partial; i += blockDim.x)
         acc += partial[i];
     double total = block_sum(acc);
     if (threadIdx.x == 0)
-        partial[n_partial] = total;
+        *out = mode == FINAL_SQRT ? sqrt(total) : total / div;
 }
 
 static unsigned red_blocks(size_t n)
@@ -89,16 +95,19 @@ static unsigned red_blocks(size_t n)
     return b > (unsigned)RED_MAX_BLOCKS ? (unsigned)RED_MAX_BLOCKS : b;
 }
 
-/* *out = partial[nb] after the final kernel (waits). */
-static int finish_sum(double *partial, unsigned nb, double *out, const char *what,
-                      kvz_error *err)
+/* Queues the final reduction of partial[0 .. nb) into the device double
+ * out_dev (no wait). */
+static int finish_sum_dev(const double *partial, unsigned nb, int mode, double div,
+                          double *out_dev, const char *what, kvz_error *err)
 {
-    partial_final_kernel<<<1, RED_THREADS>>>(partial, nb);
-    int rc = kvz_cuda_check_launch(what, err);
-    if (rc == KVZ_OK)
-        rc = kvz_cuda_check(cudaMemcpy(out, partial + nb, sizeof *out, cudaMemcpyDeviceToHost),
-                            what, err);
-    return rc;
+    partial_final_kernel<<<1, RED_THREADS>>>(partial, nb, mode, div, out_dev);
+    return kvz_cuda_check_launch(what, err);
+}
+
+/* *out = the device double src (waits). */
+static int download_double(double *out, const double *src, const char *what, kvz_error *err)
+{
+    return kvz_cuda_check(cudaMemcpy(out, src, sizeof *out, cudaMemcpyDeviceToHost), what, err);
 }
 
 /* col[j] = (float) sum over rows r of v[r * cols + j], float64 tree sums;
@@ -146,8 +155,15 @@ static __global__ void gelu_backward_kernel(const float *h, float *da, size_t n)
     }
 }
 
-static __global__ void scale_kernel(float *v, size_t n, float c)
+/* clip_grad_norm_'s scale with the norm read on the device: coef =
+ * max_norm / (norm + 1e-6) in float64; v *= (float)coef only when coef < 1
+ * (a NaN norm leaves v alone, as on the host). */
+static __global__ void clip_scale_kernel(float *v, size_t n, const double *norm, double max_norm)
 {
+    double coef = max_norm / __dadd_rn(*norm, 1e-6);
+    if (!(coef < 1.0))
+        return;
+    float c = (float)coef;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
         v[i] = __fmul_rn(v[i], c);
@@ -187,7 +203,8 @@ struct kvz_cuda_mlp {
     float *params, *grad, *m1, *v;
     float *act;           /* h, a, da [max_rows, Dh]; out, dy [max_rows, Hkv] */
     float *h, *a, *da, *out, *dy;
-    double *partial;      /* [RED_MAX_BLOCKS + 1] */
+    double *partial;      /* [RED_MAX_BLOCKS + 1]: block partials, then result */
+    double *result;       /* partial + RED_MAX_BLOCKS: the host-returning wrappers' slot */
 };
 
 static int check_mlp_shape(kvz_mlp_shape s, size_t max_rows, unsigned flags, kvz_error *err)
@@ -227,6 +244,7 @@ static int mlp_alloc(kvz_cuda_mlp *m, kvz_error *err)
                             "cuda mlp: zeroing params/grads/moments", err);
     if (rc != KVZ_OK)
         return rc;
+    m->result = m->partial + RED_MAX_BLOCKS;
     m->params = m->state;
     m->grad = m->state + np;
     m->m1 = m->state + 2 * np;
@@ -449,8 +467,10 @@ static int linear_param_grad(kvz_cuda_mlp *m, const float *d, const float *in, s
     return kvz_cuda_check_launch("cuda mlp: bias-gradient sums", err);
 }
 
+/* Forward and residuals; the loss sse / (n * Hkv) lands in the device
+ * double loss_dev (no wait). */
 static int forward_loss(kvz_cuda_mlp *m, const float *x, const float *y, size_t n,
-                        double *loss, kvz_error *err)
+                        double *loss_dev, kvz_error *err)
 {
     size_t D = m->s.d_in, Dh = m->s.d_hidden, H = m->s.d_out;
     kvz_surrogate_layer p = kvz_mlp_view(m->s, m->params);
@@ -468,10 +488,9 @@ static int forward_loss(kvz_cuda_mlp *m, const float *x, const float *y, size_t 
     float scale = 2.0f / (float)(n * H);
     residual_partial_kernel<<<nb, RED_THREADS>>>(m->out, y, n * H, scale, m->dy, m->partial);
     rc = kvz_cuda_check_launch("cuda mlp: residuals", err);
-    double sse = 0;
     if (rc == KVZ_OK)
-        rc = finish_sum(m->partial, nb, &sse, "cuda mlp: loss", err);
-    *loss = sse / (double)(n * H);
+        rc = finish_sum_dev(m->partial, nb, FINAL_MEAN, (double)(n * H), loss_dev,
+                            "cuda mlp: loss", err);
     return rc;
 }
 
@@ -495,54 +514,68 @@ static int backward(kvz_cuda_mlp *m, const float *x, size_t n, kvz_error *err)
     return rc;
 }
 
+static int check_rows(const kvz_cuda_mlp *m, const float *x_dev, const float *y_dev, size_t n,
+                      const void *out, const char *what, kvz_error *err)
+{
+    if (!m || !x_dev || !y_dev || !out)
+        return kvz_fail(err, KVZ_EINVAL, "cuda mlp: %s: NULL argument", what);
+    if (n == 0 || n > m->max_rows)
+        return kvz_fail(err, KVZ_EINVAL, "cuda mlp: %s: %zu rows but the context holds 1..%zu",
+                        what, n, m->max_rows);
+    return KVZ_OK;
+}
+
+extern "C" int kvz_cuda_mlp_loss_grad_dev(kvz_cuda_mlp *m, const float *x_dev,
+                                          const float *y_dev, size_t n, double *loss_dev,
+                                          kvz_error *err)
+{
+    int rc = check_rows(m, x_dev, y_dev, n, loss_dev, "loss_grad", err);
+    rc = rc ? rc : forward_loss(m, x_dev, y_dev, n, loss_dev, err);
+    return rc ? rc : backward(m, x_dev, n, err);
+}
+
 extern "C" int kvz_cuda_mlp_loss_grad(kvz_cuda_mlp *m, const float *x_dev, const float *y_dev,
                                       size_t n, double *loss, kvz_error *err)
 {
-    if (!m || !x_dev || !y_dev || !loss)
-        return kvz_fail(err, KVZ_EINVAL, "cuda mlp: loss_grad: NULL argument");
-    if (n == 0 || n > m->max_rows)
-        return kvz_fail(err, KVZ_EINVAL,
-                        "cuda mlp: loss_grad: %zu rows but the context holds 1..%zu", n,
-                        m->max_rows);
-    int rc = forward_loss(m, x_dev, y_dev, n, loss, err);
-    return rc ? rc : backward(m, x_dev, n, err);
+    int rc = check_rows(m, x_dev, y_dev, n, loss, "loss_grad", err);
+    rc = rc ? rc : kvz_cuda_mlp_loss_grad_dev(m, x_dev, y_dev, n, m->result, err);
+    return rc ? rc : download_double(loss, m->result, "cuda mlp: loss", err);
 }
 
 extern "C" int kvz_cuda_mlp_loss(kvz_cuda_mlp *m, const float *x_dev, const float *y_dev,
                                  size_t n, double *loss, kvz_error *err)
 {
-    if (!m || !x_dev || !y_dev || !loss)
-        return kvz_fail(err, KVZ_EINVAL, "cuda mlp: loss: NULL argument");
-    if (n == 0 || n > m->max_rows)
-        return kvz_fail(err, KVZ_EINVAL, "cuda mlp: loss: %zu rows but the context holds 1..%zu",
-                        n, m->max_rows);
-    return forward_loss(m, x_dev, y_dev, n, loss, err);
+    int rc = check_rows(m, x_dev, y_dev, n, loss, "loss", err);
+    rc = rc ? rc : forward_loss(m, x_dev, y_dev, n, m->result, err);
+    return rc ? rc : download_double(loss, m->result, "cuda mlp: loss", err);
+}
+
+extern "C" int kvz_cuda_mlp_clip_dev(kvz_cuda_mlp *m, double max_norm, double *norm_dev,
+                                     kvz_error *err)
+{
+    if (!m)
+        return kvz_fail(err, KVZ_EINVAL, "cuda mlp: clip: NULL context");
+    double *norm = norm_dev ? norm_dev : m->result;
+    unsigned nb = red_blocks(m->n_params);
+    sumsq_partial_kernel<<<nb, RED_THREADS>>>(m->grad, m->n_params, m->partial);
+    int rc = kvz_cuda_check_launch("cuda mlp: gradient norm", err);
+    if (rc == KVZ_OK)
+        rc = finish_sum_dev(m->partial, nb, FINAL_SQRT, 1.0, norm, "cuda mlp: gradient norm",
+                            err);
+    if (rc == KVZ_OK && max_norm > 0) {
+        clip_scale_kernel<<<kvz_cuda_blocks_for(m->n_params, EW_THREADS), EW_THREADS>>>(
+            m->grad, m->n_params, norm, max_norm);
+        rc = kvz_cuda_check_launch("cuda mlp: clip scale", err);
+    }
+    return rc;
 }
 
 extern "C" int kvz_cuda_mlp_clip(kvz_cuda_mlp *m, double max_norm, double *norm_before,
                                  kvz_error *err)
 {
-    if (!m)
-        return kvz_fail(err, KVZ_EINVAL, "cuda mlp: clip: NULL context");
-    unsigned nb = red_blocks(m->n_params);
-    sumsq_partial_kernel<<<nb, RED_THREADS>>>(m->grad, m->n_params, m->partial);
-    int rc = kvz_cuda_check_launch("cuda mlp: gradient norm", err);
-    double sq = 0;
-    if (rc == KVZ_OK)
-        rc = finish_sum(m->partial, nb, &sq, "cuda mlp: gradient norm", err);
-    if (rc != KVZ_OK)
-        return rc;
-    double norm = sqrt(sq);
-    if (norm_before)
-        *norm_before = norm;
-    if (max_norm > 0) {
-        double coef = max_norm / (norm + 1e-6);
-        if (coef < 1.0) {
-            scale_kernel<<<kvz_cuda_blocks_for(m->n_params, EW_THREADS), EW_THREADS>>>(
-                m->grad, m->n_params, (float)coef);
-            rc = kvz_cuda_check_launch("cuda mlp: clip scale", err);
-        }
-    }
+    int rc = kvz_cuda_mlp_clip_dev(m, max_norm, m ? m->result : NULL, err);
+    if (rc == KVZ_OK && norm_before)
+        rc = download_double(norm_before, m->result, "cuda mlp: gradient norm", err);
     return rc;
 }
 

@@ -85,6 +85,19 @@ int kvz_cuda_mlp_clip(kvz_cuda_mlp *m, double max_norm, double *norm_before, kvz
     return no_cuda(err, "cuda mlp: clip");
 }
 
+int kvz_cuda_mlp_loss_grad_dev(kvz_cuda_mlp *m, const float *x_dev, const float *y_dev,
+                               size_t n, double *loss_dev, kvz_error *err)
+{
+    (void)m, (void)x_dev, (void)y_dev, (void)n, (void)loss_dev;
+    return no_cuda(err, "cuda mlp: loss_grad");
+}
+
+int kvz_cuda_mlp_clip_dev(kvz_cuda_mlp *m, double max_norm, double *norm_dev, kvz_error *err)
+{
+    (void)m, (void)max_norm, (void)norm_dev;
+    return no_cuda(err, "cuda mlp: clip");
+}
+
 int kvz_cuda_mlp_adamw_step(kvz_cuda_mlp *m, size_t t, double lr, double beta1, double beta2,
                             double eps, double weight_decay, kvz_error *err)
 {

@@ -21,7 +21,8 @@
  *
  * Every x_dev / y_dev is a DEVICE pointer (kvz_cuda_alloc), row-major fp32;
  * everything else is host memory. Work runs on the default (legacy) stream;
- * every function that returns a number to the host waits for its work. */
+ * every function that returns a number to the host waits for its work (the
+ * *_dev variants return theirs on the device and do not wait). */
 #ifndef KVZ_CUDA_TRAIN_H
 #define KVZ_CUDA_TRAIN_H
 
@@ -77,6 +78,17 @@ int kvz_cuda_mlp_loss_grad(kvz_cuda_mlp *m, const float *x_dev, const float *y_d
 /* Forward + MSE loss only (no gradient): validation batches. Same errors. */
 int kvz_cuda_mlp_loss(kvz_cuda_mlp *m, const float *x_dev, const float *y_dev, size_t n,
                       double *loss, kvz_error *err);
+/* Device-result variants for a sync-free training loop: the same work and
+ * the same arithmetic as the host-returning functions above/below (which are
+ * these plus one copy), but the loss sse / (double)(n * Hkv) (resp. the
+ * gradient norm) is written to the DEVICE double loss_dev (norm_dev) and
+ * nothing waits. In clip_dev the clip coefficient is computed on the device
+ * from that norm: when max_norm > 0 and coef = max_norm / (norm + 1e-6) < 1,
+ * the gradient is scaled by (float)coef. loss_dev is required; norm_dev may
+ * be NULL (the context's scratch slot is used). */
+int kvz_cuda_mlp_loss_grad_dev(kvz_cuda_mlp *m, const float *x_dev, const float *y_dev,
+                               size_t n, double *loss_dev, kvz_error *err);
+int kvz_cuda_mlp_clip_dev(kvz_cuda_mlp *m, double max_norm, double *norm_dev, kvz_error *err);
 /* clip_grad_norm_ on the device gradient: *norm_before = total L2 norm
  * (float64); when max_norm > 0 scales by (float)min(1, max_norm/(norm+1e-6)).
  * norm_before may be NULL. */

@@ -3,7 +3,10 @@
  * every gradient vs kvz_mlp_loss_grad (relative 1e-5 per tensor), clip and
  * one AdamW step vs kvz_mlp_clip_grad / kvz_mlp_adamw_step (1e-6), a 3-step
  * loss_grad/clip/AdamW trajectory, and the ridge sums vs kvz_ridge_acc_*
- * (1e-10 relative), plus argument and non-finite errors. Device inputs carry
+ * (1e-10 relative), plus argument and non-finite errors. The device-result
+ * variants (loss_grad_dev, clip_dev) match the host-returning ones bit for
+ * bit, and a NaN feature fails kvz_mlp_train_cuda_host at the step whose
+ * batch holds that row (from the trainers' shared plan, mlp_work.h). Device inputs carry
  * guard floats on both sides, host outputs guard floats after the data.
  * Skipped (77) when the build has no CUDA or the machine has no GPU. */
 #include <math.h>
@@ -17,6 +20,8 @@
 #include "kernels/kvz_cuda_train.h"
 #include "kvz_test.h"
 #include "trainer/mlp.h"
+#include "trainer/mlp_cuda.h"
+#include "trainer/mlp_work.h"
 #include "trainer/ridge.h"
 
 enum { D = 40, DH = 5, HKV = 3, N = 77, GUARD = 16 };
@@ -318,6 +323,107 @@ static void test_mlp_errors(fixture *f)
     kvz_cuda_mlp_free(m);
 }
 
+/* Downloads the device double at d. */
+static double device_double(const double *d)
+{
+    kvz_error err = {0};
+    double v = NAN;
+    KVZ_CHECK_OK(kvz_cuda_download(&v, d, sizeof v, &err), err);
+    return v;
+}
+
+static void check_same_bits(const char *what, const void *got, const void *ref, size_t bytes)
+{
+    KVZ_CHECK(memcmp(got, ref, bytes) == 0, "%s: device-result variant differs in its bits",
+              what);
+}
+
+/* clip vs clip_dev from the same gradient; returns whether the clip changed it. */
+static int compare_clip(fixture *f, const float *grad, double max_norm, double *norm_dev)
+{
+    kvz_error err = {0};
+    float *g_host = malloc(f->np * sizeof *g_host), *g_dev = malloc(f->np * sizeof *g_dev);
+    double norm = 0;
+    KVZ_CHECK_OK(kvz_cuda_mlp_upload_grad(f->m, grad, &err), err);
+    KVZ_CHECK_OK(kvz_cuda_mlp_clip(f->m, max_norm, &norm, &err), err);
+    KVZ_CHECK_OK(kvz_cuda_mlp_download_grad(f->m, g_host, &err), err);
+    KVZ_CHECK_OK(kvz_cuda_mlp_upload_grad(f->m, grad, &err), err);
+    KVZ_CHECK_OK(kvz_cuda_mlp_clip_dev(f->m, max_norm, norm_dev, &err), err);
+    KVZ_CHECK_OK(kvz_cuda_mlp_download_grad(f->m, g_dev, &err), err);
+    double nd = device_double(norm_dev);
+    check_same_bits("clip_dev norm", &nd, &norm, sizeof nd);
+    check_same_bits("clip_dev gradient", g_dev, g_host, f->np * sizeof *g_dev);
+    int changed = memcmp(g_host, grad, f->np * sizeof *grad) != 0;
+    free(g_host), free(g_dev);
+    return changed;
+}
+
+/* loss_grad_dev / clip_dev vs loss_grad / clip, bit for bit. */
+static void test_dev_variants(fixture *f)
+{
+    kvz_error err = {0};
+    double *d = NULL, loss = 0, norm = 0;
+    float *g_host = malloc(f->np * sizeof *g_host), *g_dev = malloc(f->np * sizeof *g_dev);
+    KVZ_CHECK_OK(kvz_cuda_alloc((void **)&d, 2 * sizeof *d, &err), err);
+    KVZ_CHECK_OK(kvz_cuda_mlp_upload_params(f->m, f->params, &err), err);
+    KVZ_CHECK_OK(kvz_cuda_mlp_loss_grad(f->m, f->dx.data, f->dy.data, N, &loss, &err), err);
+    KVZ_CHECK_OK(kvz_cuda_mlp_download_grad(f->m, g_host, &err), err);
+    KVZ_CHECK_OK(kvz_cuda_mlp_loss_grad_dev(f->m, f->dx.data, f->dy.data, N, d, &err), err);
+    KVZ_CHECK_OK(kvz_cuda_mlp_download_grad(f->m, g_dev, &err), err);
+    double ld = device_double(d);
+    check_same_bits("loss_grad_dev loss", &ld, &loss, sizeof ld);
+    check_same_bits("loss_grad_dev gradient", g_dev, g_host, f->np * sizeof *g_dev);
+    KVZ_CHECK(kvz_cuda_mlp_loss_grad_dev(f->m, f->dx.data, f->dy.data, N, NULL, &err) ==
+                  KVZ_EINVAL, "loss_grad_dev without a result accepted");
+    KVZ_CHECK(!compare_clip(f, g_host, 0, d + 1), "clip with max_norm 0 changed the gradient");
+    norm = device_double(d + 1);
+    KVZ_CHECK(norm > 0 && isfinite(norm), "gradient norm %g", norm);
+    KVZ_CHECK(compare_clip(f, g_host, 0.37 * norm, d + 1), "clip below the norm did not scale");
+    KVZ_CHECK(!compare_clip(f, g_host, 10.0 * norm, d + 1), "clip above the norm scaled");
+    kvz_cuda_free(d);
+    free(g_host), free(g_dev);
+}
+
+/* The dataset row that epoch 0 visits at position pos (the trainers' plan). */
+static size_t row_at(const kvz_mlp_options *o, size_t pos)
+{
+    kvz_error err = {0};
+    kvz_mlp_plan plan;
+    size_t row = 0;
+    memset(&plan, 0, sizeof plan);
+    KVZ_CHECK_OK(kvz_mlp_plan_create(o, N, &plan, &err), err);
+    KVZ_CHECK_OK(kvz_mlp_plan_epoch(&plan, o, 0, &err), err);
+    if (plan.order && pos < plan.n_train)
+        row = plan.train_rows[plan.order[pos]];
+    kvz_mlp_plan_free(&plan);
+    return row;
+}
+
+/* A NaN feature in one training row: kvz_mlp_train_cuda_host fails with the
+ * 1-based global step of the batch holding it (step 4 of epoch 0, so steps
+ * 1-3 ran fine and from step 4 on the params are NaN), and frees the log. */
+static void test_nan_step(fixture *f)
+{
+    kvz_error err = {0};
+    kvz_mlp_options o;
+    kvz_mlp_options_default(&o);
+    o.epochs = 2, o.batch_size = 16, o.val_fraction = 0;
+    float *x = malloc((size_t)N * D * sizeof *x), *p = malloc(f->np * sizeof *p);
+    memcpy(x, f->x, (size_t)N * D * sizeof *x);
+    memcpy(p, f->params, f->np * sizeof *p);
+    size_t pos = 50, step = pos / 16 + 1; /* step 4 of 5 in epoch 0 */
+    x[row_at(&o, pos) * D + 3] = NAN;
+    kvz_mlp_log log;
+    int rc = kvz_mlp_train_cuda_host(SHAPE, x, f->y, N, &o, NULL, kvz_mlp_view(SHAPE, p), &log,
+                                     &err);
+    char want[96];
+    snprintf(want, sizeof want, "mlp: loss is not finite at step %zu", step);
+    KVZ_CHECK(rc == KVZ_EINVAL && strcmp(err.msg, want) == 0, "GPU trainer: rc %d '%s', want '%s'",
+              rc, err.msg, want);
+    KVZ_CHECK(!log.step_loss && !log.grad_norm, "log kept after the failure");
+    free(x), free(p);
+}
+
 static void test_mlp(void)
 {
     fixture f;
@@ -328,6 +434,8 @@ static void test_mlp(void)
         test_adamw(&f, grad);
         test_trajectory(&f);
         test_mlp_errors(&f);
+        test_dev_variants(&f);
+        test_nan_step(&f);
         free(grad);
     } else {
         KVZ_CHECK(0, "mlp fixture setup failed");

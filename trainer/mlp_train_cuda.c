@@ -3,7 +3,13 @@
  * RNG streams as the CPU trainer, the epoch's row order is uploaded once per
  * epoch, and each step gathers its batch on the device from the
  * device-resident rows, then loss/grad, clip and AdamW run there
- * (kernels/kvz_cuda_train.h). Also the GPU ridge fit from those rows. */
+ * (kernels/kvz_cuda_train.h). Also the GPU ridge fit from those rows.
+ *
+ * Within an epoch nothing waits for the device: each step writes its loss
+ * and gradient norm into a device array (one slot per step) and the clip
+ * factor is decided on the device, so the host only queues work. The array
+ * is downloaded once at the end of the epoch, which fills the step log,
+ * sums the epoch's train loss and checks finiteness. */
 #include "mlp_cuda.h"
 
 #include <math.h>
@@ -30,6 +36,8 @@ typedef struct cuda_run {
     kvz_cuda_mlp *mlp;
     int64_t *idx_dev, *val_dev;            /* device [n_train], [n_val] */
     float *xb_dev, *yb_dev;                /* device [B, D], [B, Hkv] */
+    size_t epoch_steps;                    /* steps per epoch */
+    double *steps_dev, *steps_host;        /* [2 * epoch_steps]: losses, then norms */
 } cuda_run;
 
 static void run_free(cuda_run *r)
@@ -42,6 +50,8 @@ static void run_free(cuda_run *r)
     kvz_cuda_free(r->val_dev);
     kvz_cuda_free(r->xb_dev);
     kvz_cuda_free(r->yb_dev);
+    kvz_cuda_free(r->steps_dev);
+    free(r->steps_host);
 }
 
 static int setup_rows(cuda_run *r, kvz_error *err)
@@ -70,6 +80,11 @@ static int alloc_device(cuda_run *r, const kvz_mlp_cuda_options *co, kvz_error *
     rc = rc ? rc : kvz_cuda_alloc((void **)&r->val_dev, n_val_alloc * sizeof(int64_t), err);
     rc = rc ? rc : kvz_cuda_alloc((void **)&r->xb_dev, B * r->s.d_in * sizeof(float), err);
     rc = rc ? rc : kvz_cuda_alloc((void **)&r->yb_dev, B * r->s.d_out * sizeof(float), err);
+    r->epoch_steps = (r->plan.n_train + r->o->batch_size - 1) / r->o->batch_size;
+    size_t n_slots = 2 * (r->epoch_steps ? r->epoch_steps : 1);
+    rc = rc ? rc : kvz_cuda_alloc((void **)&r->steps_dev, n_slots * sizeof(double), err);
+    if (rc == KVZ_OK && !(r->steps_host = malloc(n_slots * sizeof *r->steps_host)))
+        rc = kvz_fail(err, KVZ_ENOMEM, "mlp: out of memory");
     for (size_t i = 0; rc == KVZ_OK && i < r->plan.n_val; i++)
         r->epoch_rows[i] = (int64_t)r->plan.val_rows[i];
     if (rc == KVZ_OK && r->plan.n_val)
@@ -127,40 +142,61 @@ static double validation_loss(cuda_run *r, int *rc, kvz_error *err)
     return sse / (double)r->plan.n_val;
 }
 
-/* One step on batch rows idx_dev[i .. i+nb). */
-static int train_step(cuda_run *r, size_t i, size_t nb, size_t t, double lr, double *loss,
-                      double *norm, kvz_error *err)
+/* Queues step k of the epoch (global step t) on batch rows idx_dev[i ..
+ * i+nb): its loss goes to steps_dev[k], its gradient norm to
+ * steps_dev[epoch_steps + k]; nothing waits. */
+static int train_step(cuda_run *r, size_t k, size_t i, size_t nb, size_t t, double lr,
+                      kvz_error *err)
 {
     const kvz_mlp_options *o = r->o;
+    double *loss_dev = r->steps_dev + k, *norm_dev = r->steps_dev + r->epoch_steps + k;
     int rc = kvz_cuda_rows_gather(r->rows, r->idx_dev + i, 0, nb, r->xb_dev, r->yb_dev, err);
-    rc = rc ? rc : kvz_cuda_mlp_loss_grad(r->mlp, r->xb_dev, r->yb_dev, nb, loss, err);
-    if (rc == KVZ_OK && !isfinite(*loss))
-        return kvz_fail(err, KVZ_EINVAL, "mlp: loss is not finite at step %zu", t);
-    rc = rc ? rc : kvz_cuda_mlp_clip(r->mlp, o->max_grad_norm, norm, err);
+    rc = rc ? rc : kvz_cuda_mlp_loss_grad_dev(r->mlp, r->xb_dev, r->yb_dev, nb, loss_dev, err);
+    rc = rc ? rc : kvz_cuda_mlp_clip_dev(r->mlp, o->max_grad_norm, norm_dev, err);
     rc = rc ? rc : kvz_cuda_mlp_adamw_step(r->mlp, t, lr, o->beta1, o->beta2, o->eps,
                                            o->weight_decay, err);
+    return rc;
+}
+
+/* Downloads the epoch's step losses and norms (the epoch's one wait), logs
+ * them and sums the train loss as the CPU trainer does. t0: global steps
+ * before this epoch. The first non-finite loss fails with its 1-based global
+ * step. Unlike the CPU trainer, which stops at that step, the later steps
+ * of the epoch have already run on the device (with a NaN gradient); the
+ * result is the same error either way and the params are not returned. */
+static int collect_epoch(cuda_run *r, size_t t0, kvz_mlp_log *log, double *train_loss,
+                         kvz_error *err)
+{
+    size_t B = r->o->batch_size, ns = r->epoch_steps;
+    const double *loss = r->steps_host, *norm = r->steps_host + ns;
+    int rc = kvz_cuda_download(r->steps_host, r->steps_dev, 2 * ns * sizeof(double), err);
+    double sum = 0;
+    for (size_t k = 0; rc == KVZ_OK && k < ns; k++) {
+        size_t i = k * B, nb = r->plan.n_train - i < B ? r->plan.n_train - i : B;
+        if (!isfinite(loss[k]))
+            return kvz_fail(err, KVZ_EINVAL, "mlp: loss is not finite at step %zu", t0 + k + 1);
+        if (log) {
+            log->step_loss[t0 + k] = loss[k];
+            log->grad_norm[t0 + k] = norm[k];
+        }
+        sum += loss[k] * (double)nb;
+    }
+    *train_loss = sum / (double)r->plan.n_train;
     return rc;
 }
 
 static int run_epoch(cuda_run *r, size_t e, size_t *t, kvz_mlp_log *log, double *train_loss,
                      kvz_error *err)
 {
-    double lr = kvz_mlp_epoch_lr(r->o, e), sum = 0;
-    size_t B = r->o->batch_size;
+    double lr = kvz_mlp_epoch_lr(r->o, e);
+    size_t B = r->o->batch_size, t0 = *t;
     int rc = upload_epoch_order(r, e, err);
-    for (size_t i = 0; rc == KVZ_OK && i < r->plan.n_train; i += B) {
-        size_t nb = r->plan.n_train - i < B ? r->plan.n_train - i : B;
-        double loss = 0, norm = 0;
+    for (size_t k = 0; rc == KVZ_OK && k < r->epoch_steps; k++) {
+        size_t i = k * B, nb = r->plan.n_train - i < B ? r->plan.n_train - i : B;
         ++*t;
-        rc = train_step(r, i, nb, *t, lr, &loss, &norm, err);
-        if (rc == KVZ_OK && log) {
-            log->step_loss[*t - 1] = loss;
-            log->grad_norm[*t - 1] = norm;
-        }
-        sum += loss * (double)nb;
+        rc = train_step(r, k, i, nb, *t, lr, err);
     }
-    *train_loss = sum / (double)r->plan.n_train;
-    return rc;
+    return rc ? rc : collect_epoch(r, t0, log, train_loss, err);
 }
 
 static int train_epochs(cuda_run *r, kvz_mlp_log *log, kvz_error *err)
