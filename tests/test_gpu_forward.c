@@ -31,6 +31,7 @@
 #include "kernels/kvz_cuda_forward.h"
 #include "kernels/kvz_cuda_ops.h"
 #include "kvz_test.h"
+#include "kvz_test_gpu.h"
 #include "model/checkpoint.h"
 #include "model/forward.h"
 #include "ops/ops.h"
@@ -86,67 +87,6 @@ static int all_finite(const float *v, size_t n)
     return 1;
 }
 
-/* ---------- guarded device arrays ---------- */
-
-enum { GUARD = 64 };
-static const uint32_t GUARD_BITS = 0x7fa5a5a5u; /* a NaN pattern no kernel writes */
-
-typedef struct guarded {
-    float *base, *data;
-    size_t n;
-} guarded;
-
-static void fill_guard(float *v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        memcpy(&v[i], &GUARD_BITS, sizeof GUARD_BITS);
-}
-
-/* Device copy of host[n] (NULL: the pattern) with GUARD floats each side. */
-static void guarded_make(guarded *g, const float *host, size_t n)
-{
-    kvz_error err = {0};
-    size_t total = n + 2 * GUARD;
-    float *tmp = malloc(total * sizeof *tmp);
-    memset(g, 0, sizeof *g);
-    if (!tmp)
-        return;
-    fill_guard(tmp, total);
-    if (host)
-        memcpy(tmp + GUARD, host, n * sizeof *host);
-    int rc = kvz_cuda_alloc((void **)&g->base, total * sizeof *tmp, &err);
-    rc = rc ? rc : kvz_cuda_upload(g->base, tmp, total * sizeof *tmp, &err);
-    KVZ_CHECK_OK(rc, err);
-    free(tmp);
-    g->data = g->base ? g->base + GUARD : NULL;
-    g->n = n;
-}
-
-/* Downloads into host[n]; checks both guards. */
-static void guarded_fetch(const guarded *g, float *host, const char *what)
-{
-    kvz_error err = {0};
-    size_t total = g->n + 2 * GUARD;
-    float *tmp = malloc(total * sizeof *tmp), *pat = malloc(GUARD * sizeof *pat);
-    if (tmp && pat && g->base) {
-        int rc = kvz_cuda_download(tmp, g->base, total * sizeof *tmp, &err);
-        KVZ_CHECK_OK(rc, err);
-        fill_guard(pat, GUARD);
-        KVZ_CHECK(memcmp(tmp, pat, GUARD * sizeof *pat) == 0, "%s: front guard overwritten", what);
-        KVZ_CHECK(memcmp(tmp + GUARD + g->n, pat, GUARD * sizeof *pat) == 0,
-                  "%s: back guard overwritten", what);
-        memcpy(host, tmp + GUARD, g->n * sizeof *host);
-    }
-    free(tmp);
-    free(pat);
-}
-
-static void guarded_free(guarded *g)
-{
-    kvz_cuda_free(g->base);
-    memset(g, 0, sizeof *g);
-}
-
 /* ---------- attention ---------- */
 
 /* Largest |a - b| and NMSE sum (a-b)^2 / sum b^2. */
@@ -174,12 +114,12 @@ static void attention_case(size_t T, size_t pos0, size_t H, size_t Hkv, size_t d
     float *gout = malloc(nq * sizeof *gout), *glse = malloc(T * H * sizeof *glse);
     kvz_attn_args a = {q, k, v, out, T, pos0, H, Hkv, dh, 0, 1.0f / sqrtf((float)dh), lse};
     KVZ_CHECK(kvz_attention(&a) == KVZ_OK, "%s: CPU attention failed", what);
-    guarded dq, dk, dv, dout, dlse;
-    guarded_make(&dq, q, nq);
-    guarded_make(&dk, k, nkv);
-    guarded_make(&dv, v, nkv);
-    guarded_make(&dout, NULL, nq);
-    guarded_make(&dlse, NULL, T * H);
+    kvz_guarded dq, dk, dv, dout, dlse;
+    kvz_guarded_create(&dq, q, nq);
+    kvz_guarded_create(&dk, k, nkv);
+    kvz_guarded_create(&dv, v, nkv);
+    kvz_guarded_create(&dout, NULL, nq);
+    kvz_guarded_create(&dlse, NULL, T * H);
     kvz_attn_args g = a;
     g.q = dq.data, g.k = dk.data, g.v = dv.data, g.out = dout.data, g.lse = dlse.data;
     kvz_error err = {0};
@@ -187,8 +127,8 @@ static void attention_case(size_t T, size_t pos0, size_t H, size_t Hkv, size_t d
     KVZ_CHECK_OK(rc, err);
     rc = kvz_cuda_sync(&err);
     KVZ_CHECK_OK(rc, err);
-    guarded_fetch(&dout, gout, what);
-    guarded_fetch(&dlse, glse, what);
+    kvz_guarded_fetch(&dout, gout, what);
+    kvz_guarded_fetch(&dlse, glse, what);
     KVZ_CHECK(all_finite(gout, nq) && all_finite(glse, T * H), "%s: NaN/Inf in the output", what);
     if (tc) {
         double out_max, out_nmse, lse_max, lse_nmse;
@@ -202,8 +142,8 @@ static void attention_case(size_t T, size_t pos0, size_t H, size_t Hkv, size_t d
         kvz_test_nmse(what, gout, out, nq, 1e-6);
         kvz_test_allclose(what, glse, lse, T * H, 1e-5, 1e-6);
     }
-    guarded_free(&dq), guarded_free(&dk), guarded_free(&dv), guarded_free(&dout),
-        guarded_free(&dlse);
+    kvz_guarded_free(&dq), kvz_guarded_free(&dk), kvz_guarded_free(&dv), kvz_guarded_free(&dout),
+        kvz_guarded_free(&dlse);
     free(q), free(k), free(v), free(out), free(lse), free(gout), free(glse);
 }
 

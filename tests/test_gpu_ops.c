@@ -12,86 +12,16 @@
 #include "kernels/kvz_cuda.h"
 #include "kernels/kvz_cuda_ops.h"
 #include "kvz_test.h"
+#include "kvz_test_gpu.h"
 #include "ops/ops.h"
-
-enum { GUARD = 64 };                        /* floats of guard on each side */
-static const uint32_t GUARD_BITS = 0x7fa5a5a5u; /* a NaN pattern no op writes */
-
-/* ---------- guarded device arrays ---------- */
-
-/* n floats at data, GUARD pattern floats before and after, all on the device. */
-typedef struct guarded {
-    float *base, *data;
-    size_t n;
-} guarded;
-
-static void fill_pattern(float *v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        memcpy(&v[i], &GUARD_BITS, sizeof GUARD_BITS);
-}
-
-/* Uploads host[n] (NULL: the pattern, so unwritten outputs show up as NaN). */
-static int guarded_create(guarded *g, const float *host, size_t n)
-{
-    kvz_error err = {0};
-    size_t total = n + 2 * GUARD;
-    float *tmp = malloc(total * sizeof *tmp);
-    memset(g, 0, sizeof *g);
-    if (!tmp)
-        return KVZ_ENOMEM;
-    fill_pattern(tmp, total);
-    if (host)
-        memcpy(tmp + GUARD, host, n * sizeof *host);
-    int rc = kvz_cuda_alloc((void **)&g->base, total * sizeof *tmp, &err);
-    if (rc == KVZ_OK)
-        rc = kvz_cuda_upload(g->base, tmp, total * sizeof *tmp, &err);
-    KVZ_CHECK_OK(rc, err);
-    free(tmp);
-    g->data = g->base ? g->base + GUARD : NULL;
-    g->n = n;
-    return rc;
-}
-
-/* Downloads the data into host[n] and checks both guards. */
-static void guarded_fetch(const guarded *g, float *host, const char *what)
-{
-    kvz_error err = {0};
-    size_t total = g->n + 2 * GUARD;
-    float *tmp = malloc(total * sizeof *tmp), *pattern = malloc(GUARD * sizeof *pattern);
-    if (!tmp || !pattern) {
-        KVZ_CHECK(0, "%s: out of memory", what);
-    } else {
-        int rc = kvz_cuda_download(tmp, g->base, total * sizeof *tmp, &err);
-        KVZ_CHECK_OK(rc, err);
-        fill_pattern(pattern, GUARD);
-        KVZ_CHECK(memcmp(tmp, pattern, GUARD * sizeof *tmp) == 0, "%s: front guard overwritten",
-                  what);
-        KVZ_CHECK(memcmp(tmp + GUARD + g->n, pattern, GUARD * sizeof *tmp) == 0,
-                  "%s: back guard overwritten", what);
-        memcpy(host, tmp + GUARD, g->n * sizeof *host);
-    }
-    free(tmp);
-    free(pattern);
-}
-
-static void guarded_free(guarded *g)
-{
-    kvz_cuda_free(g->base);
-    memset(g, 0, sizeof *g);
-}
 
 /* ---------- inputs and comparison ---------- */
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
-/* Uniform in [-scale, scale). */
 static void random_fill(float *v, size_t n, float scale)
 {
-    for (size_t i = 0; i < n; i++) {
-        rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
-        v[i] = scale * (2.0f * (float)(rng_state >> 40) / (float)(1u << 24) - 1.0f);
-    }
+    kvz_test_random_fill(&rng_state, v, n, scale);
 }
 
 static void compare(const char *what, const float *got, const float *ref, size_t n)
@@ -115,16 +45,16 @@ static void test_rmsnorm(size_t rows, size_t dim, int in_place)
     random_fill(x, n, 3.0f);
     random_fill(w, dim, 1.5f);
     kvz_rmsnorm(x, w, ref, rows, dim, 1e-6f);
-    guarded dx, dw, dy;
-    guarded_create(&dx, x, n);
-    guarded_create(&dw, w, dim);
-    guarded_create(&dy, NULL, n);
+    kvz_guarded dx, dw, dy;
+    kvz_guarded_create(&dx, x, n);
+    kvz_guarded_create(&dw, w, dim);
+    kvz_guarded_create(&dy, NULL, n);
     kvz_error err = {0};
     float *out = in_place ? dx.data : dy.data;
     KVZ_CHECK_OK(kvz_cuda_rmsnorm(dx.data, dw.data, out, rows, dim, 1e-6f, &err), err);
-    guarded_fetch(in_place ? &dx : &dy, got, what);
+    kvz_guarded_fetch(in_place ? &dx : &dy, got, what);
     compare(what, got, ref, n);
-    guarded_free(&dx), guarded_free(&dw), guarded_free(&dy);
+    kvz_guarded_free(&dx), kvz_guarded_free(&dw), kvz_guarded_free(&dy);
     free(x), free(w), free(ref), free(got);
 }
 
@@ -137,14 +67,14 @@ static void test_head_rmsnorm(size_t T, size_t H, size_t dh)
     random_fill(x, n, 2.0f);
     random_fill(w, dh, 1.0f);
     kvz_rmsnorm(x, w, ref, T * H, dh, 1e-6f);
-    guarded dx, dw;
-    guarded_create(&dx, x, n);
-    guarded_create(&dw, w, dh);
+    kvz_guarded dx, dw;
+    kvz_guarded_create(&dx, x, n);
+    kvz_guarded_create(&dw, w, dh);
     kvz_error err = {0};
     KVZ_CHECK_OK(kvz_cuda_head_rmsnorm(dx.data, dw.data, T, H, dh, 1e-6f, &err), err);
-    guarded_fetch(&dx, got, what);
+    kvz_guarded_fetch(&dx, got, what);
     compare(what, got, ref, n);
-    guarded_free(&dx), guarded_free(&dw);
+    kvz_guarded_free(&dx), kvz_guarded_free(&dw);
     free(x), free(w), free(ref), free(got);
 }
 
@@ -161,14 +91,14 @@ static void test_rope(size_t T, size_t H, size_t dh, size_t pos0, double theta,
     kvz_rope_inv_freq_raw(theta, dh, scaling, inv);
     memcpy(ref, x, n * sizeof *x);
     kvz_rope_apply(ref, T, H, dh, pos0, inv);
-    guarded dx, dinv;
-    guarded_create(&dx, x, n);
-    guarded_create(&dinv, inv, dh / 2);
+    kvz_guarded dx, dinv;
+    kvz_guarded_create(&dx, x, n);
+    kvz_guarded_create(&dinv, inv, dh / 2);
     kvz_error err = {0};
     KVZ_CHECK_OK(kvz_cuda_rope_apply(dx.data, T, H, dh, pos0, dinv.data, &err), err);
-    guarded_fetch(&dx, got, what);
+    kvz_guarded_fetch(&dx, got, what);
     compare(what, got, ref, n);
-    guarded_free(&dx), guarded_free(&dinv);
+    kvz_guarded_free(&dx), kvz_guarded_free(&dinv);
     free(x), free(inv), free(ref), free(got);
 }
 
@@ -179,14 +109,14 @@ static void test_swiglu(size_t rows, size_t d_ff)
     float *ref = malloc(rows * d_ff * sizeof *ref), *got = malloc(rows * d_ff * sizeof *got);
     random_fill(gu, rows * 2 * d_ff, 6.0f);
     kvz_swiglu(gu, ref, rows, d_ff);
-    guarded dgu, dout;
-    guarded_create(&dgu, gu, rows * 2 * d_ff);
-    guarded_create(&dout, NULL, rows * d_ff);
+    kvz_guarded dgu, dout;
+    kvz_guarded_create(&dgu, gu, rows * 2 * d_ff);
+    kvz_guarded_create(&dout, NULL, rows * d_ff);
     kvz_error err = {0};
     KVZ_CHECK_OK(kvz_cuda_swiglu(dgu.data, dout.data, rows, d_ff, &err), err);
-    guarded_fetch(&dout, got, what);
+    kvz_guarded_fetch(&dout, got, what);
     compare(what, got, ref, rows * d_ff);
-    guarded_free(&dgu), guarded_free(&dout);
+    kvz_guarded_free(&dgu), kvz_guarded_free(&dout);
     free(gu), free(ref), free(got);
 }
 

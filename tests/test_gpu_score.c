@@ -20,10 +20,9 @@
 #include "kernels/kvz_cuda_ops.h"
 #include "kernels/kvz_cuda_pipeline.h"
 #include "kvz_test.h"
+#include "kvz_test_gpu.h"
 #include "kvzip_oracle/kvzip_score.h"
 
-enum { GUARD = 64 };
-static const uint32_t GUARD_BITS = 0x7fa5a5a5u;
 /* The tensor-core score rounds q and k to bf16 (relative error <= 2^-9
  * each), so scale q.k moves by at most scale * sum_d |q_d k_d| * 2^-8 (about
  * 0.025 for these taps' uniform +-1.5 q and k at dh 128; typically about
@@ -48,10 +47,7 @@ static uint64_t rng_state = 0x2545f4914f6cdd1dull;
 
 static void random_fill(float *v, size_t n, float scale)
 {
-    for (size_t i = 0; i < n; i++) {
-        rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
-        v[i] = scale * (2.0f * (float)(rng_state >> 40) / (float)(1u << 24) - 1.0f);
-    }
+    kvz_test_random_fill(&rng_state, v, n, scale);
 }
 
 static int make_tap(const score_case *c, tap_arrays *ta, kvz_layer_tap *host_tap,
@@ -110,29 +106,13 @@ static int run_gpu(const kvz_layer_tap *dev_tap, const kvz_model_config *cfg,
 static int gpu_score(const kvz_layer_tap *dev_tap, const kvz_model_config *cfg,
                      const score_case *c, float *got, size_t n, kvz_error *err)
 {
-    size_t total = n + 2 * GUARD;
-    float *buf = malloc(total * sizeof *buf), *dev = NULL;
-    if (!buf)
-        return kvz_fail(err, KVZ_ENOMEM, "test: out of memory");
-    for (size_t i = 0; i < total; i++)
-        memcpy(&buf[i], &GUARD_BITS, sizeof GUARD_BITS);
-    int rc = kvz_cuda_alloc((void **)&dev, total * sizeof *buf, err);
+    kvz_guarded out;
+    int rc = kvz_guarded_create(&out, NULL, n);
     if (rc == KVZ_OK)
-        rc = kvz_cuda_upload(dev, buf, total * sizeof *buf, err);
+        rc = run_gpu(dev_tap, cfg, c, out.data, err);
     if (rc == KVZ_OK)
-        rc = run_gpu(dev_tap, cfg, c, dev + GUARD, err);
-    if (rc == KVZ_OK)
-        rc = kvz_cuda_download(buf, dev, total * sizeof *buf, err);
-    if (rc == KVZ_OK) {
-        size_t bad = 0;
-        for (size_t i = 0; i < GUARD; i++)
-            bad += memcmp(&buf[i], &GUARD_BITS, 4) != 0 ||
-                   memcmp(&buf[GUARD + n + i], &GUARD_BITS, 4) != 0;
-        KVZ_CHECK(bad == 0, "%zu guard floats around the score output overwritten", bad);
-        memcpy(got, buf + GUARD, n * sizeof *got);
-    }
-    kvz_cuda_free(dev);
-    free(buf);
+        kvz_guarded_fetch(&out, got, "score output");
+    kvz_guarded_free(&out);
     return rc;
 }
 

@@ -19,13 +19,13 @@
 #include "kernels/kvz_cuda_ops.h"
 #include "kernels/kvz_cuda_train.h"
 #include "kvz_test.h"
+#include "kvz_test_gpu.h"
 #include "trainer/mlp.h"
 #include "trainer/mlp_cuda.h"
 #include "trainer/mlp_work.h"
 #include "trainer/ridge.h"
 
 enum { D = 40, DH = 5, HKV = 3, N = 77, GUARD = 16 };
-static const uint32_t GUARD_BITS = 0x7fa5a5a5u; /* a NaN pattern nothing writes */
 
 /* ---------- helpers ---------- */
 
@@ -33,76 +33,21 @@ static uint64_t rng_state = 0x2545f4914f6cdd1dull;
 
 static void random_fill(float *v, size_t n, float scale)
 {
-    for (size_t i = 0; i < n; i++) {
-        rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
-        v[i] = scale * (2.0f * (float)(rng_state >> 40) / (float)(1u << 24) - 1.0f);
-    }
+    kvz_test_random_fill(&rng_state, v, n, scale);
 }
 
 /* Host buffer of n floats followed by GUARD pattern floats. */
 static float *guarded_host(size_t n)
 {
     float *v = calloc(n + GUARD, sizeof *v);
-    for (size_t i = 0; v && i < GUARD; i++)
-        memcpy(&v[n + i], &GUARD_BITS, sizeof GUARD_BITS);
+    if (v)
+        kvz_test_fill_guard(v + n, GUARD);
     return v;
 }
 
 static void check_host_guard(const float *v, size_t n, const char *what)
 {
-    for (size_t i = 0; i < GUARD; i++)
-        KVZ_CHECK(memcmp(&v[n + i], &GUARD_BITS, sizeof GUARD_BITS) == 0,
-                  "%s: host guard %zu overwritten", what, i);
-}
-
-/* Device copy of host[n] with GUARD pattern floats on each side. */
-typedef struct guarded {
-    float *base, *data;
-    size_t n;
-} guarded;
-
-static void guarded_create(guarded *g, const float *host, size_t n)
-{
-    kvz_error err = {0};
-    size_t total = n + 2 * GUARD;
-    float *tmp = malloc(total * sizeof *tmp);
-    memset(g, 0, sizeof *g);
-    KVZ_CHECK(tmp != NULL, "out of memory");
-    if (!tmp)
-        return;
-    for (size_t i = 0; i < total; i++)
-        memcpy(&tmp[i], &GUARD_BITS, sizeof GUARD_BITS);
-    memcpy(tmp + GUARD, host, n * sizeof *host);
-    int rc = kvz_cuda_alloc((void **)&g->base, total * sizeof *tmp, &err);
-    if (rc == KVZ_OK)
-        rc = kvz_cuda_upload(g->base, tmp, total * sizeof *tmp, &err);
-    KVZ_CHECK_OK(rc, err);
-    free(tmp);
-    g->data = g->base ? g->base + GUARD : NULL;
-    g->n = n;
-}
-
-/* Checks that the device copy still equals host (inputs are read-only) and
- * both guards are intact; frees it. */
-static void guarded_check_free(guarded *g, const float *host, const char *what)
-{
-    kvz_error err = {0};
-    size_t total = g->n + 2 * GUARD;
-    float *tmp = malloc(total * sizeof *tmp);
-    if (tmp && g->base) {
-        KVZ_CHECK_OK(kvz_cuda_download(tmp, g->base, total * sizeof *tmp, &err), err);
-        for (size_t i = 0; i < GUARD; i++) {
-            KVZ_CHECK(memcmp(&tmp[i], &GUARD_BITS, sizeof GUARD_BITS) == 0,
-                      "%s: front guard overwritten", what);
-            KVZ_CHECK(memcmp(&tmp[GUARD + g->n + i], &GUARD_BITS, sizeof GUARD_BITS) == 0,
-                      "%s: back guard overwritten", what);
-        }
-        KVZ_CHECK(memcmp(tmp + GUARD, host, g->n * sizeof *host) == 0, "%s: input modified",
-                  what);
-    }
-    free(tmp);
-    kvz_cuda_free(g->base);
-    memset(g, 0, sizeof *g);
+    KVZ_CHECK(kvz_test_guard_intact(v + n, GUARD), "%s: host guard overwritten", what);
 }
 
 /* max |got - ref| <= rtol * max |ref| (+ a tiny floor for all-zero refs). */
@@ -162,7 +107,7 @@ static void check_flat(const char *what, float *got, float *ref, double rtol)
 typedef struct fixture {
     size_t np;
     float *x, *y, *params;
-    guarded dx, dy;
+    kvz_guarded dx, dy;
     kvz_cuda_mlp *m;
 } fixture;
 
@@ -179,8 +124,8 @@ static int fixture_open(fixture *f)
     random_fill(f->x, (size_t)N * D, 2.0f);
     random_fill(f->y, (size_t)N * HKV, 3.0f);
     kvz_mlp_init_default(SHAPE, f->params, 7);
-    guarded_create(&f->dx, f->x, (size_t)N * D);
-    guarded_create(&f->dy, f->y, (size_t)N * HKV);
+    kvz_guarded_create(&f->dx, f->x, (size_t)N * D);
+    kvz_guarded_create(&f->dy, f->y, (size_t)N * HKV);
     int rc = kvz_cuda_mlp_create(SHAPE, N, 0, &f->m, &err);
     KVZ_CHECK_OK(rc, err);
     if (rc == KVZ_OK)
@@ -190,8 +135,8 @@ static int fixture_open(fixture *f)
 
 static void fixture_close(fixture *f)
 {
-    guarded_check_free(&f->dx, f->x, "x");
-    guarded_check_free(&f->dy, f->y, "y");
+    kvz_guarded_check_free(&f->dx, f->x, "x");
+    kvz_guarded_check_free(&f->dy, f->y, "y");
     kvz_cuda_mlp_free(f->m);
     free(f->x), free(f->y), free(f->params);
 }
@@ -496,9 +441,9 @@ static void test_ridge(void)
     random_fill(y, (size_t)N * HKV, 4.0f);
     for (size_t i = 0; i < (size_t)N * HKV; i++)
         y[i] -= 6.0f; /* log-score-like offsets */
-    guarded dx, dy;
-    guarded_create(&dx, x, (size_t)N * D);
-    guarded_create(&dy, y, (size_t)N * HKV);
+    kvz_guarded dx, dy;
+    kvz_guarded_create(&dx, x, (size_t)N * D);
+    kvz_guarded_create(&dy, y, (size_t)N * HKV);
     kvz_ridge_acc *acc = NULL;
     kvz_cuda_ridge *r = NULL;
     KVZ_CHECK_OK(kvz_ridge_acc_create(D, HKV, &acc, &err), err);
@@ -528,8 +473,8 @@ static void test_ridge(void)
     }
     kvz_ridge_acc_free(acc);
     kvz_cuda_ridge_free(r);
-    guarded_check_free(&dx, x, "ridge x");
-    guarded_check_free(&dy, y, "ridge y");
+    kvz_guarded_check_free(&dx, x, "ridge x");
+    kvz_guarded_check_free(&dy, y, "ridge y");
     free(x), free(y);
 }
 
