@@ -433,21 +433,6 @@ static int run_scores(const score_plan *sp, kvz_error *err)
     return kvz_cuda_check_launch("kvzip score (cuda): max of slices launch", err);
 }
 
-static int alloc_scratch(score_plan *sp, kvz_error *err)
-{
-    int rc = kvz_cuda_alloc((void **)&sp->log_xnorm, sp->nR * sizeof(double), err);
-    if (rc == KVZ_OK)
-        rc = kvz_cuda_alloc((void **)&sp->lse, sp->H * sp->nR * sizeof(double), err);
-    if (rc == KVZ_OK)
-        rc = kvz_cuda_alloc((void **)&sp->lognorm, sp->H * sp->nP * sizeof(double), err);
-    if (rc == KVZ_OK)
-        rc = kvz_cuda_alloc((void **)&sp->gemm_out, sp->gemm_floats * sizeof(float), err);
-    if (rc == KVZ_OK && sp->n_splits > 1)
-        rc = kvz_cuda_alloc((void **)&sp->partial, sp->n_splits * sp->nP * sp->Hkv * sizeof(float),
-                            err);
-    return rc;
-}
-
 /* Slices of the repeat queries for the best kernel: enough blocks to fill
  * the device (about BEST_TARGET_BLOCKS), each slice a whole number of query
  * tiles, at most BEST_MAX_SPLITS slices. Tiles: SCORE_TILE keys and queries
@@ -494,38 +479,6 @@ static void plan_score(score_plan *sp, const kvz_layer_tap *tap, const kvz_model
     sp->gemm_rows = rows < sp->nP ? rows : sp->nP;
     sp->gemm_floats = gram + sp->G * sp->dh * sp->gemm_rows;
     plan_splits(sp);
-}
-
-extern "C" int kvz_cuda_kvzip_score_layer(const kvz_layer_tap *tap, const kvz_model_config *cfg,
-                                          size_t p0, size_t p1, size_t r0, size_t r1,
-                                          float *out_logscores, kvz_error *err)
-{
-    int rc = check_args(tap, cfg, p0, p1, r0, r1, out_logscores, err);
-    if (rc != KVZ_OK)
-        return rc;
-    score_plan sp;
-    plan_score(&sp, tap, cfg, p0, p1, r0, r1, out_logscores, 0);
-    rc = alloc_scratch(&sp, err);
-    if (rc == KVZ_OK)
-        rc = run_x_norms(&sp, err);
-    if (rc == KVZ_OK)
-        rc = run_value_norms(&sp, err);
-    if (rc == KVZ_OK)
-        rc = run_scores(&sp, err);
-    /* Always wait before freeing the scratch; keep the first error. */
-    kvz_error sync_err;
-    int sync_rc = kvz_cuda_check(cudaDeviceSynchronize(), "kvzip score (cuda): running", &sync_err);
-    if (rc == KVZ_OK && sync_rc != KVZ_OK) {
-        rc = sync_rc;
-        if (err)
-            *err = sync_err;
-    }
-    kvz_cuda_free(sp.log_xnorm);
-    kvz_cuda_free(sp.lse);
-    kvz_cuda_free(sp.lognorm);
-    kvz_cuda_free(sp.gemm_out);
-    kvz_cuda_free(sp.partial);
-    return rc;
 }
 
 /* ---------- the pipelined entry (kernels/kvz_cuda_pipeline.h) ---------- */
@@ -605,5 +558,26 @@ extern "C" int kvz_cuda_kvzip_score_layer_async(const kvz_layer_tap *tap,
         rc = run_value_norms(&sp, err);
     if (rc == KVZ_OK)
         rc = run_scores(&sp, err);
+    return rc;
+}
+
+/* The synchronous fp32 entry (kvz_cuda_ops.h): the pipelined one on the
+ * legacy default stream with a workspace of its own, then a wait. */
+extern "C" int kvz_cuda_kvzip_score_layer(const kvz_layer_tap *tap, const kvz_model_config *cfg,
+                                          size_t p0, size_t p1, size_t r0, size_t r1,
+                                          float *out_logscores, kvz_error *err)
+{
+    kvz_cuda_score_ws *ws = NULL;
+    int rc = kvz_cuda_kvzip_score_layer_async(tap, cfg, p0, p1, r0, r1, out_logscores, NULL, 0,
+                                              &ws, err);
+    /* Always wait before freeing the scratch; keep the first error. */
+    kvz_error sync_err;
+    int sync_rc = kvz_cuda_check(cudaDeviceSynchronize(), "kvzip score (cuda): running", &sync_err);
+    if (rc == KVZ_OK && sync_rc != KVZ_OK) {
+        rc = sync_rc;
+        if (err)
+            *err = sync_err;
+    }
+    kvz_cuda_score_ws_free(ws);
     return rc;
 }
