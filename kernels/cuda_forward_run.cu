@@ -44,11 +44,7 @@ static int grow_cache(kvz_cuda_forward *f, size_t need, kvz_error *err)
 {
     if (need <= f->cap)
         return KVZ_OK;
-    size_t cap = f->cap * 2 > need ? f->cap * 2 : need;
-    if (cap < 256)
-        cap = 256;
-    if (cap > f->max_tokens)
-        cap = f->max_tokens;
+    size_t cap = kvz_forward_cache_grow_to(f->cap, need, f->max_tokens);
     size_t row = f->cfg.n_kv_heads * f->cfg.head_dim;
     for (size_t l = 0; l < f->cfg.n_layers; l++) {
         int rc = regrow(f, &f->k_cache[l], cap, row, "the K cache", err);

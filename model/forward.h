@@ -75,6 +75,10 @@ enum { KVZ_LOGITS_NONE = 0, KVZ_LOGITS_LAST = 1, KVZ_LOGITS_ALL = 2 };
 int kvz_forward_run(kvz_forward *f, const int32_t *ids, size_t n, kvz_tap_fn tap, void *user,
                     int logits_mode, float *logits, kvz_error *err);
 
+/* The KV-cache capacity both passes grow to when need > cap rows are asked
+ * for: double (at least need, at least 256 rows), at most max_tokens. */
+size_t kvz_forward_cache_grow_to(size_t cap, size_t need, size_t max_tokens);
+
 /* The argument checks of kvz_forward_run, shared with the GPU pass
  * (kernels/kvz_cuda_forward.h) so both refuse the same inputs with the same
  * messages: n > 0, ids non-NULL and inside the vocabulary, a valid logits

@@ -65,15 +65,19 @@ int kvz_forward_check_run(const kvz_model_config *c, const char *source, size_t 
     return rc ? rc : check_length(c, source, max_tokens, n_cached + n, err);
 }
 
+size_t kvz_forward_cache_grow_to(size_t cap, size_t need, size_t max_tokens)
+{
+    size_t grown = cap * 2 > need ? cap * 2 : need;
+    if (grown < 256)
+        grown = 256;
+    return grown > max_tokens ? max_tokens : grown;
+}
+
 static int grow_cache(kvz_forward *f, size_t need, kvz_error *err)
 {
     if (need <= f->cap)
         return KVZ_OK;
-    size_t cap = f->cap * 2 > need ? f->cap * 2 : need;
-    if (cap < 256)
-        cap = 256;
-    if (cap > f->max_tokens)
-        cap = f->max_tokens;
+    size_t cap = kvz_forward_cache_grow_to(f->cap, need, f->max_tokens);
     size_t row = f->cfg.n_kv_heads * f->cfg.head_dim;
     for (size_t l = 0; l < f->cfg.n_layers; l++) {
         float *k = realloc(f->k_cache[l], cap * row * sizeof *k);
