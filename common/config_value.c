@@ -229,9 +229,11 @@ static int set_layers_text(const kvz_config_field *f, kvz_run_config *cfg, const
         *l = (kvz_layer_list){1, 0, NULL};
         return KVZ_OK;
     }
-    size_t len = strlen(text);
+    size_t len = strlen(text), n_items = 1;
+    for (const char *c = text; (c = strchr(c, ',')); c++)
+        n_items++; /* one item per comma-separated field, empty ones included */
     char *buf = malloc(len + 1);
-    const char **items = malloc((len / 2 + 2) * sizeof *items);
+    const char **items = malloc(n_items * sizeof *items);
     if (!buf || !items) {
         free(buf);
         free(items);
@@ -289,24 +291,42 @@ int kvz_config_parse_into(const kvz_config_field *f, kvz_run_config *cfg, const 
 
 /* ---------- printing ---------- */
 
+/* Prints s (valid UTF-8) as a YAML double-quoted scalar that libyaml reads
+ * back to the same bytes: every code point outside YAML's printable set
+ * (YAML 1.1 5.1: C0 and C1 controls, DEL, U+FEFF, U+FFFE/U+FFFF) and the
+ * line breaks YAML folds (NEL, LS, PS) are escaped. */
 static void print_quoted(FILE *out, const char *s)
 {
     fputc('"', out);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(out, "\\%c", *p);
-        else if (*p == '\n')
+    size_t left = strlen(s);
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        long step = kvz_utf8_step(p, left);
+        if (step < 0) { /* not UTF-8 (only a non-UTF-8 $HOME can put it here):
+                         * cannot round-trip; print the bytes as escapes */
+            for (long i = 0; i < -step; i++)
+                fprintf(out, "\\x%02X", p[i]);
+            p += -step, left -= (size_t)-step;
+            continue;
+        }
+        uint32_t cp;
+        size_t len = kvz_utf8_decode(p, &cp);
+        if (cp == '"' || cp == '\\')
+            fprintf(out, "\\%c", (int)cp);
+        else if (cp == '\n')
             fputs("\\n", out);
-        else if (*p == '\t')
+        else if (cp == '\t')
             fputs("\\t", out);
-        else if (*p < 0x20 || *p == 0x7f)
-            fprintf(out, "\\x%02X", *p);
-        else if (p[0] == 0xC2 && p[1] == 0x85)
-            fputs("\\N", out), p++;
-        else if (p[0] == 0xE2 && p[1] == 0x80 && (p[2] == 0xA8 || p[2] == 0xA9))
-            fputs(p[2] == 0xA8 ? "\\L" : "\\P", out), p += 2;
+        else if (cp == 0x85)
+            fputs("\\N", out);
+        else if (cp == 0x2028 || cp == 0x2029)
+            fputs(cp == 0x2028 ? "\\L" : "\\P", out);
+        else if (cp < 0x20 || (cp >= 0x7f && cp < 0xa0))
+            fprintf(out, "\\x%02X", (unsigned)cp);
+        else if (cp == 0xfeff || cp == 0xfffe || cp == 0xffff)
+            fprintf(out, "\\u%04X", (unsigned)cp);
         else
-            fputc(*p, out);
+            fwrite(p, 1, len, out);
+        p += len, left -= len;
     }
     fputc('"', out);
 }

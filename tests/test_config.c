@@ -2,7 +2,9 @@
  * configs/ and tests/fixtures/configs/good loads and survives print -> re-read
  * unchanged; every YAML file in tests/fixtures/configs/bad fails with the
  * message its first line ("# expect: ...") names; --set typing and errors; unreadable,
- * non-UTF-8 and NUL-containing files; docs/configuration.md lists every key. */
+ * non-UTF-8 and NUL-containing files; docs/configuration.md lists every key;
+ * layer lists of empty items (heap overflow, issue 14) and the print/re-read
+ * round trip of arbitrary Unicode strings. */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +13,7 @@
 
 #include "common/config.h"
 #include "common/kvz_file.h"
+#include "common/kvz_utf8.h"
 #include "kvz_test.h"
 
 /* Prints cfg, re-reads it and checks the result is equal. */
@@ -208,6 +211,91 @@ static void check_set(void)
               "cross-field check: %s", err.msg);
 }
 
+/* Finding 1 of issue 14: a layer list of empty items wrote past its item
+ * array (heap overflow; ASan reports it, a plain build corrupted the heap).
+ * Such a list is an error, from --set and from YAML alike. */
+static void check_layers_many_commas(void)
+{
+    enum { N = 20000 };
+    char *arg = malloc(N + 32);
+    strcpy(arg, "train.layers=");
+    memset(arg + strlen(arg), ',', N);
+    arg[13 + N] = '\0';
+    kvz_run_config c;
+    kvz_error err = {0};
+    KVZ_CHECK_OK(kvz_config_init(&c, &err), err);
+    expect_set(&c, arg, KVZ_ECONFIG, "expected a layer index");
+    expect_set(&c, "train.layers=[,,,,,,,,,,,,,,,,,,,,]", KVZ_ECONFIG, "expected a layer index");
+    kvz_config_free(&c);
+    char *path = kvz_path_join(kvz_test_tmpdir(), "commas.yaml");
+    FILE *fp = fopen(path, "w");
+    fprintf(fp, "train:\n  layers: \"%s\"\n", arg + 13);
+    fclose(fp);
+    KVZ_CHECK(kvz_config_load(path, &c, &err) == KVZ_ECONFIG &&
+                  strstr(err.msg, "expected a layer index"),
+              "YAML layers of commas: %s", err.msg);
+    free(path);
+    free(arg);
+}
+
+/* Finding 3 of issue 14: `kvzap config` output must read back for every
+ * string, including C0/C1 controls, DEL, NEL/LS/PS, BOM and U+FFFE/U+FFFF.
+ * Random strings over all of Unicode (biased to the awkward code points),
+ * printed and re-read; the re-read value must be byte-identical. */
+static void check_string_round_trip(void)
+{
+    static const uint32_t awkward[] = {0x01, 0x09, 0x0A, 0x0D, 0x1B, 0x1F, 0x20, 0x22, 0x23,
+                                       0x27, 0x3A, 0x5C, 0x7F, 0x80, 0x85, 0x9E, 0x9F, 0xA0,
+                                       0xAD, 0x2028, 0x2029, 0xD7FF, 0xE000, 0xFEFF, 0xFFFD,
+                                       0xFFFE, 0xFFFF, 0x10000, 0x10FFFF};
+    uint64_t state = 0x9E3779B97F4A7C15u;
+    kvz_run_config c;
+    kvz_error err = {0};
+    KVZ_CHECK_OK(kvz_config_init(&c, &err), err);
+    char *path = kvz_path_join(kvz_test_tmpdir(), "strings.yaml");
+    int failures = 0;
+    for (int trial = 0; trial < 400 && failures < 5; trial++) {
+        char s[512];
+        size_t n = 0, len = 1 + trial % 40;
+        for (size_t i = 0; i < len; i++) {
+            state = state * 6364136223846793005u + 1442695040888963407u;
+            uint32_t r = (uint32_t)(state >> 33), cp;
+            if (r % 3 == 0)
+                cp = awkward[(r / 3) % (sizeof awkward / sizeof *awkward)];
+            else if (r % 3 == 1)
+                cp = 1 + (r / 3) % 0x2FF; /* Latin, C0/C1 */
+            else
+                cp = 1 + (r / 3) % 0x10FFFF;
+            if (cp >= 0xD800 && cp <= 0xDFFF)
+                cp = 0xFFFE;
+            n += kvz_utf8_encode(cp, s + n);
+        }
+        s[n] = '\0';
+        int rc = kvz_config_set(&c, "oracle.text_field", s, &err);
+        KVZ_CHECK(rc == KVZ_OK, "set a random string: %s", err.msg);
+        if (rc != KVZ_OK)
+            continue;
+        FILE *fp = fopen(path, "w");
+        KVZ_CHECK_OK(kvz_config_write_yaml(&c, fp, &err), err);
+        fclose(fp);
+        kvz_run_config again;
+        rc = kvz_config_load(path, &again, &err);
+        int same = rc == KVZ_OK && !strcmp(again.oracle.text_field, s);
+        if (!same) {
+            failures++;
+            fprintf(stderr, "  string round trip, trial %d, bytes:", trial);
+            for (size_t i = 0; i < n; i++)
+                fprintf(stderr, " %02X", (unsigned char)s[i]);
+            fprintf(stderr, "\n  -> %s\n", rc == KVZ_OK ? "a different value" : err.msg);
+        }
+        KVZ_CHECK(same, "printed config re-reads to the same string (trial %d)", trial);
+        if (rc == KVZ_OK)
+            kvz_config_free(&again);
+    }
+    free(path);
+    kvz_config_free(&c);
+}
+
 static void write_bytes(const char *path, const char *bytes, size_t n)
 {
     FILE *fp = fopen(path, "wb");
@@ -263,6 +351,8 @@ int main(void)
     check_defaults();
     check_good_values();
     check_set();
+    check_layers_many_commas();
+    check_string_round_trip();
     check_bad_files();
     const char *src = getenv("KVZ_SOURCE_DIR");
     if (src) {
