@@ -118,23 +118,31 @@ static void print_r2_table(const train_view *v)
         printf("%5zu  %9.4f  %6.4f\n", v->rows[i].layer, v->rows[i].linear_r2, v->rows[i].mlp_r2);
 }
 
-/* Renders the report and prints its summary; without it, our own table. */
-static void finish_report(const char *out_dir, const train_view *v, int no_report)
+/* Renders the report and prints its summary; without it, our own table.
+ * A report that cannot be written fails the command (exit 1), after saying
+ * that the training outputs themselves are complete. */
+static int finish_report(const char *out_dir, const train_view *v, int no_report)
 {
     if (no_report) {
         print_r2_table(v);
-        return;
+        return 0;
     }
     kvz_report_summary sum;
     kvz_error err = {0};
     if (kvz_report_render(out_dir, NULL, &sum, &err) != KVZ_OK) {
         print_r2_table(v);
-        fprintf(stderr, "kvzap train: no report: %s\n", err.msg);
-        return;
+        fprintf(stderr,
+                "kvzap train: the report could not be written: %s\n"
+                "kvzap train: the training outputs in %s are complete (metrics.json); "
+                "%s/report was not written: fix the cause and run `kvzap report %s`, or "
+                "pass --no-report\n",
+                err.msg, out_dir, out_dir, out_dir);
+        return 1;
     }
     kvz_report_summary_print(&sum, stdout);
     printf("report: %s\n", sum.index_html);
     kvz_report_summary_free(&sum);
+    return 0;
 }
 
 int cmd_train(int argc, char **argv)
@@ -165,6 +173,7 @@ int cmd_train(int argc, char **argv)
     v->bar.period_s = 5.0;
     kvz_train_summary sum;
     kvz_error err = {0};
+    int report_failed = 0;
     rc = kvz_train_run(&cfg, on_progress, v, &sum, &err);
     cli_progress_end(&v->bar);
     if (rc == KVZ_OK) {
@@ -175,9 +184,9 @@ int cmd_train(int argc, char **argv)
         if (sum.n_skipped_nonfinite)
             printf("skipped %zu samples with NaN/Inf values (train.non_finite: skip)\n",
                    sum.n_skipped_nonfinite);
-        finish_report(sum.output, v, a.no_report);
+        report_failed = finish_report(sum.output, v, a.no_report);
     }
     free(v);
     kvz_config_free(&cfg);
-    return rc ? cli_error("train", err.msg) : 0;
+    return rc ? cli_error("train", err.msg) : report_failed;
 }

@@ -1,8 +1,9 @@
 /* export_kvpress: the kvpress export directory (config.json +
  * model.safetensors) that kvpress's KVzapModel.from_pretrained loads.
  * Owns: the config.json keys (incl. the "kvzap" provenance object), the
- * safetensors writer, the atomic directory write (temp dir + rename, with
- * overwrite by rename-aside) and re-reading/validating such a directory. */
+ * safetensors writer, the atomic directory write (kvz_outdir: a temporary
+ * directory swapped into place whole) and re-reading/validating such a
+ * directory. */
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
@@ -189,25 +190,6 @@ static int write_st(FILE *fp, const void *ctx)
     return write_tensors(fp, j->s, j->plan, j->n, j->dtype);
 }
 
-/* Removes a directory holding only regular files (ours, or an old export). */
-static int remove_flat_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return -1;
-    struct dirent *e;
-    int bad = 0;
-    while ((e = readdir(d))) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        char *p = kvz_path_join(dir, e->d_name);
-        bad |= !p || unlink(p) != 0;
-        free(p);
-    }
-    closedir(d);
-    return rmdir(dir) != 0 || bad ? -1 : 0;
-}
-
 static int write_dir_contents(const kvz_surrogate *s, const char *tmp, const char *path,
                               const kvz_export_options *o, kvz_error *err)
 {
@@ -266,33 +248,6 @@ static int replaceable(const char *path, kvz_error *err)
     return KVZ_OK;
 }
 
-static int move_into_place(const char *tmp, const char *path, int existed, kvz_error *err)
-{
-    if (!existed) {
-        if (rename(tmp, path) != 0)
-            return kvz_fail(err, KVZ_EIO, "%s: cannot rename into place: %s", path,
-                            strerror(errno));
-        return KVZ_OK;
-    }
-    size_t n = strlen(path) + 32;
-    char *old = malloc(n);
-    if (!old)
-        return kvz_fail(err, KVZ_ENOMEM, "%s: out of memory", path);
-    snprintf(old, n, "%s.old.%ld", path, (long)getpid());
-    int rc = KVZ_OK;
-    if (rename(path, old) != 0) {
-        rc = kvz_fail(err, KVZ_EIO, "%s: cannot move the old export aside: %s", path,
-                      strerror(errno));
-    } else if (rename(tmp, path) != 0) {
-        rc = kvz_fail(err, KVZ_EIO, "%s: cannot rename into place: %s", path, strerror(errno));
-        (void)rename(old, path);
-    } else {
-        (void)remove_flat_dir(old);
-    }
-    free(old);
-    return rc;
-}
-
 int kvz_export_write_kvpress(const kvz_surrogate *s, const char *path,
                              const kvz_export_options *o, kvz_error *err)
 {
@@ -302,23 +257,15 @@ int kvz_export_write_kvpress(const kvz_surrogate *s, const char *path,
     int rc = existed ? replaceable(path, err) : KVZ_OK;
     if (rc)
         return rc;
-    size_t n = strlen(path) + 32;
-    char *tmp = malloc(n);
-    if (!tmp)
-        return kvz_fail(err, KVZ_ENOMEM, "%s: out of memory", path);
-    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
-    if (mkdir(tmp, 0777) != 0) {
-        rc = kvz_fail(err, KVZ_EIO, "%s: cannot create the export directory: %s", path,
-                      strerror(errno));
-        free(tmp);
-        return rc;
-    }
-    rc = write_dir_contents(s, tmp, path, o, err);
-    if (!rc)
-        rc = move_into_place(tmp, path, existed, err);
+    kvz_outdir out;
+    rc = kvz_outdir_begin(path, &out, err);
     if (rc)
-        (void)remove_flat_dir(tmp);
-    free(tmp);
+        return rc;
+    rc = write_dir_contents(s, out.tmp_path, path, o, err);
+    if (rc)
+        kvz_outdir_abort(&out);
+    else
+        rc = kvz_outdir_commit(&out, err);
     return rc;
 }
 

@@ -1,7 +1,8 @@
 /* report: kvz_report_render, the report driver: loads metrics.json, finds
  * gnuplot, draws every plot into "<out>.tmp.<pid>", writes the pages and
- * renames the directory into place (replacing an older report); on failure
- * the temporary directory is removed. Also the terminal summary. */
+ * swaps the directory into place (kvz_outdir: replacing an older report in
+ * one step); on failure the temporary directory is removed. Also the
+ * terminal summary. */
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
@@ -13,85 +14,20 @@
 #include "../common/kvz_file.h"
 #include "report_internal.h"
 
-/* Removes path and, if it is a directory, everything under it. */
-static void remove_tree(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0)
-        return;
-    if (!S_ISDIR(st.st_mode)) {
-        unlink(path);
-        return;
-    }
-    DIR *d = opendir(path);
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        char *child = kvz_path_join(path, e->d_name);
-        if (child)
-            remove_tree(child);
-        free(child);
-    }
-    if (d)
-        closedir(d);
-    rmdir(path);
-}
-
-static char *with_suffix(const char *path, const char *tag)
-{
-    size_t n = strlen(path) + strlen(tag) + 32;
-    char *s = malloc(n);
-    if (s)
-        snprintf(s, n, "%s.%s.%ld", path, tag, (long)getpid());
-    return s;
-}
-
+/* The report is built in "<out>.tmp.<pid>" (c->out.tmp_path, also
+ * c->work_dir) and swapped into place whole by kvz_outdir_commit. */
 static int make_work_dir(rep_ctx *c, const char *final_dir, kvz_error *err)
 {
-    c->work_dir = with_suffix(final_dir, "tmp");
-    char *sub = c->work_dir ? kvz_path_join(c->work_dir, "gnuplot") : NULL;
+    int rc = kvz_outdir_begin(final_dir, &c->out, err);
+    if (rc)
+        return rc;
+    c->work_dir = c->out.tmp_path;
+    char *sub = kvz_path_join(c->work_dir, "gnuplot");
     if (!sub)
-        return kvz_fail(err, KVZ_ENOMEM, "report: out of memory");
-    remove_tree(c->work_dir); /* a stale one of an earlier run with our pid */
-    int rc = KVZ_OK;
-    if (mkdir(c->work_dir, 0777) != 0)
-        rc = kvz_fail(err, KVZ_EIO, "%s: cannot create the report directory: %s", c->work_dir,
-                      strerror(errno));
+        rc = kvz_fail(err, KVZ_ENOMEM, "report: out of memory");
     else if (mkdir(sub, 0777) != 0)
         rc = kvz_fail(err, KVZ_EIO, "%s: cannot create: %s", sub, strerror(errno));
     free(sub);
-    return rc;
-}
-
-/* Renames the finished work dir to final_dir, replacing an older report. */
-static int install(const rep_ctx *c, const char *final_dir, kvz_error *err)
-{
-    struct stat st;
-    char *old = NULL;
-    if (lstat(final_dir, &st) == 0) {
-        if (!S_ISDIR(st.st_mode))
-            return kvz_fail(err, KVZ_EIO, "%s: exists and is not a directory", final_dir);
-        if (!(old = with_suffix(final_dir, "old")))
-            return kvz_fail(err, KVZ_ENOMEM, "report: out of memory");
-        remove_tree(old);
-        if (rename(final_dir, old) != 0) {
-            int rc = kvz_fail(err, KVZ_EIO, "%s: cannot replace the old report: %s", final_dir,
-                              strerror(errno));
-            free(old);
-            return rc;
-        }
-    }
-    int rc = KVZ_OK;
-    if (rename(c->work_dir, final_dir) != 0) {
-        rc = kvz_fail(err, KVZ_EIO, "%s: cannot rename %s into place: %s", final_dir,
-                      c->work_dir, strerror(errno));
-        if (old)
-            rename(old, final_dir);
-    } else if (old) {
-        remove_tree(old);
-    }
-    free(old);
     return rc;
 }
 
@@ -155,10 +91,11 @@ static int render(rep_ctx *c, const kvz_report_options *opt, char **final_dir, k
     rc = make_work_dir(c, *final_dir, err);
     if (!rc)
         rc = render_all(c, err);
+    c->work_dir = NULL;
     if (!rc)
-        rc = install(c, *final_dir, err);
-    if (rc && c->work_dir)
-        remove_tree(c->work_dir);
+        rc = kvz_outdir_commit(&c->out, err);
+    else
+        kvz_outdir_abort(&c->out);
     return rc;
 }
 
@@ -180,7 +117,6 @@ int kvz_report_render(const char *train_dir, const kvz_report_options *opt,
     rep_metrics_free(&c.metrics);
     rep_strlist_free(&c.plots);
     rep_strlist_free(&c.skipped);
-    free(c.work_dir);
     free(c.gnuplot);
     return rc;
 }

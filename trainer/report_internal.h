@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "../common/kvz_error.h"
+#include "../common/kvz_file.h"
 #include "report.h"
 
 /* One model's held-out metrics on one layer (NaN where absent). */
@@ -48,7 +49,8 @@ void rep_strlist_free(rep_strlist *l);
 /* The render in progress: inputs, the temporary report dir, results. */
 typedef struct rep_ctx {
     const char *train_dir;
-    char *work_dir;      /* "<out>.tmp.<pid>", where everything is written */
+    kvz_outdir out;      /* the report directory being built (kvz_file.h) */
+    char *work_dir;      /* out.tmp_path while rendering: where everything is written */
     char *gnuplot;       /* resolved gnuplot executable */
     rep_metrics metrics;
     rep_strlist plots;   /* SVG names written, in figure order */

@@ -462,7 +462,7 @@ static void free_trainer(trainer *t)
     free(t->split);
     free(t->layers);
     free(t->log_csv);
-    free(t->out_dir);
+    train_out_abort(t); /* no-op after a commit */
 }
 
 int kvz_train_run(const kvz_run_config *cfg, kvz_train_progress_fn progress, void *user,

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../common/kvz_file.h"
 #include "../kernels/kvz_cuda_train.h"
 #include "../kvzip_oracle/oracle_store.h"
 #include "layer_stream.h"
@@ -47,12 +48,19 @@ typedef struct trainer {
     char *log_csv;           /* train_log.csv rows */
     size_t log_len, log_cap;
     double pruned[3][TRAIN_N_TAU], pairs; /* compression counts: oracle, linear, mlp */
-    char *out_dir;
+    kvz_outdir out;           /* train.output, built whole under out.tmp_path */
+    char *out_dir;            /* = out.tmp_path while training: where files go */
     kvz_train_summary sum;
 } trainer;
 
-/* train_output.c */
+/* train_output.c. The output directory is complete as a whole or absent:
+ * train_out_prepare refuses an existing train.output that holds anything
+ * kvzap train does not write, and starts building "<output>.tmp.<pid>";
+ * train_out_finish writes the final files (metrics.json last) and swaps the
+ * directory into place; train_out_abort (any failure) removes the
+ * temporary, leaving an older output untouched. */
 int train_out_prepare(trainer *t, kvz_error *err);
+void train_out_abort(trainer *t);
 int train_out_log_epoch(trainer *t, size_t layer, size_t epoch, double lr, double train_loss,
                         double val_loss, double seconds, kvz_error *err);
 /* Records a layer's metrics (pred_* NULL when that model was not trained). */

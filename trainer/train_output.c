@@ -1,7 +1,10 @@
 /* train_output: everything `kvzap train` writes (docs/training-output.md):
  * metrics.json / metrics.csv, train_log.csv, predictions/layer_<l>.csv,
- * compression.csv and the float32 kvpress exports linear/ and mlp/. Each
- * file is written under a temporary name and renamed. */
+ * compression.csv and the float32 kvpress exports linear/ and mlp/. The
+ * directory is built under "<output>.tmp.<pid>" and swapped into place whole
+ * when metrics.json (the completion marker) is written, so a killed or
+ * failed run leaves an older output as it was, never a mix. */
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -16,7 +19,8 @@
 
 /* ---------- small helpers ---------- */
 
-static int mkdir_p(const char *path, kvz_error *err)
+/* mkdir -p path; messages name what (the path the user gave). */
+static int mkdir_p(const char *path, const char *what, kvz_error *err)
 {
     char *p = strdup(path);
     if (!p)
@@ -28,10 +32,10 @@ static int mkdir_p(const char *path, kvz_error *err)
             continue;
         *s = '\0';
         if (mkdir(p, 0777) != 0 && errno != EEXIST)
-            rc = kvz_fail(err, KVZ_EIO, "%s: cannot create directory '%s': %s", path, p,
+            rc = kvz_fail(err, KVZ_EIO, "%s: cannot create directory '%s': %s", what, p,
                           strerror(errno));
         else if (!kvz_path_is_dir(p))
-            rc = kvz_fail(err, KVZ_EIO, "%s: '%s' exists and is not a directory", path, p);
+            rc = kvz_fail(err, KVZ_EIO, "%s: '%s' exists and is not a directory", what, p);
         *s = c;
         if (rc || c == '\0')
             break;
@@ -100,15 +104,77 @@ static int tb_write(text_buf *b, const char *dir, const char *name, kvz_error *e
 
 /* ---------- setup and the epoch log ---------- */
 
+/* What kvzap train writes into its output directory (plus the report that
+ * `kvzap train`/`kvzap report` render there). */
+static const char *const OUTPUT_ENTRIES[] = {"metrics.json",    "metrics.csv", "train_log.csv",
+                                             "compression.csv", "predictions", "linear",
+                                             "mlp",             "report"};
+
+/* 1 when name is one of OUTPUT_ENTRIES, or a temporary of one
+ * ("<entry>.tmp.<pid>" / ".old.<pid>", left by a killed run). */
+static int own_entry(const char *name)
+{
+    for (size_t i = 0; i < sizeof OUTPUT_ENTRIES / sizeof *OUTPUT_ENTRIES; i++) {
+        size_t n = strlen(OUTPUT_ENTRIES[i]);
+        if (!strncmp(name, OUTPUT_ENTRIES[i], n) &&
+            (!name[n] || !strncmp(name + n, ".tmp.", 5) || !strncmp(name + n, ".old.", 5)))
+            return 1;
+    }
+    return 0;
+}
+
+/* An existing train.output is replaced only when it holds nothing else. */
+static int check_replaceable(const char *path, kvz_error *err)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return KVZ_OK;
+    if (!S_ISDIR(st.st_mode))
+        return kvz_fail(err, KVZ_EIO, "%s: exists and is not a directory (train.output)", path);
+    DIR *d = opendir(path);
+    if (!d)
+        return kvz_fail(err, KVZ_EIO, "%s: cannot read: %s", path, strerror(errno));
+    int rc = KVZ_OK;
+    struct dirent *e;
+    while (rc == KVZ_OK && (e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && !own_entry(e->d_name))
+            rc = kvz_fail(err, KVZ_EINVAL,
+                          "%s: holds '%s', which kvzap train does not write; not replacing "
+                          "it (choose another train.output, or move it away)",
+                          path, e->d_name);
+    closedir(d);
+    return rc;
+}
+
 int train_out_prepare(trainer *t, kvz_error *err)
 {
-    t->out_dir = strdup(t->cfg->train.output);
+    const char *final = t->cfg->train.output;
     t->metrics_layers = json_array();
-    if (!t->out_dir || !t->metrics_layers)
+    if (!t->metrics_layers)
         return kvz_fail(err, KVZ_ENOMEM, "out of memory");
-    snprintf(t->sum.output, sizeof t->sum.output, "%s", t->out_dir);
+    snprintf(t->sum.output, sizeof t->sum.output, "%s", final);
+    int rc = check_replaceable(final, err);
+    char *parent = NULL;
+    if (rc == KVZ_OK) { /* the temporary goes beside the output: create its parents */
+        parent = strdup(final);
+        if (!parent)
+            return kvz_fail(err, KVZ_ENOMEM, "out of memory");
+        size_t n = strlen(parent);
+        while (n > 1 && parent[n - 1] == '/')
+            parent[--n] = '\0';
+        char *slash = strrchr(parent, '/');
+        if (slash && slash != parent) {
+            *slash = '\0';
+            rc = mkdir_p(parent, final, err);
+        }
+        free(parent);
+    }
+    rc = rc ? rc : kvz_outdir_begin(final, &t->out, err);
+    if (rc)
+        return rc;
+    t->out_dir = t->out.tmp_path;
     char *pred = kvz_path_join(t->out_dir, "predictions");
-    int rc = pred ? mkdir_p(pred, err) : kvz_fail(err, KVZ_ENOMEM, "out of memory");
+    rc = pred ? mkdir_p(pred, pred, err) : kvz_fail(err, KVZ_ENOMEM, "out of memory");
     free(pred);
     text_buf b = {t->log_csv, t->log_len, t->log_cap, 0};
     tb_printf(&b, "layer,epoch,lr,train_loss,val_loss,seconds\n");
@@ -116,6 +182,12 @@ int train_out_prepare(trainer *t, kvz_error *err)
     t->log_len = b.len;
     t->log_cap = b.cap;
     return rc ? rc : b.oom ? kvz_fail(err, KVZ_ENOMEM, "out of memory") : KVZ_OK;
+}
+
+void train_out_abort(trainer *t)
+{
+    kvz_outdir_abort(&t->out);
+    t->out_dir = NULL;
 }
 
 int train_out_log_epoch(trainer *t, size_t layer, size_t epoch, double lr, double train_loss,
@@ -339,5 +411,10 @@ int train_out_finish(trainer *t, kvz_error *err)
     rc = rc ? rc : t->linear ? write_export(t, t->linear, "linear", err) : KVZ_OK;
     rc = rc ? rc : t->mlp ? write_export(t, t->mlp, "mlp", err) : KVZ_OK;
     rc = rc ? rc : write_metrics_json(t, err); /* last: its presence means the run finished */
+    t->out_dir = NULL;
+    if (rc)
+        kvz_outdir_abort(&t->out);
+    else
+        rc = kvz_outdir_commit(&t->out, err); /* the whole directory, in one step */
     return rc;
 }
