@@ -15,19 +15,23 @@
 #include "commands.h"
 
 static const char USAGE[] =
-    "usage: kvzap score SURROGATE DATASET --layer L [--split all|train|test] [--out FILE]\n";
+    "usage: kvzap score SURROGATE DATASET --layer L [--split all|train|test] [--out FILE]\n"
+    "                   [--no-verify]\n";
 
 static const char HELP[] =
     "\nSURROGATE: an export (kvzap export / kvzap train's linear/ or mlp/), DATASET: an\n"
     "oracle .h5 with hidden states. Writes one CSV line per sample of the split:\n"
     "  sample,doc_index,position,split,pred_0..pred_{Hkv-1}\n"
     "to FILE (atomically) or stdout, and prints MSE / R^2 / Pearson r against the\n"
-    "oracle's log-scores on stderr. --split defaults to test (the held-out documents).\n";
+    "oracle's log-scores on stderr. --split defaults to test (the held-out documents).\n"
+    "DATASET is checked against its integrity seal first (one read of the file);\n"
+    "--no-verify skips that.\n";
 
 typedef struct score_args {
     const char *surrogate, *dataset, *out;
     size_t layer;
     int have_layer, split; /* split: -1 all, 0 train, 1 test */
+    int no_verify;
 } score_args;
 
 static int parse_args(int argc, char **argv, score_args *a)
@@ -50,6 +54,8 @@ static int parse_args(int argc, char **argv, score_args *a)
                 return cli_usage_error("score", "--split is all, train or test", USAGE);
         } else if (!strcmp(arg, "--out") && has_value) {
             a->out = argv[++i];
+        } else if (!strcmp(arg, "--no-verify")) {
+            a->no_verify = 1;
         } else if (arg[0] != '-' && !a->surrogate) {
             a->surrogate = arg;
         } else if (arg[0] != '-' && !a->dataset) {
@@ -168,7 +174,7 @@ int cmd_score(int argc, char **argv)
     kvz_error err = {0};
     kvz_metrics m = {0};
     rc = kvz_export_load(a.surrogate, &j.s, &err);
-    rc = rc ? rc : kvz_oracle_file_open(a.dataset, &j.f, &err);
+    rc = rc ? rc : kvz_oracle_file_open_ex(a.dataset, !a.no_verify, &j.f, &err);
     if (rc == KVZ_OK)
         j.in = kvz_oracle_file_get_info(j.f);
     rc = rc ? rc : check_shapes(&a, &j, &err);

@@ -16,6 +16,7 @@
 
 static const char USAGE[] =
     "usage: kvzap train [--config FILE] [--set KEY=VALUE]... [--threads N] [--no-report]\n"
+    "                   [--no-verify]\n"
     "                   [--device auto|cpu|cuda] [--precision float32|tf32|bfloat16] [--quiet]\n";
 
 static const char HELP[] =
@@ -28,6 +29,8 @@ static const char HELP[] =
     "  --set KEY=VALUE   override one key, e.g. --set train.layers=0,1,2\n"
     "  --threads N       CPU threads (same as --set model.threads=N)\n"
     "  --no-report       skip the plots (kvzap report renders them later)\n"
+    "  --no-verify       skip the dataset's integrity check (one sequential read of the\n"
+    "                    file; same as --set train.verify_dataset=false)\n"
     "  --device D        auto (CUDA when a device is visible), cpu or cuda: where the MLP\n"
     "                    trains and the ridge sums are accumulated when the dataset has\n"
     "                    none (same as --set model.device=D; docs/gpu-trainer.md)\n"
@@ -66,6 +69,8 @@ static int parse_one(int argc, char **argv, int *i, train_args *a)
         return rc;
     if (!strcmp(argv[*i], "--no-report"))
         a->no_report = 1;
+    else if (!strcmp(argv[*i], "--no-verify")) /* sets has room for one per argument */
+        a->run.sets[a->run.n_sets++] = "train.verify_dataset=false";
     else if (!strcmp(argv[*i], "--device"))
         return set_from_option(argc, argv, i, a, "model.device", 0);
     else if (!strcmp(argv[*i], "--precision"))

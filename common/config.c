@@ -92,6 +92,9 @@ static const kvz_config_field CONFIG_FIELDS[] = {
 
     PATH("train.dataset", train.dataset, "oracle dataset to train on"),
     PATH("train.output", train.output, "where the trained surrogates are written"),
+    BOOL("train.verify_dataset", train.verify_dataset, "true",
+         "check train.dataset against its integrity seal (one read of the file) before "
+         "opening it; false skips the hash (--no-verify)"),
     {"train.layers", KVZ_CFG_LAYERS, OFF(train.layers), "all", NULL, 0, 0, 0, NULL,
      "layers to train: all, or a list of layer indices"},
     ENUM("train.model", train.model, "both", SURROGATES, "surrogate kind: linear, mlp or both"),

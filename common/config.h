@@ -81,6 +81,7 @@ typedef struct kvz_run_config {
         int non_finite;           /* KVZ_NON_FINITE_* */
         int mlp_init_output_bias; /* bool */
         int gpu_precision;        /* KVZ_GPU_MATH_* */
+        int verify_dataset;       /* bool: check train.dataset's integrity seal */
     } train;
     struct {
         int format; /* KVZ_CFG_EXPORT_KVPRESS / _GGUF */

@@ -1,5 +1,6 @@
-/* oracle_store: the oracle's HDF5 dataset (format "kvzap-oracle", version 1;
- * docs/oracle-format.md), written crash-safely and read back by the trainer.
+/* oracle_store: the oracle's HDF5 dataset (format "kvzap-oracle", version 2;
+ * docs/oracle-format.md), written crash-safely, sealed against damage, and
+ * read back by the trainer.
  *
  * Writing (kvz_oracle_run_*): documents arrive one at a time in dataset order
  * (document index 0, 1, 2, ...). They go to shard files in "<output>.parts/":
@@ -17,9 +18,16 @@
  * directory. Resume checks that every parameter in kvz_oracle_meta matches the
  * interrupted run and says which one differs.
  *
+ * Integrity (version 2): every file (shards, ridge.h5, the final dataset)
+ * starts with a 512-byte HDF5 user block holding a seal written after the
+ * file is closed: "KVZSEAL1", the file size, XXH3-128 of every later byte
+ * (oracle_store_internal.h, kvz_h5_seal). Readers check it before libhdf5
+ * parses the file; every chunked dataset carries the Fletcher-32 filter.
+ * Version 1 files (no seal, no Fletcher-32) are read only unverified.
+ *
  * Final file layout (all plain HDF5 types: int32/int64/uint8, IEEE float16 /
  * float32 / float64, variable-length UTF-8 strings; N samples, M documents):
- *   /                       attributes: format="kvzap-oracle", format_version=1,
+ *   /                       attributes: format="kvzap-oracle", format_version=2,
  *                           complete=1, every kvz_oracle_meta field, n_samples,
  *                           n_documents, kvzap_version
  *   /samples/token_id       int32 [N]
@@ -48,7 +56,7 @@
 #include "../common/kvz_error.h"
 
 #define KVZ_ORACLE_FORMAT "kvzap-oracle"
-#define KVZ_ORACLE_FORMAT_VERSION 1
+#define KVZ_ORACLE_FORMAT_VERSION 2
 
 /* Run identity and parameters; stored as root attributes. Strings may be NULL
  * (stored as ""). Enum fields hold the config's KVZ_* values and are stored
@@ -137,6 +145,15 @@ typedef struct kvz_oracle_file_info {
  * "x.h5: format version 2, this kvzap reads version 1", missing or
  * inconsistently shaped datasets). */
 int kvz_oracle_file_open(const char *path, kvz_oracle_file **out, kvz_error *err);
+/* kvz_oracle_file_open with the integrity check chosen: verify = 1 (what
+ * kvz_oracle_file_open does) reads the whole file once and compares it with
+ * its seal before libhdf5 opens it ("x.h5: corrupt: ...", "x.h5: truncated:
+ * ..."; about the cost of one sequential read: disk speed, XXH3 hashes at
+ * several GB/s); verify = 0 skips the hash (the seal's recorded size is still
+ * checked when there is one, and Fletcher-32 still guards every data chunk
+ * read) and also reads unsealed format-1 files of older kvzap versions. */
+int kvz_oracle_file_open_ex(const char *path, int verify, kvz_oracle_file **out,
+                            kvz_error *err);
 void kvz_oracle_file_close(kvz_oracle_file *f);
 const kvz_oracle_file_info *kvz_oracle_file_get_info(const kvz_oracle_file *f);
 

@@ -1,14 +1,18 @@
 /* oracle_store_h5: the HDF5 plumbing of the oracle store: quiet error stack
  * and messages carrying HDF5's reason, float32 -> float16 rounding and the
  * IEEE half type, deterministic file/object property lists (no timestamps,
- * libver earliest..v18), scalar attributes and row-blocked chunked datasets. */
+ * libver earliest..v18, a 512-byte user block, Fletcher-32 on every chunked
+ * dataset), scalar attributes, row-blocked chunked datasets, and the
+ * integrity seal in the user block (kvz_h5_seal / kvz_h5_verify). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "oracle_store_internal.h"
 
@@ -147,14 +151,142 @@ hid_t kvz_h5_ocpl(hid_t cls)
 
 hid_t kvz_h5_create_file(const char *path)
 {
-    hid_t fapl = kvz_h5_fapl();
-    if (fapl < 0)
-        return -1;
-    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    hid_t fapl = kvz_h5_fapl(), fcpl = H5Pcreate(H5P_FILE_CREATE);
+    hid_t f = -1;
+    if (fapl >= 0 && fcpl >= 0 && H5Pset_userblock(fcpl, KVZ_H5_USERBLOCK) >= 0)
+        f = H5Fcreate(path, H5F_ACC_TRUNC, fcpl, fapl);
     if (f < 0)
         kvz_h5_note();
-    H5Pclose(fapl);
+    if (fcpl >= 0)
+        H5Pclose(fcpl);
+    if (fapl >= 0)
+        H5Pclose(fapl);
     return f;
+}
+
+/* ---------- the integrity seal (oracle_store_internal.h) ---------- */
+
+enum { SEAL_READ_BLOCK = 8 << 20 };
+static const char SEAL_MAGIC[8] = {'K', 'V', 'Z', 'S', 'E', 'A', 'L', '1'};
+static const char SEAL_NOTE[] =
+    "kvzap integrity seal: bytes 8..15 file size (little-endian), 16..31 XXH3-128 "
+    "(canonical) of bytes 512..end; see kvzap docs/oracle-format.md\n";
+
+static void put_le64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get_le64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* XXH3-128 of fd's bytes from KVZ_H5_USERBLOCK to size, into canon[16].
+ * 0, or an errno (EIO also when the file ends early). */
+static int hash_body(int fd, uint64_t size, unsigned char canon[16])
+{
+    XXH3_state_t *st = XXH3_createState();
+    unsigned char *buf = malloc(SEAL_READ_BLOCK);
+    int e = st && buf ? 0 : ENOMEM;
+    if (!e && XXH3_128bits_reset(st) == XXH_ERROR)
+        e = ENOMEM;
+    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    for (uint64_t off = KVZ_H5_USERBLOCK; !e && off < size;) {
+        size_t want = size - off < SEAL_READ_BLOCK ? (size_t)(size - off) : SEAL_READ_BLOCK;
+        ssize_t got = pread(fd, buf, want, (off_t)off);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            e = got < 0 ? errno : EIO;
+        else if (XXH3_128bits_update(st, buf, (size_t)got) == XXH_ERROR)
+            e = EIO;
+        else
+            off += (uint64_t)got;
+    }
+    if (!e) {
+        XXH128_canonical_t c;
+        XXH128_canonicalFromHash(&c, XXH3_128bits_digest(st));
+        memcpy(canon, c.digest, 16);
+    }
+    free(buf);
+    if (st)
+        XXH3_freeState(st);
+    return e;
+}
+
+int kvz_h5_seal(const char *path, kvz_error *err)
+{
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return kvz_fail(err, KVZ_EIO, "%s: cannot open to seal: %s", path, strerror(errno));
+    struct stat st;
+    unsigned char block[KVZ_H5_USERBLOCK] = {0};
+    int e = fstat(fd, &st) != 0 ? errno : st.st_size < KVZ_H5_USERBLOCK ? EIO : 0;
+    if (!e)
+        e = hash_body(fd, (uint64_t)st.st_size, block + 16);
+    if (!e) {
+        memcpy(block, SEAL_MAGIC, 8);
+        put_le64(block + 8, (uint64_t)st.st_size);
+        memcpy(block + 32, SEAL_NOTE, sizeof SEAL_NOTE - 1);
+        ssize_t w = pwrite(fd, block, sizeof block, 0);
+        e = w == (ssize_t)sizeof block ? 0 : w < 0 ? errno : ENOSPC;
+    }
+    if (close(fd) != 0 && !e)
+        e = errno;
+    return e ? kvz_fail(err, KVZ_EIO, "%s: cannot write the integrity seal: %s", path,
+                        strerror(e))
+             : KVZ_OK;
+}
+
+int kvz_h5_verify(const char *path, int full, kvz_error *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return kvz_fail(err, KVZ_EIO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    unsigned char block[32];
+    int rc = KVZ_OK;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        rc = kvz_fail(err, KVZ_EIO, "%s: not a regular file", path);
+    } else if (st.st_size < KVZ_H5_USERBLOCK || pread(fd, block, 32, 0) != 32 ||
+               memcmp(block, SEAL_MAGIC, 8) != 0) {
+        /* the HDF5 signature sits at 0 or after a user block (0, 512, 1024, ...) */
+        char head[8] = {0}, hdf5_sig[8] = {'\x89', 'H', 'D', 'F', '\r', '\n', '\x1a', '\n'};
+        int is_hdf5 = 0;
+        for (off_t at = 0; at <= 4096 && !is_hdf5; at = at ? at * 2 : 512)
+            is_hdf5 = pread(fd, head, 8, at) == 8 && !memcmp(head, hdf5_sig, 8);
+        rc = is_hdf5 ? kvz_fail(err, KVZ_ENOTFOUND,
+                                "%s: no integrity seal (written by kvzap before datasets were "
+                                "sealed, or by another program): re-create it, or skip the "
+                                "check explicitly (--no-verify) to read it unverified",
+                                path)
+                     : kvz_fail(err, KVZ_EFORMAT,
+                                "%s: not a kvzap dataset (no integrity seal; corrupt, "
+                                "truncated or another kind of file)",
+                                path);
+    } else if (get_le64(block + 8) != (uint64_t)st.st_size) {
+        uint64_t want = get_le64(block + 8);
+        rc = kvz_fail(err, KVZ_EFORMAT, "%s: %s: %lld bytes, the seal records %llu", path,
+                      (uint64_t)st.st_size < want ? "truncated" : "corrupt (bytes appended)",
+                      (long long)st.st_size, (unsigned long long)want);
+    } else if (full) {
+        unsigned char got[16];
+        int e = hash_body(fd, (uint64_t)st.st_size, got);
+        if (e)
+            rc = kvz_fail(err, KVZ_EIO, "%s: cannot read to verify: %s", path, strerror(e));
+        else if (memcmp(got, block + 16, 16) != 0)
+            rc = kvz_fail(err, KVZ_EFORMAT,
+                          "%s: corrupt: its content does not match its integrity seal "
+                          "(XXH3-128); the file was damaged after it was written",
+                          path);
+    }
+    close(fd);
+    return rc;
 }
 
 hid_t kvz_h5_create_group(hid_t loc, const char *name)
@@ -292,8 +424,13 @@ hid_t kvz_h5_dset_create(hid_t loc, const char *name, hid_t type, size_t rows, s
     hid_t d = -1;
     /* An empty fixed dataset stays contiguous (no chunk fits in 0 rows). */
     int chunked = extendable || rows > 0;
-    if (space >= 0 && dcpl >= 0 && (!chunked || H5Pset_chunk(dcpl, rank, chunk) >= 0) &&
-        (H5Tis_variable_str(type) > 0 || H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) >= 0))
+    /* Fletcher-32 on every chunked fixed-size dataset (libhdf5 refuses
+     * filters on variable-length strings; the seal covers those) */
+    int vlen = H5Tis_variable_str(type) > 0;
+    if (space >= 0 && dcpl >= 0 &&
+        (!chunked || (H5Pset_chunk(dcpl, rank, chunk) >= 0 &&
+                      (vlen || H5Pset_fletcher32(dcpl) >= 0))) &&
+        (vlen || H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) >= 0))
         d = H5Dcreate2(loc, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     if (d < 0)
         kvz_h5_note();

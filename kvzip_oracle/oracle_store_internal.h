@@ -35,7 +35,26 @@ hid_t kvz_h5_str_type(void);
  * h5dump read it). Object creation list with time tracking off. */
 hid_t kvz_h5_fapl(void);
 hid_t kvz_h5_ocpl(hid_t cls /* H5P_DATASET_CREATE or H5P_GROUP_CREATE */);
-hid_t kvz_h5_create_file(const char *path);           /* truncates */
+/* Truncates; the file gets a KVZ_H5_USERBLOCK-byte user block for the seal. */
+hid_t kvz_h5_create_file(const char *path);
+
+/* The integrity seal (docs/oracle-format.md "Integrity"): every HDF5 file the
+ * store writes (shards, ridge.h5, the final dataset) reserves a 512-byte user
+ * block (libhdf5 skips it; h5py and h5dump read such files as usual). After
+ * the file is closed, kvz_h5_seal writes into it "KVZSEAL1", the file size
+ * and the XXH3-128 of every byte after the block. kvz_h5_verify checks the
+ * seal and the size (always: catches truncation at no cost) and, when full,
+ * the hash (one sequential read of the file) BEFORE libhdf5 parses anything,
+ * so a damaged file gets a clear message instead of reaching libhdf5's
+ * parser (whose faults on corrupt input crash or hang the process). Fletcher-32
+ * on every chunk (kvz_h5_dset_create) also catches damage to data read
+ * without the full check. Not a defence against a deliberately crafted file
+ * with a matching seal. kvz_h5_verify: KVZ_OK; KVZ_ENOTFOUND for an HDF5
+ * file without a seal (older kvzap); KVZ_EFORMAT for a damaged, truncated or
+ * foreign file; KVZ_EIO when it cannot be read. */
+enum { KVZ_H5_USERBLOCK = 512 };
+int kvz_h5_seal(const char *path, kvz_error *err);
+int kvz_h5_verify(const char *path, int full, kvz_error *err);
 hid_t kvz_h5_create_group(hid_t loc, const char *name); /* no time tracking */
 
 /* Scalar attributes. Strings are variable-length UTF-8; NULL is stored "". */

@@ -3,7 +3,8 @@
  * (about 1 MiB per chunk), filled dataset by dataset (layer by layer), shard
  * by shard, in blocks of one chunk's rows (bounded memory; no conversion,
  * the bytes are copied as stored). Written to "<parts>/final.h5.tmp" with
- * complete = 1 as the last attribute, fsynced, then renamed to the output. */
+ * complete = 1 as the last attribute, closed, sealed (kvz_h5_seal), fsynced,
+ * then renamed to the output. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -195,7 +196,8 @@ int kvz_ostore_merge(const char *parts, const char *output, const kvz_oracle_met
         bad = kvz_h5_note();
     free(c.counts);
     int rc = bad ? kvz_h5_fail(err, KVZ_EIO, output, "cannot build the merged dataset %s", tmp)
-                 : publish(tmp, output, err);
+                 : kvz_h5_seal(tmp, err);
+    rc = rc ? rc : publish(tmp, output, err);
     if (rc != KVZ_OK)
         unlink(tmp);
     free(tmp);

@@ -42,6 +42,10 @@ int kvz_ostore_progress_save(const char *parts, const kvz_oracle_meta *m,
         unlink(tmp);
         goto done;
     }
+    if ((rc = kvz_h5_seal(tmp, err)) != KVZ_OK) {
+        unlink(tmp);
+        goto done;
+    }
     int e = kvz_fsync_path(tmp);
     if (e || rename(tmp, path) != 0) {
         rc = kvz_fail(err, KVZ_EIO, "%s: cannot commit: %s", path, strerror(e ? e : errno));
@@ -94,9 +98,16 @@ int kvz_ostore_progress_load(const char *parts, const kvz_oracle_meta *m,
         free(path);
         return kvz_fail(err, KVZ_ENOTFOUND, "%s: no ridge.h5", parts);
     }
+    int rc = kvz_h5_verify(path, 1, err);
+    if (rc) {
+        char msg[KVZ_ERRMSG_MAX];
+        snprintf(msg, sizeof msg, "%s", err ? err->msg : "");
+        free(path);
+        return kvz_fail(err, rc, "%s (remove %s to start over)", msg, parts);
+    }
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    int rc = f < 0 ? kvz_h5_fail(err, KVZ_EFORMAT, path, "cannot read the progress record")
-                   : check_record(f, parts, m, p, ridge, err);
+    rc = f < 0 ? kvz_h5_fail(err, KVZ_EFORMAT, path, "cannot read the progress record")
+               : check_record(f, parts, m, p, ridge, err);
     if (f >= 0)
         H5Fclose(f);
     free(path);

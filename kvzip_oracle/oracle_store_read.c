@@ -19,6 +19,7 @@ struct kvz_oracle_file {
     kvz_oracle_meta meta;
     char *meta_strs[KVZ_OSTORE_META_N_STRS];
     kvz_oracle_file_info info;
+    int version; /* format_version */
 };
 
 void kvz_oracle_file_close(kvz_oracle_file *f)
@@ -42,9 +43,12 @@ static int check_format(kvz_oracle_file *f, kvz_error *err)
     int64_t version = -1, complete = 0;
     if (kvz_h5_attr_get_i64(f->f, "format_version", &version) < 0)
         return kvz_fail(err, KVZ_EFORMAT, "%s: no format_version attribute", f->path);
-    if (version != KVZ_ORACLE_FORMAT_VERSION)
-        return kvz_fail(err, KVZ_EFORMAT, "%s: format version %lld, this kvzap reads version %d",
-                        f->path, (long long)version, KVZ_ORACLE_FORMAT_VERSION);
+    /* version 1 = version 2 without the seal and Fletcher-32 (read unverified only) */
+    if (version != KVZ_ORACLE_FORMAT_VERSION && version != 1)
+        return kvz_fail(err, KVZ_EFORMAT,
+                        "%s: format version %lld, this kvzap reads versions 1 and %d", f->path,
+                        (long long)version, KVZ_ORACLE_FORMAT_VERSION);
+    f->version = (int)version;
     if (kvz_h5_attr_get_i64(f->f, "complete", &complete) < 0 || complete != 1)
         return kvz_fail(err, KVZ_EFORMAT, "%s: incomplete (the run did not finish; resume it)",
                         f->path);
@@ -66,7 +70,7 @@ static int load_info(kvz_oracle_file *f, kvz_error *err)
         return kvz_fail(err, KVZ_EFORMAT, "%s: n_layers, d_model and n_kv_heads must be > 0",
                         f->path);
     f->info = (kvz_oracle_file_info){
-        .format_version = KVZ_ORACLE_FORMAT_VERSION, .n_layers = m->n_layers,
+        .format_version = f->version, .n_layers = m->n_layers,
         .d_model = m->d_model, .n_kv_heads = m->n_kv_heads, .n_samples = (size_t)n_samples,
         .n_documents = (size_t)n_docs, .store_hidden = m->store_hidden,
         .ridge_stats = m->ridge_stats, .hidden_dtype = m->hidden_dtype, .scoring = m->scoring,
@@ -123,11 +127,21 @@ static int check_layout(kvz_oracle_file *f, kvz_error *err)
 
 int kvz_oracle_file_open(const char *path, kvz_oracle_file **out, kvz_error *err)
 {
+    return kvz_oracle_file_open_ex(path, 1, out, err);
+}
+
+int kvz_oracle_file_open_ex(const char *path, int verify, kvz_oracle_file **out,
+                            kvz_error *err)
+{
     kvz_h5_quiet();
     *out = NULL;
     if (access(path, R_OK) != 0)
         return kvz_fail(err, KVZ_EIO, "%s: cannot open: %s", path,
                         kvz_path_exists(path) ? "permission denied" : "no such file");
+    /* before libhdf5 sees a byte: the seal, the size and (verify) the hash */
+    int sealed = kvz_h5_verify(path, verify, err);
+    if (sealed != KVZ_OK && (verify || sealed != KVZ_ENOTFOUND))
+        return sealed == KVZ_ENOTFOUND ? KVZ_EFORMAT : sealed;
     kvz_oracle_file *f = calloc(1, sizeof *f);
     if (!f || !(f->path = strdup(path))) {
         free(f);

@@ -3,7 +3,10 @@
  * that must be present (the newest may still carry its ".tmp" name if the run
  * stopped between saving ridge.h5 and the rename: it was closed and fsynced
  * before ridge.h5 was written, so it is renamed into place). Shards at or
- * beyond n_shards and every temporary file are removed: they are redone. */
+ * beyond n_shards and every temporary file are removed: they are redone.
+ * Every shard kept is verified against its integrity seal first (one read of
+ * the committed data), so a damaged shard is refused by name before libhdf5
+ * parses it. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -69,12 +72,18 @@ static int check_shard(const char *parts, size_t k, size_t n_shards, kvz_ostore_
     if (!path || !tmp) {
         rc = kvz_fail(err, KVZ_ENOMEM, "%s: out of memory", parts);
     } else if (!kvz_path_exists(path) && k + 1 == n_shards && kvz_path_exists(tmp) &&
+               kvz_h5_verify(tmp, 1, NULL) == KVZ_OK &&
                kvz_ostore_shard_counts_read(tmp, &c) == 0 && rename(tmp, path) != 0) {
         rc = kvz_fail(err, KVZ_EIO, "%s: cannot rename into place: %s", path, strerror(errno));
     } else if (!kvz_path_exists(path)) {
         rc = kvz_fail(err, KVZ_EFORMAT,
                       "%s: cannot resume: %s is missing (remove the directory to start over)",
                       parts, path);
+    } else if ((rc = kvz_h5_verify(path, 1, err)) != KVZ_OK) {
+        char msg[KVZ_ERRMSG_MAX];
+        snprintf(msg, sizeof msg, "%s", err ? err->msg : "");
+        rc = kvz_fail(err, rc, "%s: cannot resume: %s (remove the directory to start over)",
+                      parts, msg);
     } else if (kvz_ostore_shard_counts_read(path, &c) != 0 || c.first_doc != sum->n_docs ||
                c.first_sample != sum->n_samples) {
         rc = kvz_fail(err, KVZ_EFORMAT,

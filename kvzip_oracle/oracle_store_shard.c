@@ -229,6 +229,9 @@ int kvz_ostore_shard_close_tmp(kvz_ostore_shard *s, kvz_error *err)
     s->file = -1;
     if (bad)
         return kvz_h5_fail(err, KVZ_EIO, s->tmp_path, "cannot write shard");
+    int rc = kvz_h5_seal(s->tmp_path, err);
+    if (rc)
+        return rc;
     int e = kvz_fsync_path(s->tmp_path);
     if (e)
         return kvz_fail(err, KVZ_EIO, "%s: cannot sync: %s", s->tmp_path, strerror(e));

@@ -22,6 +22,7 @@
 #include "data/corpus.h"
 #include "kvz_test.h"
 #include "kvzip_oracle/oracle_store.h"
+#include "kvzip_oracle/oracle_store_internal.h" /* kvz_h5_seal, KVZ_H5_USERBLOCK */
 #include "model/dequant.h"
 
 uint16_t kvz_f32_to_f16_rne(float f); /* oracle_store_h5.c (internal) */
@@ -186,7 +187,8 @@ static void check_contents(const char *path, int dtype)
     const kvz_oracle_file_info *in = kvz_oracle_file_get_info(f);
     KVZ_CHECK(in->n_layers == L && in->d_model == D && in->n_kv_heads == H &&
                   in->n_documents == N_DOCS && in->hidden_dtype == dtype && in->seed == 42 &&
-                  in->store_hidden && in->ridge_stats && in->format_version == 1,
+                  in->store_hidden && in->ridge_stats &&
+                  in->format_version == KVZ_ORACLE_FORMAT_VERSION,
               "info");
     KVZ_CHECK(!strcmp(in->model_architecture, "llama") && !strcmp(in->tokenizer, "") &&
                   !strcmp(in->chat_template, "{{ messages }}") &&
@@ -437,6 +439,11 @@ static void test_bad_files(const char *ref)
     H5Awrite(a, H5T_NATIVE_INT32, &zero);
     H5Aclose(a);
     H5Fclose(h);
+    /* edited in place: the seal no longer matches */
+    KVZ_CHECK(kvz_oracle_file_open(inc, &f, &err) == KVZ_EFORMAT && strstr(err.msg, "corrupt"),
+              "edited file: %s", err.msg);
+    /* re-sealed (as a writer that stopped before complete = 1 would have) */
+    KVZ_CHECK_OK(kvz_h5_seal(inc, &err), err);
     KVZ_CHECK(kvz_oracle_file_open(inc, &f, &err) == KVZ_EFORMAT && strstr(err.msg, "incomplete"),
               "complete=0: %s", err.msg);
 
@@ -444,8 +451,12 @@ static void test_bad_files(const char *ref)
     fp = fopen(cut, "wb");
     fwrite(bytes, 1, n / 2, fp);
     fclose(fp);
-    KVZ_CHECK(kvz_oracle_file_open(cut, &f, &err) == KVZ_EFORMAT && strstr(err.msg, cut),
+    KVZ_CHECK(kvz_oracle_file_open(cut, &f, &err) == KVZ_EFORMAT && strstr(err.msg, cut) &&
+                  strstr(err.msg, "truncated"),
               "truncated: %s", err.msg);
+    KVZ_CHECK(kvz_oracle_file_open_ex(cut, 0, &f, &err) == KVZ_EFORMAT &&
+                  strstr(err.msg, "truncated"),
+              "truncated, unverified open still checks the size: %s", err.msg);
     fp = fopen(cut, "wb");
     fputs("not hdf5 at all", fp);
     fclose(fp);
@@ -457,6 +468,118 @@ static void test_bad_files(const char *ref)
 /* Child: write with a file-size limit; exits 0 when the failure was reported
  * as KVZ_EIO naming the file (`where`) and the OS reason, and no output
  * appeared. */
+/* Writes bytes[0..n) to path with byte `at` XORed by `mask` (when at < n). */
+static void write_flipped(const char *path, const char *bytes, size_t n, size_t at, int mask)
+{
+    FILE *fp = fopen(path, "wb");
+    for (size_t i = 0; i < n; i++)
+        fputc(i == at ? (unsigned char)bytes[i] ^ mask : (unsigned char)bytes[i], fp);
+    fclose(fp);
+}
+
+/* Issue 14.4: damaged datasets are refused before libhdf5 parses them.
+ * (1) One flipped byte anywhere after the seal block (64 places spread over
+ * the file, every one of them) and a flipped byte inside the seal: refused
+ * as corrupt, naming the file. (2) Unverified open (--no-verify) of a file
+ * with a flipped byte inside a data chunk: the open may succeed but reading
+ * that chunk fails (Fletcher-32) instead of returning wrong numbers.
+ * (3) A file without a seal: refused with what to do; readable unverified.
+ * (4) Resume with a damaged committed shard: refused, naming the shard. */
+static void test_integrity(const char *ref)
+{
+    kvz_error err = {0};
+    kvz_oracle_file *f;
+    char *bytes;
+    size_t n;
+    KVZ_CHECK_OK(kvz_file_read_all(ref, &bytes, &n, &err), err);
+    const char *bad = tmp_path("flipped.h5");
+    int refused = 0, tries = 0;
+    for (int k = 0; k < 64; k++) {
+        size_t at = KVZ_H5_USERBLOCK + (size_t)((double)(n - KVZ_H5_USERBLOCK - 1) * k / 63.0);
+        write_flipped(bad, bytes, n, at, 0x10);
+        int rc = kvz_oracle_file_open(bad, &f, &err);
+        tries++;
+        if (rc == KVZ_EFORMAT && strstr(err.msg, "corrupt") && strstr(err.msg, bad))
+            refused++;
+        else
+            fprintf(stderr, "  flipped byte %zu of %zu: rc %d (%s)\n", at, n, rc, err.msg);
+        if (rc == KVZ_OK)
+            kvz_oracle_file_close(f);
+    }
+    KVZ_CHECK(refused == tries, "every flipped byte refused as corrupt (%d of %d)", refused,
+              tries);
+    write_flipped(bad, bytes, n, 20, 0x01); /* inside the recorded hash */
+    KVZ_CHECK(kvz_oracle_file_open(bad, &f, &err) == KVZ_EFORMAT && strstr(err.msg, "corrupt"),
+              "damaged seal: %s", err.msg);
+
+    /* (2) a flipped byte in the first chunk of /layers/0/log_scores */
+    hid_t h = H5Fopen(ref, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t d = h >= 0 ? H5Dopen2(h, "/layers/0/log_scores", H5P_DEFAULT) : -1;
+    hsize_t coord[2] = {0, 0}, chunk_size = 0;
+    haddr_t addr = 0;
+    unsigned mask = 0;
+    int have = d >= 0 && H5Dget_chunk_info_by_coord(d, coord, &mask, &addr, &chunk_size) >= 0;
+    if (d >= 0)
+        H5Dclose(d);
+    if (h >= 0)
+        H5Fclose(h);
+    KVZ_CHECK(have && chunk_size > 8, "chunk 0 of /layers/0/log_scores located");
+    if (have && chunk_size > 8) {
+        /* chunk addresses are relative to the HDF5 base address (after the block) */
+        write_flipped(bad, bytes, n, KVZ_H5_USERBLOCK + addr + chunk_size / 2, 0x40);
+        KVZ_CHECK(kvz_oracle_file_open(bad, &f, &err) == KVZ_EFORMAT, "verified: refused");
+        int rc = kvz_oracle_file_open_ex(bad, 0, &f, &err);
+        KVZ_CHECK_OK(rc, err);
+        if (rc == KVZ_OK) {
+            float row[H];
+            rc = kvz_oracle_file_read_scores(f, 0, 0, 1, row, &err);
+            KVZ_CHECK(rc == KVZ_EIO && strstr(err.msg, bad),
+                      "unverified read of a damaged chunk fails (Fletcher-32): rc %d %s", rc,
+                      err.msg);
+            kvz_oracle_file_close(f);
+        }
+    }
+
+    /* (3) the seal removed: no seal, clear message; unverified open reads it */
+    write_flipped(bad, bytes, n, n, 0);
+    FILE *fp = fopen(bad, "r+b");
+    static const char zeros[32] = {0};
+    fwrite(zeros, 1, sizeof zeros, fp);
+    fclose(fp);
+    KVZ_CHECK(kvz_oracle_file_open(bad, &f, &err) == KVZ_EFORMAT &&
+                  strstr(err.msg, "no integrity seal") && strstr(err.msg, "--no-verify"),
+              "unsealed: %s", err.msg);
+    int rc = kvz_oracle_file_open_ex(bad, 0, &f, &err);
+    KVZ_CHECK_OK(rc, err);
+    if (rc == KVZ_OK)
+        kvz_oracle_file_close(f);
+    free(bytes);
+
+    /* (4) resume with a damaged committed shard */
+    kvz_oracle_meta m = make_meta(KVZ_HIDDEN_FLOAT16);
+    kvz_oracle_run *r;
+    size_t done;
+    const char *out = tmp_path("damaged_shard.h5");
+    KVZ_CHECK_OK(kvz_oracle_run_open(out, &m, 2, 0, 0, &r, &done, &err), err);
+    KVZ_CHECK_OK(append_docs(r, 0, 3, &err), err); /* shard 0 committed, shard 1 open */
+    kvz_oracle_run_close(r);
+    char shard[700];
+    snprintf(shard, sizeof shard, "%s/shard-000000.h5", parts_of(out));
+    char *sb;
+    size_t sn;
+    KVZ_CHECK_OK(kvz_file_read_all(shard, &sb, &sn, &err), err);
+    if (sb) {
+        write_flipped(shard, sb, sn, sn / 2, 0x08);
+        rc = kvz_oracle_run_open(out, &m, 2, 1, 0, &r, &done, &err);
+        KVZ_CHECK(rc == KVZ_EFORMAT && strstr(err.msg, "shard-000000.h5") &&
+                      strstr(err.msg, "corrupt"),
+                  "resume with a damaged shard: rc %d %s", rc, err.msg);
+        if (rc == KVZ_OK)
+            kvz_oracle_run_close(r);
+        free(sb);
+    }
+}
+
 static void full_disk_child(const char *out, size_t dps, rlim_t limit, const char *where)
 {
     signal(SIGXFSZ, SIG_IGN);
@@ -615,6 +738,7 @@ int main(void)
     test_resume(refcopy);
     test_refusals(refcopy);
     test_bad_files(refcopy);
+    test_integrity(refcopy);
     test_full_disk(refcopy);
     test_minimal_runs();
     test_h5dump(refcopy);

@@ -59,7 +59,7 @@ echo "killed re-run: old output unchanged, export carries its R^2"
 
 # --- 2. stale temporaries are removed by the next run, live ones kept ---
 sleep 1000 & live=$!
-trap 'kill "$live" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill "$live" 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "out.tmp.$live" out/report.tmp.999999999 ex.tmp.999999999
 touch out/metrics.csv.tmp.999999999 "out/metrics.csv.tmp.$live"
 dead=$(sh -c 'echo $$')   # a pid that has exited

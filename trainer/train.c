@@ -58,7 +58,7 @@ static void hint_unfinished_run(const char *path, int rc, kvz_error *err)
 static int open_dataset(trainer *t, kvz_error *err)
 {
     const char *path = t->cfg->train.dataset;
-    int rc = kvz_oracle_file_open(path, &t->file, err);
+    int rc = kvz_oracle_file_open_ex(path, t->cfg->train.verify_dataset, &t->file, err);
     if (rc && access(path, F_OK) != 0)
         hint_unfinished_run(path, rc, err);
     if (rc)
