@@ -228,10 +228,10 @@ static int count_tokens(select_ctx *s, const kvz_corpus_found *d, size_t *n, kvz
 {
     size_t b, e;
     kvz_py_strip_span(d->text, d->text_len, &b, &e);
-    kvz_tokens toks = {0};
-    int rc = kvz_tokenize(s->tok, d->text + b, e - b, 1, &toks, err);
-    *n = toks.n;
-    kvz_tokens_free(&toks);
+    /* counting stops past max_tokens: a huge document costs no more than
+     * the filter (kvz_tokenize_count) */
+    size_t limit = s->opt->max_tokens ? s->opt->max_tokens : SIZE_MAX - 1;
+    int rc = kvz_tokenize_count(s->tok, d->text + b, e - b, 1, limit, n, err);
     if (rc) {
         char why[KVZ_ERRMSG_MAX];
         snprintf(why, sizeof why, "%s", err ? err->msg : "tokenizer failed");
@@ -276,6 +276,12 @@ static int on_document(void *ctx, const kvz_corpus_found *d, kvz_error *err)
 }
 
 /* --- selection --- */
+
+/* "over " when a count n was stopped at max_tokens + 1 (kvz_tokenize_count). */
+static const char *over(const select_ctx *s, size_t n)
+{
+    return s->opt->max_tokens && n > s->opt->max_tokens ? "over " : "";
+}
 
 static void format_filter(const kvz_corpus_options *o, char *buf, size_t cap)
 {
@@ -340,8 +346,10 @@ static int check_outcome(const select_ctx *s, kvz_error *err)
         format_filter(s->opt, filter, sizeof filter);
         return kvz_fail(err, KVZ_EINVAL,
                         "corpus '%s': no document passes the length filter %s (%zu documents, "
-                        "shortest %zu, longest %zu tokens)",
-                        s->opt->path, filter, s->n_tokenized, s->shortest, s->longest);
+                        "shortest %s%zu, longest %s%zu tokens)",
+                        s->opt->path, filter, s->n_tokenized, over(s, s->shortest),
+                        *over(s, s->shortest) ? s->opt->max_tokens : s->shortest,
+                        over(s, s->longest), *over(s, s->longest) ? s->opt->max_tokens : s->longest);
     }
     return KVZ_OK;
 }

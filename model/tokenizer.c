@@ -215,6 +215,20 @@ int tok_finish(kvz_tokenizer *t, kvz_error *err)
         rc = tok_added_set_build(&t->norm_set, t->added, t->n_added, 1, err);
     if (rc == KVZ_OK)
         describe(t);
+    /* A token covers at most this many non-whitespace bytes of the text it
+     * came from: a vocabulary string is never shorter than the bytes it
+     * stands for (byte-level spells each byte with 1-2 bytes, SentencePiece
+     * spells a space with 3), an added token covers its match plus stripped
+     * whitespace, the unknown token one code point. */
+    t->max_token_bytes = 4;
+    for (size_t i = 0; i < t->n_ids; i++)
+        if (t->token[i] && t->token_len[i] > t->max_token_bytes)
+            t->max_token_bytes = t->token_len[i];
+    for (size_t i = 0; i < t->n_added; i++) {
+        size_t n = t->added[i].match_len > t->added[i].len ? t->added[i].match_len : t->added[i].len;
+        if (n > t->max_token_bytes)
+            t->max_token_bytes = n;
+    }
     return rc;
 }
 

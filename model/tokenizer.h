@@ -60,6 +60,18 @@ int kvz_tokenize(const kvz_tokenizer *t, const char *text, size_t len, int add_s
                  kvz_tokens *out, kvz_error *err);
 void kvz_tokens_free(kvz_tokens *toks);
 
+/* The number of tokens kvz_tokenize gives text, when that is at most limit;
+ * otherwise *n = limit + 1 ("more than limit") -- decided without
+ * tokenizing when a lower bound already exceeds limit, so the cost (time and
+ * memory) is bounded by limit, not by len: every token covers at most
+ * max_token_bytes non-whitespace bytes of the text (3x that under NFC, which
+ * can shrink a sequence to a third), so a text with more non-whitespace
+ * bytes than 3 * max_token_bytes * limit has more than limit tokens. A text
+ * under the bound is tokenized in full (it is at most that long unless it is
+ * mostly whitespace). Errors as kvz_tokenize. */
+int kvz_tokenize_count(const kvz_tokenizer *t, const char *text, size_t len, int add_special,
+                       size_t limit, size_t *n, kvz_error *err);
+
 /* tokenizer.decode(ids, skip_special_tokens=skip_special): malloc'ed,
  * NUL-terminated UTF-8 (invalid byte sequences become U+FFFD as Rust's
  * from_utf8_lossy does; ids outside the vocabulary are dropped).

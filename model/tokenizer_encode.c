@@ -308,6 +308,43 @@ int kvz_tokenize(const kvz_tokenizer *t, const char *text, size_t len, int add_s
     return rc;
 }
 
+/* Unicode White_Space (what added tokens' lstrip/rstrip may swallow). */
+static int is_white_space(uint32_t cp)
+{
+    return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 ||
+           cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 ||
+           cp == 0x202F || cp == 0x205F || cp == 0x3000;
+}
+
+int kvz_tokenize_count(const kvz_tokenizer *t, const char *text, size_t len, int add_special,
+                       size_t limit, size_t *n, kvz_error *err)
+{
+    size_t specials = add_special ? t->n_prefix + t->n_suffix : 0;
+    size_t per_token = t->max_token_bytes * (t->nfc ? 3 : 1), solid = 0;
+    int valid = 1;
+    for (size_t i = 0; i < len && valid;) {
+        long step = kvz_utf8_step((const unsigned char *)text + i, len - i);
+        if (step < 0) {
+            valid = 0; /* kvz_tokenize reports it */
+            break;
+        }
+        uint32_t cp;
+        kvz_utf8_decode((const unsigned char *)text + i, &cp);
+        if (!is_white_space(cp))
+            solid += (size_t)step;
+        i += (size_t)step;
+    }
+    if (valid && solid / per_token + specials > limit) { /* more than limit tokens */
+        *n = limit + 1;
+        return KVZ_OK;
+    }
+    kvz_tokens toks;
+    int rc = kvz_tokenize(t, text, len, add_special, &toks, err);
+    *n = toks.n > limit ? limit + 1 : toks.n;
+    kvz_tokens_free(&toks);
+    return rc;
+}
+
 void kvz_tokens_free(kvz_tokens *toks)
 {
     if (!toks)

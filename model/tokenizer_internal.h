@@ -154,6 +154,9 @@ struct kvz_tokenizer {
     int32_t *prefix_ids, *suffix_ids; /* added by add_special */
     size_t n_prefix, n_suffix;
     int32_t bos_id, eos_id;
+
+    size_t max_token_bytes; /* longest vocabulary string or added-token match, >= 4
+                               (kvz_tokenize_count's lower bound) */
 };
 
 /* Construction helpers (tokenizer.c). */

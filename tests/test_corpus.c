@@ -8,6 +8,9 @@
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
+#include <sys/wait.h>
+#include <sys/resource.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -506,6 +509,51 @@ static void test_long_lines(void)
     free(line);
 }
 
+/* Issue 14.5: a 64 MiB JSONL line with max_doc_tokens 1250 is filtered out
+ * without being tokenized: in a child process, peak memory stays under
+ * 4x the line (the line and its parsed JSON) and it takes under 5 s
+ * (measured: 199 MiB and 1.5 s; before the fix 1779 MiB and 4.7 s, the
+ * memory growing with the line). */
+static void test_huge_line_bounded(void)
+{
+    size_t len = 64u << 20;
+    char *line = malloc(len + 64);
+    if (!line)
+        return;
+    size_t k = (size_t)snprintf(line, 64, "{\"text\": \"");
+    for (size_t i = 0; i < len; i++)
+        line[k + i] = "lorem ipsum dolor sit amet "[i % 27];
+    k += len;
+    k += (size_t)snprintf(line + k, 64, "\"}\n{\"text\": \"a short one\"}\n");
+    write_bytes("huge.jsonl", line, k);
+    free(line);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        kvz_corpus_options o = opts(tmp_path("huge.jsonl"), 2, 0);
+        o.max_tokens = 1250;
+        kvz_corpus *c = NULL;
+        kvz_error err = {0};
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        int rc = kvz_corpus_select(&o, g_tok, &c, &err);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        double dt = (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        double peak_mib = (double)ru.ru_maxrss / 1024.0;
+        printf("64 MiB line: %.2f s, peak RSS %.0f MiB, rc %d (%s)\n", dt, peak_mib, rc, err.msg);
+        int ok = rc == KVZ_OK && kvz_corpus_count(c) == 1 && dt < 5.0 && peak_mib < 4 * 64 + 100;
+        kvz_corpus_free(c);
+        fflush(stdout);
+        _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    KVZ_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+              "a 64 MiB line over max_doc_tokens is filtered in bounded time and memory");
+}
+
 /* --- errors --- */
 
 static void test_errors(void)
@@ -580,6 +628,7 @@ int main(void)
     test_subset_field();
     test_read_text();
     test_long_lines();
+    test_huge_line_bounded();
     test_errors();
     kvz_tokenizer_free(tok);
     return kvz_test_done();

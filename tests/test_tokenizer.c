@@ -200,6 +200,61 @@ static void check_speed(const kvz_tokenizer *t, const char *model, json_t *cases
     free(big);
 }
 
+/* kvz_tokenize_count (issue 14.5): for every fixture text, and for the
+ * texts repeated 50x, at limits n-1, n, n+1 and 0 around the true count n:
+ * the exact count when n <= limit, else limit + 1; never "over" when the
+ * text fits (the lower bound must be sound, also for whitespace-heavy texts
+ * and added tokens that strip whitespace). */
+static void check_count(const kvz_tokenizer *t, const char *model, json_t *cases)
+{
+    int bad = 0;
+    for (size_t i = 0; i < json_array_size(cases) && bad < 5; i++) {
+        json_t *jt = json_object_get(json_array_get(cases, i), "text");
+        size_t len = json_string_length(jt);
+        for (int rep = 1; rep <= 50; rep += 49) {
+            char *text = malloc(len * (size_t)rep + 1);
+            for (int r = 0; r < rep; r++)
+                memcpy(text + len * (size_t)r, json_string_value(jt), len);
+            size_t n_text = len * (size_t)rep;
+            kvz_tokens all;
+            kvz_error err = {0};
+            if (kvz_tokenize(t, text, n_text, 1, &all, &err) != KVZ_OK) {
+                kvz_tokens_free(&all);
+                free(text);
+                continue;
+            }
+            size_t n = all.n, limits[4] = {n ? n - 1 : 0, n, n + 1, 0};
+            kvz_tokens_free(&all);
+            for (int k = 0; k < 4; k++) {
+                size_t got = 0, want = n <= limits[k] ? n : limits[k] + 1;
+                int rc = kvz_tokenize_count(t, text, n_text, 1, limits[k], &got, &err);
+                if (rc != KVZ_OK || got != want) {
+                    bad++;
+                    fprintf(stderr, "  %s case %zu x%d limit %zu: count %zu, want %zu (%s)\n",
+                            model, i, rep, limits[k], got, want, err.msg);
+                }
+            }
+            free(text);
+        }
+    }
+    /* a huge text is refused from the bound alone: fast, no tokenizing */
+    size_t big = 64u << 20;
+    char *text = malloc(big);
+    for (size_t i = 0; i < big; i++)
+        text[i] = "abcdefghij"[i % 10];
+    size_t got = 0;
+    kvz_error err = {0};
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    int rc = kvz_tokenize_count(t, text, big, 1, 1250, &got, &err);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    double dt = (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
+    free(text);
+    KVZ_CHECK(rc == KVZ_OK && got == 1251, "%s: 64 MiB text counted as over 1250: %zu", model, got);
+    KVZ_CHECK(dt < 2.0, "%s: 64 MiB text over the limit took %.2f s (limit 2 s)", model, dt);
+    KVZ_CHECK(bad == 0, "%s: kvz_tokenize_count agrees with kvz_tokenize", model);
+}
+
 int main(void)
 {
     int tested = 0;
@@ -221,6 +276,7 @@ int main(void)
         check_decode_cases(t, MODELS[m].fixture, json_object_get(fx, "decode_cases"));
         check_lookups(t, MODELS[m].fixture, fx);
         check_speed(t, MODELS[m].fixture, cases);
+        check_count(t, MODELS[m].fixture, cases);
         json_decref(fx);
         kvz_tokenizer_free(t);
         tested++;
