@@ -1,6 +1,9 @@
 /* kvz_utf8: strict UTF-8 validation and code-point decode/encode (see kvz_utf8.h). */
 #include "kvz_utf8.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 #include "kvz_error.h"
 
 
@@ -138,4 +141,67 @@ int kvz_utf8_validate(const char *text, size_t len, size_t *bad_offset, const ch
         i += (size_t)step;
     }
     return KVZ_OK;
+}
+
+char *kvz_utf8_escape_bytes(const char *s, size_t len)
+{
+    char *out = malloc(4 * len + 1), *o = out;
+    if (!out)
+        return NULL;
+    static const char hex[] = "0123456789ABCDEF";
+    for (size_t i = 0; i < len;) {
+        long step = kvz_utf8_step((const unsigned char *)s + i, len - i);
+        if (step > 0 && s[i] != '\\' && s[i] != '\0') {
+            memcpy(o, s + i, (size_t)step);
+            o += step;
+            i += (size_t)step;
+        } else if (step > 0 && s[i] == '\\') {
+            *o++ = '\\';
+            *o++ = '\\';
+            i++;
+        } else { /* not UTF-8, or a NUL byte (kept out of the C string) */
+            step = step > 0 ? -1 : step;
+            for (long k = 0; k < -step; k++, i++) {
+                unsigned char b = (unsigned char)s[i];
+                *o++ = '\\';
+                *o++ = 'x';
+                *o++ = hex[b >> 4];
+                *o++ = hex[b & 15];
+            }
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+static int hex_value(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+char *kvz_utf8_unescape_bytes(const char *s, size_t *len)
+{
+    size_t n = strlen(s), k = 0;
+    char *out = malloc(n + 1);
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] != '\\') {
+            out[k++] = s[i];
+        } else if (i + 1 < n && s[i + 1] == '\\') {
+            out[k++] = '\\';
+            i++;
+        } else if (i + 3 < n && s[i + 1] == 'x' && hex_value(s[i + 2]) >= 0 &&
+                   hex_value(s[i + 3]) >= 0) {
+            out[k++] = (char)(hex_value(s[i + 2]) * 16 + hex_value(s[i + 3]));
+            i += 3;
+        } else {
+            free(out);
+            return NULL;
+        }
+    }
+    out[k] = '\0';
+    if (len)
+        *len = k;
+    return out;
 }

@@ -18,6 +18,15 @@ int kvz_utf8_validate(const char *s, size_t len, size_t *bad_offset, const char 
  * invalid subpart) (< 0); n >= 1. */
 long kvz_utf8_step(const unsigned char *s, size_t n);
 
+/* A valid UTF-8 spelling of arbitrary bytes (file names are bytes): every
+ * backslash becomes two backslashes and every byte that is not part of valid
+ * UTF-8 (and NUL) becomes a backslash, 'x' and two upper-case hex digits; valid UTF-8 is copied. Unique
+ * and reversible (kvz_utf8_unescape_bytes); malloc'ed, NULL on OOM. */
+char *kvz_utf8_escape_bytes(const char *s, size_t len);
+/* The bytes kvz_utf8_escape_bytes was given (*len set; NUL-terminated),
+ * or NULL when s is not such an escape or on OOM. */
+char *kvz_utf8_unescape_bytes(const char *s, size_t *len);
+
 /* Decodes one code point from a sequence already known to be valid. */
 size_t kvz_utf8_decode(const unsigned char *s, uint32_t *cp);
 /* Encodes cp (<= 0x10FFFF) into out[0..4); returns the byte count. */

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../common/kvz_utf8.h"
 #include "oracle_store_internal.h"
 
 /* Shard chunks: about 256 KiB but at most 1024 rows, so small shards of
@@ -153,7 +154,16 @@ static int append_doc_row(kvz_ostore_shard *s, const kvz_oracle_doc_record *rec,
     hid_t str = kvz_h5_str_type();
     if (str < 0)
         return -1;
-    const char *src = rec->source ? rec->source : "", *sub = rec->subset ? rec->subset : "";
+    /* file names are bytes: stored as valid UTF-8, reversibly escaped */
+    const char *raw_src = rec->source ? rec->source : "", *raw_sub = rec->subset ? rec->subset : "";
+    char *src = kvz_utf8_escape_bytes(raw_src, strlen(raw_src));
+    char *sub = kvz_utf8_escape_bytes(raw_sub, strlen(raw_sub));
+    if (!src || !sub) {
+        free(src);
+        free(sub);
+        H5Tclose(str);
+        return -1;
+    }
     uint8_t split = (uint8_t)rec->split;
     int32_t ints[8] = {(int32_t)rec->n_text_tokens, (int32_t)rec->n_prompt_tokens,
                        (int32_t)rec->context_start, (int32_t)rec->context_end,
@@ -169,6 +179,8 @@ static int append_doc_row(kvz_ostore_shard *s, const kvz_oracle_doc_record *rec,
     if (rc == 0)
         rc = kvz_h5_dset_append_rows(s->dsets[14], H5T_NATIVE_INT64, row, 1, 0, &start);
     H5Tclose(str);
+    free(src);
+    free(sub);
     return rc;
 }
 

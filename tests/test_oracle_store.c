@@ -19,6 +19,7 @@
 
 #include "common/config.h"
 #include "common/kvz_file.h"
+#include "common/kvz_utf8.h"
 #include "data/corpus.h"
 #include "kvz_test.h"
 #include "kvzip_oracle/oracle_store.h"
@@ -580,6 +581,73 @@ static void test_integrity(const char *ref)
     }
 }
 
+/* Issue 14.8: corpus file names are bytes. A source that is not UTF-8 is
+ * stored as valid UTF-8 (what h5py's .asstr() needs), escaped reversibly:
+ * kvz_utf8_unescape_bytes gives the raw bytes back. Also the escape on
+ * random byte strings: always valid UTF-8, always round-trips. */
+static void test_non_utf8_sources(void)
+{
+    uint32_t st = 99;
+    for (int trial = 0; trial < 2000; trial++) {
+        unsigned char raw[24];
+        size_t n = (size_t)(trial % 24);
+        for (size_t i = 0; i < n; i++) {
+            st = st * 1103515245u + 12345u;
+            raw[i] = trial % 3 ? (unsigned char)(st >> 16)
+                               : (unsigned char)"ab\\\xc3\xa9\xff\x80"[(st >> 16) % 7];
+        }
+        char *esc = kvz_utf8_escape_bytes((const char *)raw, n);
+        size_t back_n = 0;
+        char *back = esc ? kvz_utf8_unescape_bytes(esc, &back_n) : NULL;
+        int ok = esc && kvz_utf8_validate(esc, strlen(esc), NULL, NULL) == KVZ_OK && back &&
+                 back_n == n && !memcmp(back, raw, n);
+        if (!ok)
+            KVZ_CHECK(0, "escape round trip, trial %d", trial);
+        free(esc);
+        free(back);
+    }
+    kvz_error err = {0};
+    kvz_oracle_meta m = make_meta(KVZ_HIDDEN_FLOAT16);
+    const char *out = tmp_path("names.h5");
+    kvz_oracle_run *r;
+    size_t done;
+    KVZ_CHECK_OK(kvz_oracle_run_open(out, &m, 4, 0, 0, &r, &done, &err), err);
+    doc_data *d = malloc(sizeof *d);
+    const char *raw_source = "corpus/caf\xe9 \\ file.jsonl:1"; /* Latin-1 e-acute, a backslash */
+    for (size_t i = 0; i < N_DOCS; i++) {
+        make_doc(i, d);
+        if (i == 0)
+            d->rec.source = raw_source;
+        KVZ_CHECK_OK(kvz_oracle_run_append(r, &d->rec, &d->s, &err), err);
+    }
+    free(d);
+    KVZ_CHECK_OK(kvz_oracle_run_finish(r, &err), err);
+    kvz_oracle_run_close(r);
+    hid_t h = H5Fopen(out, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t ds = h >= 0 ? H5Dopen2(h, "/documents/source", H5P_DEFAULT) : -1;
+    hid_t t = kvz_h5_str_type();
+    char *rows[N_DOCS] = {0};
+    int read = ds >= 0 && H5Dread(ds, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows) >= 0;
+    KVZ_CHECK(read, "read /documents/source");
+    if (read) {
+        KVZ_CHECK(kvz_utf8_validate(rows[0], strlen(rows[0]), NULL, NULL) == KVZ_OK &&
+                      !strcmp(rows[0], "corpus/caf\\xE9 \\\\ file.jsonl:1"),
+                  "stored as escaped UTF-8: '%s'", rows[0]);
+        size_t bn = 0;
+        char *back = kvz_utf8_unescape_bytes(rows[0], &bn);
+        KVZ_CHECK(back && !strcmp(back, raw_source), "raw bytes recoverable");
+        free(back);
+        KVZ_CHECK(!strcmp(rows[1], "corpus/docs.jsonl:2"), "UTF-8 names unchanged: %s", rows[1]);
+        for (size_t i = 0; i < N_DOCS; i++)
+            H5free_memory(rows[i]);
+    }
+    H5Tclose(t);
+    if (ds >= 0)
+        H5Dclose(ds);
+    if (h >= 0)
+        H5Fclose(h);
+}
+
 static void full_disk_child(const char *out, size_t dps, rlim_t limit, const char *where)
 {
     signal(SIGXFSZ, SIG_IGN);
@@ -739,6 +807,7 @@ int main(void)
     test_refusals(refcopy);
     test_bad_files(refcopy);
     test_integrity(refcopy);
+    test_non_utf8_sources();
     test_full_disk(refcopy);
     test_minimal_runs();
     test_h5dump(refcopy);
