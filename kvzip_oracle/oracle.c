@@ -43,7 +43,8 @@ typedef struct harvest {
     char fingerprint[17];     /* of the selected documents, hex */
     kvz_corpus *corpus;
     kvz_oracle_run *run;
-    size_t *positions;        /* [n_tokens] the document being scored */
+    size_t max_samples;       /* min(oracle.n_tokens, longest selected document + slack) */
+    size_t *positions;        /* [max_samples] the document being scored */
     size_t samples0;          /* samples committed before this run */
     kvz_oracle_progress prog;
     double t0, t_loop0, t_loop1; /* call start; document loop start/end */
@@ -128,12 +129,14 @@ static int resolve_device(const kvz_run_config *cfg)
     return KVZ_DEVICE_CUDA;
 }
 
+enum { MAX_SAMPLES_SLACK = 64 };
+
 static int open_engine(harvest *h, kvz_error *err)
 {
     const kvz_run_config *cfg = h->cfg;
     kvz_oracle_engine_options eo = {h->device,         cfg->model.precision,
                                     cfg->model.threads, cfg->oracle.scoring,
-                                    2,                  cfg->oracle.n_tokens,
+                                    2,                  h->max_samples,
                                     wants_hidden(cfg)};
     int rc = kvz_oracle_engine_open(h->ck, &eo, &h->engine, err);
     if (rc == KVZ_OK) { /* the engine holds its own weights: unmap the checkpoint */
@@ -160,7 +163,24 @@ static int open_model(harvest *h, kvz_error *err)
         family = NULL;
     rc = kvz_tokenizer_load(tok_path, &h->tok, err);
     rc = rc ? rc : kvz_chat_template_load(cfg->model.path, family, &h->tpl, err);
-    rc = rc ? rc : open_engine(h, err);
+    return rc;
+}
+
+/* After the corpus is selected: the engine, sized for the most samples a
+ * selected document can give (not oracle.n_tokens, which may be far larger
+ * than any document), and the model config JSON. */
+static int start_engine(harvest *h, kvz_error *err)
+{
+    size_t longest = 0;
+    for (size_t i = 0; i < kvz_corpus_count(h->corpus); i++) {
+        size_t n = kvz_corpus_doc_at(h->corpus, i)->n_tokens;
+        longest = n > longest ? n : longest;
+    }
+    /* |P| <= the document's own token count plus what the chat template's
+     * boundaries can add (a few tokens); harvest_document checks it */
+    size_t n_tokens = h->cfg->oracle.n_tokens ? h->cfg->oracle.n_tokens : 1;
+    h->max_samples = longest + MAX_SAMPLES_SLACK < n_tokens ? longest + MAX_SAMPLES_SLACK : n_tokens;
+    int rc = open_engine(h, err);
     if (rc == KVZ_OK && !(h->config_json = kvz_model_config_to_json(h->mc)))
         rc = kvz_fail(err, KVZ_ENOMEM, "out of memory");
     if (rc == KVZ_OK)
@@ -250,7 +270,7 @@ static void fill_meta(const harvest *h, kvz_oracle_meta *m)
 
 static int alloc_buffers(harvest *h, kvz_error *err)
 {
-    size_t n = h->cfg->oracle.n_tokens;
+    size_t n = h->max_samples;
     h->positions = malloc((n ? n : 1) * sizeof *h->positions);
     if (!h->positions)
         return kvz_fail(err, KVZ_ENOMEM, "out of memory (%zu samples)", n);
@@ -382,6 +402,13 @@ static int harvest_document(harvest *h, size_t index, kvz_oracle_slot *slot, kvz
     memset(&dp, 0, sizeof dp);
     int rc = kvz_corpus_read_text(h->corpus, index, &text, &len, err);
     rc = rc ? rc : build_prompt(h, text, len, &dp, err);
+    size_t want = rc ? 0 : dp.p1 - dp.p0 < h->cfg->oracle.n_tokens ? dp.p1 - dp.p0
+                                                                   : h->cfg->oracle.n_tokens;
+    if (rc == KVZ_OK && want > h->max_samples) /* the slack of start_engine was too small */
+        rc = kvz_fail(err, KVZ_EUNSUPPORTED,
+                      "its context has %zu tokens in the chat template but the buffers hold "
+                      "%zu samples (its own count was %zu): please report this",
+                      dp.p1 - dp.p0, h->max_samples, doc->n_tokens);
     if (rc == KVZ_OK) {
         n = kvz_oracle_sample_positions(dp.p0, dp.p1, h->cfg->oracle.n_tokens,
                                         (uint64_t)h->cfg->oracle.seed, doc->key, h->positions);
@@ -420,7 +447,7 @@ static int start_writer(harvest *h, kvz_oracle_writer **w, kvz_error *err)
 {
     kvz_oracle_writer_options wo = {0};
     wo.n_slots = 2;
-    wo.n_max = h->cfg->oracle.n_tokens ? h->cfg->oracle.n_tokens : 1;
+    wo.n_max = h->max_samples;
     wo.n_layers = h->mc->n_layers;
     wo.d_model = h->mc->d_model;
     wo.n_kv_heads = h->mc->n_kv_heads;
@@ -539,6 +566,7 @@ int kvz_oracle_harvest(const kvz_run_config *cfg, const kvz_oracle_options *opt,
     rc = rc ? rc : open_model(&h, err);
     rc = rc ? rc : select_corpus(&h, err);
     rc = rc ? rc : corpus_fingerprint(&h, err);
+    rc = rc ? rc : start_engine(&h, err);
     rc = rc ? rc : alloc_buffers(&h, err);
     size_t first = 0;
     if (rc == KVZ_OK) {

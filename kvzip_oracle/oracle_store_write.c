@@ -2,6 +2,7 @@
  * argument and document checks, starting or resuming a run in
  * "<output>.parts/", committing a shard (close + fsync the shard, save
  * ridge.h5, rename the shard), and finish (last shard, merge, cleanup). */
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
@@ -93,6 +94,32 @@ static kvz_oracle_run *run_alloc(const char *output, const kvz_oracle_meta *m, s
     return r;
 }
 
+/* Removes an earlier run's parts directory, when it holds only what the
+ * store writes there (shards, ridge.h5, their temporaries, the merge's). */
+static int discard_parts(const char *parts, kvz_error *err)
+{
+    if (!kvz_path_is_dir(parts))
+        return kvz_fail(err, KVZ_EIO, "%s: exists but is not a directory", parts);
+    DIR *d = opendir(parts);
+    if (!d)
+        return kvz_fail(err, KVZ_EIO, "%s: cannot read: %s", parts, strerror(errno));
+    int rc = KVZ_OK;
+    struct dirent *e;
+    while (rc == KVZ_OK && (e = readdir(d))) {
+        const char *n = e->d_name;
+        int ours = !strcmp(n, ".") || !strcmp(n, "..") || !strncmp(n, "shard-", 6) ||
+                   !strncmp(n, "ridge.h5", 8) || !strncmp(n, "final.h5", 8);
+        if (!ours)
+            rc = kvz_fail(err, KVZ_EINVAL,
+                          "%s: holds '%s', which kvzap did not write; not removing it", parts, n);
+    }
+    closedir(d);
+    if (rc == KVZ_OK && kvz_remove_tree(parts) != 0)
+        rc = kvz_fail(err, KVZ_EIO, "%s: cannot remove the earlier run: %s", parts,
+                      strerror(errno));
+    return rc;
+}
+
 /* New parts directory with an empty commit record. */
 static int start_fresh(kvz_oracle_run *r, int overwrite, kvz_error *err)
 {
@@ -135,12 +162,16 @@ int kvz_oracle_run_open(const char *output, const kvz_oracle_meta *meta, size_t 
     kvz_oracle_run *r = run_alloc(output, meta, docs_per_shard);
     if (!r)
         return kvz_fail(err, KVZ_ENOMEM, "%s: out of memory", output);
-    if (!kvz_path_exists(r->parts))
+    if (kvz_path_exists(r->parts) && !resume && overwrite)
+        rc = discard_parts(r->parts, err); /* --overwrite: start over */
+    if (rc != KVZ_OK)
+        ;
+    else if (!kvz_path_exists(r->parts))
         rc = start_fresh(r, overwrite, err);
     else if (!resume)
         rc = kvz_fail(err, KVZ_EINVAL,
-                      "%s: holds an earlier run of this output; pass --resume to continue it, "
-                      "or remove it",
+                      "%s: holds an earlier, unfinished run of this output; pass --resume to "
+                      "continue it, or --overwrite to discard it and start over",
                       r->parts);
     else
         rc = resume_parts(r, err);
