@@ -178,7 +178,8 @@ static int run_export(const export_args *a)
         kvz_export_info info = {json_string_value(json_object_get(m, "model")),
                                 json_string_value(json_object_get(m, "architecture")),
                                 json_string_value(json_object_get(m, "dataset")), prov.summary,
-                                prov.tau, prov.n_tau};
+                                prov.tau, prov.n_tau,
+                                json_string_value(json_object_get(m, "model_sha256"))};
         kvz_export_options o = kvz_export_default_options();
         o.format = (kvz_export_format)cfg.export.format;
         o.dtype = (kvz_export_dtype)cfg.export.dtype;

@@ -43,6 +43,7 @@ typedef struct harvest {
     char fingerprint[17];     /* of the selected documents, hex */
     kvz_corpus *corpus;
     kvz_oracle_run *run;
+    char model_sha256[65];    /* kvz_checkpoint_sha256 of model.path */
     size_t max_samples;       /* min(oracle.n_tokens, longest selected document + slack) */
     size_t *positions;        /* [max_samples] the document being scored */
     size_t samples0;          /* samples committed before this run */
@@ -157,6 +158,10 @@ static int open_model(harvest *h, kvz_error *err)
     if (rc)
         return rc;
     h->mc = kvz_checkpoint_config(h->ck);
+    /* provenance: which exact weights (dataset attribute model_sha256) */
+    rc = kvz_checkpoint_sha256(h->ck, h->model_sha256, NULL, err);
+    if (rc)
+        return rc;
     const char *tok_path = cfg->model.tokenizer ? cfg->model.tokenizer : cfg->model.path;
     const char *family = cfg->model.chat_template;
     if (family && strcmp(family, "auto") == 0)
@@ -241,6 +246,7 @@ static void fill_meta(const harvest *h, kvz_oracle_meta *m)
     const kvz_run_config *cfg = h->cfg;
     memset(m, 0, sizeof *m);
     m->model_path = cfg->model.path;
+    m->model_sha256 = h->model_sha256;
     m->model_architecture = h->mc->architecture;
     m->model_config_json = h->config_json;
     m->tokenizer = kvz_tokenizer_describe(h->tok);

@@ -80,6 +80,9 @@ typedef struct kvz_oracle_meta {
                               resume may continue on another device */
     const char *precision; /* "float32" or "bfloat16": resume refuses a change (files
                               written before this attribute read as "float32") */
+    const char *model_sha256; /* content hash of the checkpoint's files
+                                 (kvz_checkpoint_sha256): resume refuses other
+                                 weights; "" in files written before it */
 } kvz_oracle_meta;
 
 /* One document's row in /documents. */
@@ -138,6 +141,7 @@ typedef struct kvz_oracle_file_info {
     int64_t seed;
     const char *model_path, *model_architecture, *model_config_json;
     const char *tokenizer, *chat_template; /* owned by the file handle */
+    const char *model_sha256;              /* "" when the file predates it */
 } kvz_oracle_file_info;
 
 /* Errors: KVZ_EIO (cannot open), KVZ_EFORMAT ("x.h5: not a kvzap-oracle

@@ -95,7 +95,7 @@ int kvz_ostore_meta_diff(hid_t obj, const kvz_oracle_meta *m, char *why, size_t 
 /* Fills m from the attributes (strings malloc'ed into strs[], the
  * m->string fields point at them; free with kvz_ostore_meta_free_strs).
  * Returns 0 or -1 naming the missing attribute in why. */
-#define KVZ_OSTORE_META_N_STRS 11 /* string fields of kvz_oracle_meta (checked in oracle_store_meta.c) */
+#define KVZ_OSTORE_META_N_STRS 12 /* string fields of kvz_oracle_meta (checked in oracle_store_meta.c) */
 int kvz_ostore_meta_get(hid_t obj, kvz_oracle_meta *m, char *strs[KVZ_OSTORE_META_N_STRS],
                         char *why, size_t why_size);
 void kvz_ostore_meta_free_strs(char *strs[KVZ_OSTORE_META_N_STRS]);

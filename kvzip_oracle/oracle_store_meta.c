@@ -50,6 +50,8 @@ static const meta_field FIELDS[] = {
       corpus_fingerprint),
     {"device", "model.device", M_STR, offsetof(kvz_oracle_meta, device), 1, "cpu"},
     {"precision", "model.precision", M_STR, offsetof(kvz_oracle_meta, precision), 0, "float32"},
+    {"model_sha256", "model.path (the checkpoint files' SHA-256)", M_STR,
+     offsetof(kvz_oracle_meta, model_sha256), 0, ""},
 };
 #undef F
 #define N_FIELDS (sizeof FIELDS / sizeof FIELDS[0])

@@ -76,7 +76,8 @@ static int load_info(kvz_oracle_file *f, kvz_error *err)
         .ridge_stats = m->ridge_stats, .hidden_dtype = m->hidden_dtype, .scoring = m->scoring,
         .seed = m->seed, .model_path = m->model_path,
         .model_architecture = m->model_architecture, .model_config_json = m->model_config_json,
-        .tokenizer = m->tokenizer, .chat_template = m->chat_template};
+        .tokenizer = m->tokenizer, .chat_template = m->chat_template,
+        .model_sha256 = m->model_sha256 ? m->model_sha256 : ""};
     return KVZ_OK;
 }
 

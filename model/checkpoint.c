@@ -3,7 +3,10 @@
  * permutation undone, and the required-tensor check (see checkpoint.h). */
 #include "checkpoint.h"
 
+#include <openssl/evp.h>
+
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -558,4 +561,80 @@ void kvz_checkpoint_describe(const kvz_checkpoint *ck, kvz_checkpoint_summary *s
         count_type(s, entry_type(&ck->entries[i]), ck->entries[i].numel);
     }
     qsort(s->types, s->n_types, sizeof s->types[0], cmp_type_count);
+}
+
+/* ---------- content hash ---------- */
+
+/* SHA-256 of one file, hex. */
+static int sha256_file(const char *path, char hex[65], kvz_error *err)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return kvz_fail(err, KVZ_EIO, "%s: cannot open to hash: %s", path, strerror(errno));
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    enum { BLOCK = 4 << 20 };
+    unsigned char *buf = malloc(BLOCK);
+    int rc = ctx && buf && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1
+                 ? KVZ_OK
+                 : kvz_fail(err, KVZ_ENOMEM, "%s: out of memory (hash)", path);
+    size_t got;
+    while (rc == KVZ_OK && (got = fread(buf, 1, BLOCK, fp)) > 0)
+        if (EVP_DigestUpdate(ctx, buf, got) != 1)
+            rc = kvz_fail(err, KVZ_EIO, "%s: hashing failed", path);
+    if (rc == KVZ_OK && ferror(fp))
+        rc = kvz_fail(err, KVZ_EIO, "%s: read error while hashing", path);
+    unsigned char md[32];
+    unsigned int md_len = 0;
+    if (rc == KVZ_OK && (EVP_DigestFinal_ex(ctx, md, &md_len) != 1 || md_len != 32))
+        rc = kvz_fail(err, KVZ_EIO, "%s: hashing failed", path);
+    for (unsigned i = 0; rc == KVZ_OK && i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    EVP_MD_CTX_free(ctx);
+    free(buf);
+    fclose(fp);
+    return rc;
+}
+
+int kvz_checkpoint_sha256(const kvz_checkpoint *ck, char out[65], char **manifest_or_NULL,
+                          kvz_error *err)
+{
+    if (manifest_or_NULL)
+        *manifest_or_NULL = NULL;
+    if (ck->format == KVZ_CKPT_GGUF)
+        return sha256_file(ck->path, out, err);
+    size_t n = kvz_checkpoint_n_files(ck), cap = (n + 1) * 80 + 1, len = 0;
+    char *manifest = malloc(cap);
+    if (!manifest)
+        return kvz_fail(err, KVZ_ENOMEM, "%s: out of memory (hash)", ck->path);
+    int rc = KVZ_OK;
+    for (size_t i = 0; i <= n && rc == KVZ_OK; i++) {
+        const char *file = i == 0 ? ck->config_source : kvz_checkpoint_file(ck, i - 1);
+        const char *base = strrchr(file, '/');
+        base = base ? base + 1 : file;
+        char hex[65];
+        rc = sha256_file(file, hex, err);
+        size_t need = 64 + 2 + strlen(base) + 2;
+        if (rc == KVZ_OK && len + need >= cap) {
+            char *m = realloc(manifest, cap = 2 * cap + need);
+            if (!m)
+                rc = kvz_fail(err, KVZ_ENOMEM, "%s: out of memory (hash)", ck->path);
+            else
+                manifest = m;
+        }
+        if (rc == KVZ_OK)
+            len += (size_t)snprintf(manifest + len, cap - len, "%s  %s\n", hex, base);
+    }
+    if (rc == KVZ_OK) {
+        unsigned char md[32];
+        unsigned int md_len = 0;
+        if (EVP_Digest(manifest, len, md, &md_len, EVP_sha256(), NULL) != 1 || md_len != 32)
+            rc = kvz_fail(err, KVZ_EIO, "%s: hashing failed", ck->path);
+        for (unsigned i = 0; rc == KVZ_OK && i < 32; i++)
+            snprintf(out + 2 * i, 3, "%02x", md[i]);
+    }
+    if (rc == KVZ_OK && manifest_or_NULL)
+        *manifest_or_NULL = manifest;
+    else
+        free(manifest);
+    return rc;
 }

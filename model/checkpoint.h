@@ -90,4 +90,15 @@ void kvz_checkpoint_describe(const kvz_checkpoint *ck, kvz_checkpoint_summary *o
 size_t kvz_checkpoint_n_files(const kvz_checkpoint *ck);
 const char *kvz_checkpoint_file(const kvz_checkpoint *ck, size_t i);
 
+/* Content hash (SHA-256, lower-case hex) of the checkpoint's files, so a
+ * surrogate can be matched to the exact weights it was trained for. A GGUF
+ * checkpoint: the file's SHA-256 (what `sha256sum model.gguf` prints). An HF
+ * directory: the SHA-256 of the manifest *manifest_or_NULL (malloc'ed):
+ * one "<sha256>  <file name>\n" line for config.json and then each weight
+ * file in the order kvz_checkpoint_file lists them, exactly what
+ * `sha256sum config.json <weight files>` prints when run in that directory.
+ * Reads every weight byte once (about the disk's speed). */
+int kvz_checkpoint_sha256(const kvz_checkpoint *ck, char out[65], char **manifest_or_NULL,
+                          kvz_error *err);
+
 #endif

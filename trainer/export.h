@@ -37,6 +37,8 @@ typedef struct kvz_export_info {
     const char *metrics_json;  /* a JSON object (text) summarizing held-out metrics */
     const double *thresholds;  /* suggested thresholds tau (log-score units) */
     size_t n_thresholds;       /* <= KVZ_EXPORT_MAX_THRESHOLDS */
+    const char *source_model_sha256; /* content hash of the LLM's checkpoint files
+                                        (the oracle dataset's model_sha256) */
 } kvz_export_info;
 
 typedef struct kvz_export_options {

@@ -93,7 +93,8 @@ static size_t put_metadata(gguf_out *o, const kvz_surrogate *s, const kvz_export
                            int count_only)
 {
     const kvz_export_info *in = opt->info;
-    size_t n = 9 + (in && in->target_arch) + (in && in->source_model) + (in && in->dataset) +
+    int sha = in && in->source_model_sha256 && *in->source_model_sha256;
+    size_t n = 9 + (in && in->target_arch) + (in && in->source_model) + sha + (in && in->dataset) +
                (in && in->metrics_json) + (in && in->n_thresholds);
     if (count_only)
         return n;
@@ -110,6 +111,8 @@ static size_t put_metadata(gguf_out *o, const kvz_surrogate *s, const kvz_export
         kv_str(o, "kvzap.target_architecture", in->target_arch);
     if (in && in->source_model)
         kv_str(o, "kvzap.source_model", in->source_model);
+    if (sha)
+        kv_str(o, "kvzap.source_model_sha256", in->source_model_sha256);
     if (in && in->dataset)
         kv_str(o, "kvzap.dataset", in->dataset);
     if (in && in->metrics_json)

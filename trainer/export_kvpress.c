@@ -34,6 +34,8 @@ static int add_provenance(json_t *cfg, const kvz_surrogate *s, const kvz_export_
     json_object_set_new(p, "kind", json_string(kind_name(s->kind)));
     if (info && info->source_model)
         json_object_set_new(p, "source_model", json_string(info->source_model));
+    if (info && info->source_model_sha256 && *info->source_model_sha256)
+        json_object_set_new(p, "source_model_sha256", json_string(info->source_model_sha256));
     if (info && info->target_arch)
         json_object_set_new(p, "target_architecture", json_string(info->target_arch));
     if (info && info->dataset)

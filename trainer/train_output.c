@@ -307,6 +307,8 @@ static int write_metrics_json(trainer *t, kvz_error *err)
                              (json_int_t)in->d_model, "n_kv_heads", (json_int_t)in->n_kv_heads,
                              "mlp_hidden", (json_int_t)(t->want_mlp ? t->d_hidden : 0), "layers",
                              t->metrics_layers);
+    if (root) /* provenance: the exact weights the dataset came from */
+        json_object_set_new(root, "model_sha256", json_string(in->model_sha256));
     if (root) { /* where the MLP trained (docs/gpu-trainer.md) */
         json_object_set_new(root, "device", json_string(t->rows ? "cuda" : "cpu"));
         json_object_set_new(root, "gpu_precision",
@@ -388,7 +390,7 @@ static int write_export(trainer *t, const kvz_surrogate *s, const char *name, kv
     if (!path)
         return kvz_fail(err, KVZ_ENOMEM, "out of memory");
     kvz_export_info info = {t->info->model_path, t->info->model_architecture,
-                            t->cfg->train.dataset, NULL, NULL, 0};
+                            t->cfg->train.dataset, NULL, NULL, 0, t->info->model_sha256};
     kvz_export_options o = kvz_export_default_options();
     o.format = KVZ_EXPORT_KVPRESS;
     o.dtype = KVZ_EXPORT_F32;
