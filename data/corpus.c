@@ -7,13 +7,18 @@
  *   id      = its source id RELATIVE TO THE CORPUS ROOT: the path below the
  *             directory given (e.g. "code.jsonl:17", "sub/a.txt"), or the base
  *             name when the corpus is a single file; so moving or renaming the
- *             corpus root does not change the selection.
+ *             corpus root does not change the selection. For a compressed
+ *             file the ".gz"/".zst" suffix is left out of the hashed id
+ *             ("code.jsonl.gz:17" hashes "code.jsonl:17"), so compressing or
+ *             recompressing a corpus keeps its selection; only the source
+ *             ids shown (and stored) name the real file.
  *   fnv     = FNV-1a 64 of id's bytes (offset basis 0xcbf29ce484222325,
  *             prime 0x100000001b3)
  *   key     = mix(fnv ^ mix(seed + 0x9e3779b97f4a7c15))
  *   mix(z)  = splitmix64's finalizer: z = (z ^ z>>30) * 0xbf58476d1ce4e5b9;
  *             z = (z ^ z>>27) * 0x94d049bb133111eb; z ^ z>>31.
- * Ties of equal keys (a 64-bit collision) are broken by id in byte order.
+ * Ties of equal keys (a 64-bit collision, or "a.jsonl" and "a.jsonl.gz" in
+ * one corpus) are broken by the source id (relative) in byte order.
  *
  * Selection: per subset a max-heap of at most train + test entries holding
  * the smallest (key, id) seen among documents that pass the length filter. A
@@ -25,7 +30,22 @@
  * Re-reading: per selected document the file, byte offset and length of its
  * raw record (the JSONL line with its newline, or the whole file) and an
  * FNV-1a 64 content hash of those bytes are kept; kvz_corpus_read_text
- * reads the record again and refuses it when the bytes differ. */
+ * reads the record again and refuses it when the bytes differ.
+ *
+ * Compressed files (.gz, .zst) cannot be read at an offset without
+ * decompressing everything before it, and the oracle reads its documents in
+ * key order, not file order (twice: the resume fingerprint, then the
+ * prompts), so re-decompressing would cost up to a whole file per document.
+ * Instead the heap entry of a document from a compressed file keeps its
+ * text (the JSON string value or the decompressed file), copied when it
+ * enters the heap and freed when it is pushed out, and read_text returns
+ * that copy. Memory: at most train + test texts per subset are alive at any
+ * time, each one of a document that passed the length filter (so with
+ * max_doc_tokens set, each at most a few bytes per token), i.e. bounded by
+ * the quotas, never by the corpus or file size. The copy is what was
+ * selected and tokenized, so a file edited afterwards cannot make the
+ * dataset inconsistent (the resume fingerprint still notices the edit when
+ * the next run selects again). */
 #define _POSIX_C_SOURCE 200809L
 #include "corpus.h"
 
@@ -46,6 +66,8 @@ typedef struct entry {
     size_t file_index, line;
     uint64_t offset, content_hash;
     size_t length, n_tokens;
+    char *text;     /* compressed file: the document text, owned; else NULL */
+    size_t text_len;
 } entry;
 
 typedef struct subset_heap {
@@ -134,6 +156,7 @@ static int heap_offer(subset_heap *h, size_t limit, entry *x, kvz_error *err)
 {
     if (h->n == limit) {
         free(h->e[0].source);
+        free(h->e[0].text);
         h->e[0] = *x;
         sift_down(h->e, h->n, 0);
         return KVZ_OK;
@@ -144,6 +167,7 @@ static int heap_offer(subset_heap *h, size_t limit, entry *x, kvz_error *err)
         entry *p = realloc(h->e, cap * sizeof *p);
         if (!p) {
             free(x->source);
+            free(x->text);
             return kvz_fail(err, KVZ_ENOMEM, "corpus: out of memory");
         }
         h->e = p;
@@ -196,6 +220,8 @@ typedef struct select_ctx {
     size_t root_rel_off;   /* for a directory root */
     char *source;          /* reusable buffer */
     size_t source_cap;
+    char *key_id;          /* reusable buffer: the hashed id (see the top) */
+    size_t key_id_cap;
     size_t n_tokenized, shortest, longest;
 } select_ctx;
 
@@ -207,20 +233,39 @@ static size_t rel_offset(const select_ctx *s, const char *file)
     return slash ? (size_t)(slash + 1 - file) : 0;
 }
 
-static int build_source(select_ctx *s, const kvz_corpus_found *d, kvz_error *err)
+static int grow(char **buf, size_t *cap, size_t need, kvz_error *err)
+{
+    if (need <= *cap)
+        return KVZ_OK;
+    char *p = realloc(*buf, need);
+    if (!p)
+        return kvz_fail(err, KVZ_ENOMEM, "corpus: out of memory");
+    *buf = p;
+    *cap = need;
+    return KVZ_OK;
+}
+
+/* s->source = the display source id; s->key_id = the id to hash: the part
+ * below the root (rel), less a compression suffix. */
+static int build_source(select_ctx *s, const kvz_corpus_found *d, size_t rel, kvz_error *err)
 {
     size_t need = strlen(d->file) + 32;
-    if (need > s->source_cap) {
-        char *p = realloc(s->source, need);
-        if (!p)
-            return kvz_fail(err, KVZ_ENOMEM, "corpus: out of memory");
-        s->source = p;
-        s->source_cap = need;
-    }
-    if (d->line)
+    int rc = grow(&s->source, &s->source_cap, need, err);
+    if (!rc)
+        rc = grow(&s->key_id, &s->key_id_cap, need, err);
+    if (rc)
+        return rc;
+    size_t k;
+    kvz_corpus_compression(d->file, &k);
+    size_t len = strlen(d->file) - rel;
+    int n = (int)(len >= k ? len - k : len);
+    if (d->line) {
         snprintf(s->source, s->source_cap, "%s:%zu", d->file, d->line);
-    else
+        snprintf(s->key_id, s->key_id_cap, "%.*s:%zu", n, d->file + rel, d->line);
+    } else {
         snprintf(s->source, s->source_cap, "%s", d->file);
+        snprintf(s->key_id, s->key_id_cap, "%.*s", n, d->file + rel);
+    }
     return KVZ_OK;
 }
 
@@ -252,14 +297,14 @@ static int on_document(void *ctx, const kvz_corpus_found *d, kvz_error *err)
 {
     select_ctx *s = ctx;
     s->c->n_scanned++;
-    int rc = build_source(s, d, err);
+    size_t rel = rel_offset(s, d->file);
+    int rc = build_source(s, d, rel, err);
     subset_heap *h = NULL;
     if (!rc)
         rc = find_subset(s->c, d->subset, &h, err);
     if (rc)
         return rc;
-    size_t rel = rel_offset(s, d->file);
-    uint64_t key = doc_key(s->opt->seed, s->source + rel);
+    uint64_t key = doc_key(s->opt->seed, s->key_id);
     if (h->n == s->limit &&
         cmp_key_id(key, s->source + rel, h->e[0].key, h->e[0].source + h->e[0].rel_off) >= 0)
         return KVZ_OK;
@@ -269,9 +314,18 @@ static int on_document(void *ctx, const kvz_corpus_found *d, kvz_error *err)
         return rc;
     s->c->n_eligible++;
     entry x = {key,       strdup(s->source), rel,       d->file_index,   d->line,
-               d->offset, d->content_hash,   d->length, n_tokens};
-    if (!x.source)
+               d->offset, d->content_hash,   d->length, n_tokens, NULL, 0};
+    if (x.source && d->compressed) { /* kept: see "Compressed files" at the top */
+        if ((x.text = malloc(d->text_len + 1)) != NULL) {
+            memcpy(x.text, d->text, d->text_len);
+            x.text[d->text_len] = '\0';
+            x.text_len = d->text_len;
+        }
+    }
+    if (!x.source || (d->compressed && !x.text)) {
+        free(x.source);
         return kvz_fail(err, KVZ_ENOMEM, "corpus: out of memory");
+    }
     return heap_offer(h, s->limit, &x, err);
 }
 
@@ -379,7 +433,7 @@ int kvz_corpus_select(const kvz_corpus_options *opt, const kvz_tokenizer *tok, k
     size_t plen = strlen(opt->path);
     select_ctx s = {c, opt, tok, opt->train_per_subset + opt->test_per_subset,
                     kvz_path_is_dir(opt->path), plen + (opt->path[plen - 1] != '/'),
-                    NULL, 0, 0, 0, 0};
+                    NULL, 0, NULL, 0, 0, 0, 0};
     rc = kvz_corpus_list_files(opt->path, &c->files, &c->n_files, err);
     if (!rc)
         rc = scan_all(&s, err);
@@ -388,6 +442,7 @@ int kvz_corpus_select(const kvz_corpus_options *opt, const kvz_tokenizer *tok, k
     if (!rc)
         rc = finish(c, opt, err);
     free(s.source);
+    free(s.key_id);
     if (rc) {
         kvz_corpus_free(c);
         return rc;
@@ -401,13 +456,17 @@ void kvz_corpus_free(kvz_corpus *c)
     if (!c)
         return;
     for (size_t i = 0; i < c->n_subsets; i++) {
-        for (size_t k = 0; k < c->subsets[i].n; k++)
+        for (size_t k = 0; k < c->subsets[i].n; k++) {
             free(c->subsets[i].e[k].source);
+            free(c->subsets[i].e[k].text);
+        }
         free(c->subsets[i].e);
         free(c->subsets[i].name);
     }
-    for (size_t i = 0; i < c->n_docs; i++)
+    for (size_t i = 0; i < c->n_docs; i++) {
         free(c->entries[i].source);
+        free(c->entries[i].text);
+    }
     free(c->subsets);
     free(c->entries);
     free(c->docs);
@@ -506,6 +565,13 @@ int kvz_corpus_read_text(const kvz_corpus *c, size_t index, char **text, size_t 
     const entry *e = &c->entries[index];
     char *raw = NULL;
     size_t dummy;
+    if (e->text) { /* a compressed file's document: the text kept at selection */
+        if (!(*text = malloc(e->text_len + 1)))
+            return kvz_fail(err, KVZ_ENOMEM, "%s: out of memory", e->source);
+        memcpy(*text, e->text, e->text_len + 1);
+        *(len ? len : &dummy) = e->text_len;
+        return KVZ_OK;
+    }
     int rc = read_record(c->files[e->file_index], e->source, e, &raw, err);
     if (rc)
         return rc;

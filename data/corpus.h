@@ -23,6 +23,15 @@
  *     base name without extension.
  *   - a directory: every regular file in it (recursively, sorted by path,
  *     hidden files skipped), each treated as above.
+ *   - compressed files, told by name: a ".gz" suffix (gzip; concatenated
+ *     members read as gzip -d does) or ".zst" (zstd; any number of frames) is
+ *     decompressed while streaming and what is left of the name decides as
+ *     above: "x.jsonl.gz" / "x.jsonl.zst" are JSONL read line by line (memory:
+ *     fixed buffers plus the longest line), "x.txt.gz" / "x.txt.zst" (any
+ *     other name) one text document. Subset labels, keys and hence the
+ *     selection are those of the uncompressed file ("x.jsonl.gz:17" is keyed
+ *     as "x.jsonl:17"); source ids name the real file. A truncated or corrupt
+ *     stream is a KVZ_EFORMAT naming the file; a 0-byte file is empty.
  * Subset label: subset_field when set and present in the JSONL object, else
  * the file's base name without extension (e.g. "code" for code.jsonl).
  * Text must be valid UTF-8 (error names file[:line] and byte offset).
@@ -77,9 +86,12 @@ size_t kvz_corpus_n_eligible_seen(const kvz_corpus *c);
 
 /* Reads document `index`'s text again from its file (NOT stripped; exactly
  * the JSON string value or the file's bytes), into *text (malloc'ed,
- * NUL-terminated) and *len. Memory stays bounded: texts are not kept. Errors:
- * KVZ_EIO / KVZ_EFORMAT when the file changed since selection (length or
- * content hash differs). */
+ * NUL-terminated) and *len. Memory stays bounded: texts of uncompressed files
+ * are not kept. Errors: KVZ_EIO / KVZ_EFORMAT when the file changed since
+ * selection (length or content hash differs). A document of a compressed file
+ * cannot be read at an offset, so its text is kept from the scan (at most
+ * train + test texts per subset alive at once, bounded by the quotas) and
+ * returned from memory, whatever happened to the file since. */
 int kvz_corpus_read_text(const kvz_corpus *c, size_t index, char **text, size_t *len,
                          kvz_error *err);
 

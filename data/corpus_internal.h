@@ -21,6 +21,9 @@ typedef struct kvz_corpus_found {
     const char *text;      /* the document text, not stripped */
     size_t text_len;
     const char *subset;    /* subset label */
+    int compressed;        /* 1: a .gz/.zst file; offset/length/content_hash then
+                            * refer to the decompressed data, which cannot be
+                            * re-read by seeking (corpus.c keeps such texts) */
 } kvz_corpus_found;
 
 typedef int (*kvz_corpus_found_fn)(void *ctx, const kvz_corpus_found *d, kvz_error *err);
@@ -54,7 +57,17 @@ int kvz_corpus_parse_line(const char *path, size_t line, const char *buf, size_t
                           const char **text, size_t *text_len, const char **subset,
                           kvz_error *err);
 
-/* 1 when path ends in ".jsonl". */
+/* A file's kind is told by its name alone: a ".gz" suffix means gzip (one
+ * or more concatenated members), ".zst" zstd (one or more frames), anything
+ * else uncompressed; what is left of the name after that suffix decides
+ * JSONL (".jsonl") or one whole text document (anything else). */
+enum { KVZ_CORPUS_PLAIN = 0, KVZ_CORPUS_GZIP = 1, KVZ_CORPUS_ZSTD = 2 };
+
+/* KVZ_CORPUS_* of path; *suffix_len (when not NULL) = length of the
+ * compression suffix (0, 3 for ".gz", 4 for ".zst"). */
+int kvz_corpus_compression(const char *path, size_t *suffix_len);
+
+/* 1 when path, less a compression suffix, ends in ".jsonl". */
 int kvz_corpus_is_jsonl(const char *path);
 
 #endif
