@@ -12,13 +12,60 @@ int cli_run_args_init(const char *cmd, int argc, cli_run_args *a)
 {
     memset(a, 0, sizeof *a);
     a->sets = calloc((size_t)argc + 1, sizeof *a->sets);
-    return a->sets ? 0 : cli_error(cmd, "out of memory");
+    a->owned = calloc((size_t)argc + 1, sizeof *a->owned);
+    return a->sets && a->owned ? 0 : cli_error(cmd, "out of memory");
 }
 
 void cli_run_args_free(cli_run_args *a)
 {
+    for (size_t i = 0; a->owned && i < a->n_owned; i++)
+        free(a->owned[i]);
+    free(a->owned);
     free(a->sets);
     a->sets = NULL;
+    a->owned = NULL;
+}
+
+void cli_print_flags(const cli_flag *flags)
+{
+    for (const cli_flag *f = flags; f && f->flag; f++) {
+        char left[64];
+        snprintf(left, sizeof left, "%s%s%s", f->flag, f->arg ? " " : "", f->arg ? f->arg : "");
+        if (f->value)
+            printf("  %-22s --set %s=%s\n", left, f->key, f->value);
+        else
+            printf("  %-22s --set %s=%s\n", left, f->key, f->arg);
+    }
+}
+
+/* argv[*i] as one of a->flags: 0 consumed, 2 usage error, -1 not a flag. */
+static int flag_option(const char *cmd, const char *usage, int argc, char **argv, int *i,
+                       cli_run_args *a)
+{
+    const char *arg = argv[*i];
+    for (const cli_flag *f = a->flags; f && f->flag; f++) {
+        size_t n = strlen(f->flag);
+        const char *value = NULL;
+        if (strncmp(arg, f->flag, n) != 0 || (arg[n] && (arg[n] != '=' || f->value)))
+            continue;
+        if (f->value)
+            value = f->value;
+        else if (arg[n] == '=')
+            value = arg + n + 1;
+        else if (*i + 1 < argc)
+            value = argv[++*i];
+        else
+            return cli_usage_error(cmd, "option needs a value", usage);
+        size_t len = strlen(f->key) + strlen(value) + 2;
+        char *kv = malloc(len);
+        if (!kv)
+            return cli_error(cmd, "out of memory");
+        snprintf(kv, len, "%s=%s", f->key, value);
+        a->owned[a->n_owned++] = kv;
+        a->sets[a->n_sets++] = kv;
+        return 0;
+    }
+    return -1;
 }
 
 int cli_run_option(const char *cmd, const char *usage, int argc, char **argv, int *i,
@@ -26,6 +73,9 @@ int cli_run_option(const char *cmd, const char *usage, int argc, char **argv, in
 {
     const char *arg = argv[*i];
     int has_value = *i + 1 < argc;
+    int rc = flag_option(cmd, usage, argc, argv, i, a);
+    if (rc >= 0)
+        return rc;
     if (!strcmp(arg, "--quiet") || !strcmp(arg, "-q"))
         a->quiet = 1;
     else if (!strncmp(arg, "--set=", 6))

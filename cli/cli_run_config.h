@@ -8,12 +8,29 @@
 
 #include "../common/config.h"
 
+/* A command's shorthand flags: `--flag VALUE` (or, with a fixed value, just
+ * `--flag`) is `--set key=VALUE` at the same place on the command line, so
+ * flags, --set and --device-style options apply in command-line order after
+ * --config, and the last one given for a key wins. */
+typedef struct cli_flag {
+    const char *flag;  /* "--corpus" */
+    const char *key;   /* "oracle.corpus" */
+    const char *value; /* NULL: takes an argument; else the value it sets */
+    const char *arg;   /* the argument's name in --help ("PATH"), NULL with a value */
+} cli_flag;
+
 typedef struct cli_run_args {
     const char *config;
     const char **sets; /* [argc], filled by cli_run_option */
     size_t n_sets;
     int threads, quiet;
+    const cli_flag *flags; /* the command's shorthands (NULL-flag terminated), or NULL */
+    char **owned;          /* "key=value" strings built for flags, [argc] */
+    size_t n_owned;
 } cli_run_args;
+
+/* The --help lines of a flag table ("  --corpus PATH     = oracle.corpus"). */
+void cli_print_flags(const cli_flag *flags);
 
 /* Allocates a->sets for argc arguments; returns 1 (after printing) on OOM. */
 int cli_run_args_init(const char *cmd, int argc, cli_run_args *a);

@@ -14,14 +14,51 @@
 #include "commands.h"
 
 static const char USAGE[] =
-    "usage: kvzap oracle [--config FILE] [--set KEY=VALUE]... [--resume] [--overwrite]\n"
+    "usage: kvzap oracle [--model M] [--corpus C] [--output O] [--n-tokens N] [--dry-run]\n"
+    "                    [--min-tokens A --max-tokens B] [--train-docs K --test-docs K]\n"
+    "                    [--config FILE] [--set KEY=VALUE]... [--resume] [--overwrite]\n"
     "                    [--device auto|cpu|cuda] [--precision bfloat16|float32]\n"
     "                    [--threads N] [--quiet]\n";
 
-static const char HELP[] =
+/* Shorthands of config keys (docs/configuration.md "Command-line flags"). */
+static const cli_flag FLAGS[] = {
+    {"--model", "model.path", NULL, "M"},
+    {"--corpus", "oracle.corpus", NULL, "C"},
+    {"--output", "oracle.output", NULL, "O"},
+    {"--n-tokens", "oracle.n_tokens", NULL, "N"},
+    {"--min-tokens", "oracle.min_doc_tokens", NULL, "A"},
+    {"--max-tokens", "oracle.max_doc_tokens", NULL, "B"},
+    {"--train-docs", "oracle.train_docs_per_subset", NULL, "K"},
+    {"--test-docs", "oracle.test_docs_per_subset", NULL, "K"},
+    {"--seed", "oracle.seed", NULL, "S"},
+    {"--device", "model.device", NULL, "D"},
+    {"--precision", "model.precision", NULL, "P"},
+    {NULL, NULL, NULL, NULL},
+};
+
+/* A bare `kvzap oracle` (no --config, no corpus) runs the quick-start job:
+ * the default model on the sample corpus shipped in the source tree. */
+#ifndef KVZ_SAMPLE_CORPUS
+#define KVZ_SAMPLE_CORPUS "data/sample/corpus"
+#endif
+static const char *const SAMPLE_JOB[] = {
+    "oracle.corpus=" KVZ_SAMPLE_CORPUS, "oracle.output=out/oracle.h5",
+    "oracle.train_docs_per_subset=20", "oracle.test_docs_per_subset=1",
+    "oracle.docs_per_shard=4"};
+
+static const char HELP_HEAD[] =
     "\nSelects documents from oracle.corpus (JSONL, text files or a directory), runs\n"
     "the repeat-the-text pass of model.path on each, and writes per-layer hidden\n"
-    "states, KVzip+ log-scores and ridge statistics to oracle.output (.h5).\n\n"
+    "states, KVzip+ log-scores and ridge statistics to oracle.output (.h5).\n"
+    "Without --config and without a corpus it runs the quick-start job: the default\n"
+    "model on the sample corpus (" KVZ_SAMPLE_CORPUS ") into out/oracle.h5.\n"
+    "M is a .gguf file, a Hugging Face model directory, or a Hugging Face id\n"
+    "(org/name[@revision]) found offline in the local Hugging Face cache.\n\n"
+    "Flags (each is the --set it names; flags and --set apply in command-line\n"
+    "order after --config, and the last one given for a key wins):\n";
+
+static const char HELP[] =
+    "\nOther options:\n"
     "  --config FILE     YAML run configuration (see configs/oracle/ and\n"
     "                    docs/configuration.md); model.path defaults to the default\n"
     "                    model (scripts/fetch-assets)\n"
@@ -29,6 +66,10 @@ static const char HELP[] =
     "  --resume          continue an interrupted run (\"<output>.parts\"); the result\n"
     "                    is identical to an uninterrupted run with the same config\n"
     "  --overwrite       replace an existing output file\n"
+    "  --dry-run         select and tokenize the documents, score the first two to\n"
+    "                    time them, and print what the run would do (documents per\n"
+    "                    subset and split, prompt tokens, samples, dataset size with\n"
+    "                    and without hidden states, estimated time); writes nothing\n"
     "  --device D        where the model runs: auto (cuda when a CUDA device is\n"
     "                    present and oracle.scoring is kvzip_plus, else cpu), cpu or\n"
     "                    cuda (same as --set model.device=D; docs/gpu-oracle.md)\n"
@@ -42,25 +83,10 @@ static const char HELP[] =
     "File format: docs/oracle-format.md.\n";
 
 typedef struct oracle_args {
-    cli_run_args run; /* --config, --set, --threads, --quiet */
-    int resume, overwrite;
+    cli_run_args run; /* --config, --set, --threads, --quiet and FLAGS */
+    int resume, overwrite, dry_run;
     size_t stop_after;
-    char device_set[64], precision_set[64]; /* "model.device=..." for --device */
 } oracle_args;
-
-/* --device/--precision become --set KEY=VALUE at their place in argv (the
- * config loader validates the value). */
-static int add_set(oracle_args *a, const char *key, const char *value, char *buf, size_t size)
-{
-    size_t k = strlen(key), v = strlen(value);
-    if (k + v + 2 > size)
-        return cli_usage_error("oracle", "option value too long", USAGE);
-    memcpy(buf, key, k);
-    buf[k] = '=';
-    memcpy(buf + k + 1, value, v + 1);
-    a->run.sets[a->run.n_sets++] = buf;
-    return 0;
-}
 
 static int parse_one(int argc, char **argv, int *i, oracle_args *a)
 {
@@ -72,18 +98,39 @@ static int parse_one(int argc, char **argv, int *i, oracle_args *a)
         a->resume = 1;
     else if (!strcmp(arg, "--overwrite"))
         a->overwrite = 1;
+    else if (!strcmp(arg, "--dry-run"))
+        a->dry_run = 1;
     else if (!strcmp(arg, "--stop-after") && *i + 1 < argc)
         return cli_parse_size("oracle", "--stop-after", argv[++*i], &a->stop_after);
-    else if (!strcmp(arg, "--device") && *i + 1 < argc)
-        return add_set(a, "model.device", argv[++*i], a->device_set, sizeof a->device_set);
-    else if (!strcmp(arg, "--precision") && *i + 1 < argc)
-        return add_set(a, "model.precision", argv[++*i], a->precision_set,
-                       sizeof a->precision_set);
-    else if (!strcmp(arg, "--stop-after") || !strcmp(arg, "--device") ||
-             !strcmp(arg, "--precision"))
+    else if (!strcmp(arg, "--stop-after"))
         return cli_usage_error("oracle", "option needs a value", USAGE);
     else
         return cli_usage_error("oracle", "unexpected argument", USAGE);
+    return 0;
+}
+
+/* Puts the sample job's keys before everything the user set, when the user
+ * gave neither a config nor a corpus. */
+static int add_sample_job(cli_run_args *r)
+{
+    if (r->config)
+        return 0;
+    for (size_t i = 0; i < r->n_sets; i++)
+        if (!strncmp(r->sets[i], "oracle.corpus=", 14))
+            return 0;
+    size_t k = sizeof SAMPLE_JOB / sizeof *SAMPLE_JOB;
+    const char **sets = calloc(r->n_sets + k + 1, sizeof *sets);
+    if (!sets)
+        return cli_error("oracle", "out of memory");
+    memcpy(sets, SAMPLE_JOB, sizeof SAMPLE_JOB);
+    memcpy(sets + k, r->sets, r->n_sets * sizeof *sets);
+    free(r->sets);
+    r->sets = sets;
+    r->n_sets += k;
+    if (!r->quiet)
+        fprintf(stderr, "kvzap oracle: no config and no corpus given: the quick-start job on "
+                        "%s -> out/oracle.h5 (unless --output says otherwise)\n",
+                KVZ_SAMPLE_CORPUS);
     return 0;
 }
 
@@ -116,6 +163,38 @@ static void on_progress(const kvz_oracle_progress *p, void *user)
                         extra, p->docs_done == p->docs_total || p->docs_done == p->docs_resumed);
 }
 
+static void print_size(const char *what, double bytes)
+{
+    const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int u = 0;
+    while (bytes >= 1024 && u < 4)
+        bytes /= 1024, u++;
+    printf("  %-34s %.1f %s\n", what, bytes, unit[u]);
+}
+
+static void print_plan(const kvz_oracle_summary *s, const kvz_run_config *cfg)
+{
+    const kvz_oracle_plan *p = &s->plan;
+    printf("dry run: nothing written (would write %s)\n", s->output);
+    printf("  %-34s %s, %s\n", "device", s->device, s->precision);
+    printf("  %-34s %zu of %zu scanned (%zu passed the length filter)\n", "documents",
+           p->n_docs, s->corpus_scanned, s->corpus_eligible);
+    for (size_t i = 0; i < p->n_subsets; i++)
+        printf("    subset %-27s %zu train, %zu test\n", p->subsets[i].name,
+               p->subsets[i].train_docs, p->subsets[i].test_docs);
+    printf("  %-34s %zu\n", "prompt tokens (context + repeat)", p->prompt_tokens);
+    printf("  %-34s %zu (oracle.n_tokens %zu per document)\n", "samples", p->samples,
+           cfg->oracle.n_tokens);
+    print_size("dataset size, with hidden states", p->bytes_with_hidden);
+    print_size("dataset size, without", p->bytes_without_hidden);
+    char t[32], est[32];
+    cli_human_duration(p->timed_seconds, t, sizeof t);
+    cli_human_duration(p->estimated_seconds, est, sizeof est);
+    printf("  %-34s %zu documents, %zu tokens in %s\n", "timed pass", p->timed_docs,
+           p->timed_tokens, t);
+    printf("  %-34s about %s (extrapolated by prompt tokens)\n", "estimated harvest time", est);
+}
+
 static void print_summary(const kvz_oracle_summary *s)
 {
     char dur[32];
@@ -138,13 +217,18 @@ static void print_summary(const kvz_oracle_summary *s)
 int cmd_oracle(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
-        printf("%s%s", USAGE, HELP);
+        printf("%s", USAGE);
+        printf("%s", HELP_HEAD);
+        cli_print_flags(FLAGS);
+        printf("%s", HELP);
         return 0;
     }
     oracle_args a = {0};
     int rc = cli_run_args_init("oracle", argc, &a.run);
+    a.run.flags = FLAGS;
     for (int i = 1; rc == 0 && i < argc; i++)
         rc = parse_one(argc, argv, &i, &a);
+    rc = rc ? rc : add_sample_job(&a.run);
     kvz_run_config cfg;
     rc = rc ? rc : cli_run_config_load("oracle", &a.run, 1, NULL, &cfg);
     cli_run_args_free(&a.run);
@@ -153,14 +237,16 @@ int cmd_oracle(int argc, char **argv)
     cli_tune_openblas();
     cli_progress bar;
     cli_progress_init(&bar, a.run.quiet);
-    kvz_oracle_options opt = {a.resume, a.overwrite, a.stop_after, on_progress, &bar};
+    kvz_oracle_options opt = {a.resume, a.overwrite, a.stop_after, on_progress, &bar,
+                              a.dry_run, 0};
     kvz_oracle_summary sum;
     kvz_error err = {0};
     rc = kvz_oracle_harvest(&cfg, &opt, &sum, &err);
     cli_progress_end(&bar);
+    if (rc == KVZ_OK && a.dry_run)
+        print_plan(&sum, &cfg);
+    else if (rc == KVZ_OK)
+        print_summary(&sum);
     kvz_config_free(&cfg);
-    if (rc)
-        return cli_error("oracle", err.msg);
-    print_summary(&sum);
-    return 0;
+    return rc ? cli_error("oracle", err.msg) : 0;
 }

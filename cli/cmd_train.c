@@ -15,52 +15,52 @@
 #include "commands.h"
 
 static const char USAGE[] =
-    "usage: kvzap train [--config FILE] [--set KEY=VALUE]... [--threads N] [--no-report]\n"
-    "                   [--no-verify]\n"
-    "                   [--device auto|cpu|cuda] [--precision float32|tf32|bfloat16] [--quiet]\n";
+    "usage: kvzap train [--data D] [--output T] [--model-type linear|mlp|both] [--layers L]\n"
+    "                   [--config FILE] [--set KEY=VALUE]... [--threads N] [--no-report]\n"
+    "                   [--no-verify] [--device auto|cpu|cuda]\n"
+    "                   [--precision float32|tf32|bfloat16] [--quiet]\n";
 
-static const char HELP[] =
+/* Shorthands of config keys (docs/configuration.md "Command-line flags"). */
+static const cli_flag FLAGS[] = {
+    {"--data", "train.dataset", NULL, "D"},
+    {"--output", "train.output", NULL, "T"},
+    {"--model-type", "train.model", NULL, "KIND"},
+    {"--layers", "train.layers", NULL, "L"},
+    {"--epochs", "train.epochs", NULL, "N"},
+    {"--seed", "train.seed", NULL, "S"},
+    {"--device", "model.device", NULL, "D"},
+    {"--precision", "train.gpu_precision", NULL, "P"},
+    {"--no-verify", "train.verify_dataset", "false", NULL},
+    {NULL, NULL, NULL, NULL},
+};
+
+static const char HELP_HEAD[] =
     "\nReads train.dataset (an oracle .h5 from `kvzap oracle`) one layer at a time, fits\n"
     "the Linear surrogate (exact float64 ridge) and the MLP surrogate (AdamW recipe of\n"
     "the reference) on the training documents, measures both on the held-out test\n"
     "documents, and writes train.output: linear/ and mlp/ (kvpress layout, float32),\n"
     "metrics.json/csv, train_log.csv, predictions, compression.csv and report/.\n\n"
+    "Flags (each is the --set it names; flags and --set apply in command-line\n"
+    "order after --config, and the last one given for a key wins):\n";
+
+static const char HELP[] =
+    "\nOther options:\n"
     "  --config FILE     YAML run configuration (configs/train/, docs/configuration.md)\n"
     "  --set KEY=VALUE   override one key, e.g. --set train.layers=0,1,2\n"
     "  --threads N       CPU threads (same as --set model.threads=N)\n"
     "  --no-report       skip the plots (kvzap report renders them later)\n"
-    "  --no-verify       skip the dataset's integrity check (one sequential read of the\n"
-    "                    file; same as --set train.verify_dataset=false)\n"
-    "  --device D        auto (CUDA when a device is visible), cpu or cuda: where the MLP\n"
-    "                    trains and the ridge sums are accumulated when the dataset has\n"
-    "                    none (same as --set model.device=D; docs/gpu-trainer.md)\n"
-    "  --precision P     GPU GEMM precision: float32 (strict, default), tf32 or bfloat16\n"
-    "                    (bf16 inputs, fp32 accumulation; same as --set train.gpu_precision=P)\n"
     "  --quiet           no progress output\n\n"
+    "--no-verify skips the dataset's integrity check (one sequential read of the file).\n"
+    "--device: auto (CUDA when a device is visible), cpu or cuda: where the MLP trains\n"
+    "and the ridge sums are accumulated when the dataset has none (docs/gpu-trainer.md).\n"
+    "--precision: GPU GEMM precision: float32 (strict, default), tf32 or bfloat16 (bf16\n"
+    "inputs, fp32 accumulation).\n"
     "Output files: docs/training-output.md. Export for kvpress: kvzap export.\n";
 
 typedef struct train_args {
-    cli_run_args run; /* --config, --set, --threads, --quiet */
+    cli_run_args run; /* --config, --set, --threads, --quiet and FLAGS */
     int no_report;
-    char *owned_sets[2]; /* "model.device=..." and "train.gpu_precision=..." */
 } train_args;
-
-/* --device D / --precision P become --set KEY=VALUE entries (validated with the rest). */
-static int set_from_option(int argc, char **argv, int *i, train_args *a, const char *key,
-                           int slot)
-{
-    if (*i + 1 >= argc)
-        return cli_usage_error("train", "missing value", USAGE);
-    const char *v = argv[++*i];
-    size_t n = strlen(key) + strlen(v) + 2;
-    free(a->owned_sets[slot]);
-    a->owned_sets[slot] = malloc(n);
-    if (!a->owned_sets[slot])
-        return cli_error("train", "out of memory");
-    snprintf(a->owned_sets[slot], n, "%s=%s", key, v);
-    a->run.sets[a->run.n_sets++] = a->owned_sets[slot];
-    return 0;
-}
 
 static int parse_one(int argc, char **argv, int *i, train_args *a)
 {
@@ -69,12 +69,6 @@ static int parse_one(int argc, char **argv, int *i, train_args *a)
         return rc;
     if (!strcmp(argv[*i], "--no-report"))
         a->no_report = 1;
-    else if (!strcmp(argv[*i], "--no-verify")) /* sets has room for one per argument */
-        a->run.sets[a->run.n_sets++] = "train.verify_dataset=false";
-    else if (!strcmp(argv[*i], "--device"))
-        return set_from_option(argc, argv, i, a, "model.device", 0);
-    else if (!strcmp(argv[*i], "--precision"))
-        return set_from_option(argc, argv, i, a, "train.gpu_precision", 1);
     else
         return cli_usage_error("train", "unexpected argument", USAGE);
     return 0;
@@ -153,19 +147,20 @@ static int finish_report(const char *out_dir, const train_view *v, int no_report
 int cmd_train(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
-        printf("%s%s", USAGE, HELP);
+        printf("%s%s", USAGE, HELP_HEAD);
+        cli_print_flags(FLAGS);
+        printf("%s", HELP);
         return 0;
     }
     train_args a = {0};
     int rc = cli_run_args_init("train", argc, &a.run);
+    a.run.flags = FLAGS;
     for (int i = 1; rc == 0 && i < argc; i++)
         rc = parse_one(argc, argv, &i, &a);
     kvz_run_config cfg;
     static const char *const required[] = {"train.dataset", "train.output", NULL};
     rc = rc ? rc : cli_run_config_load("train", &a.run, 0, required, &cfg);
     cli_run_args_free(&a.run);
-    free(a.owned_sets[0]);
-    free(a.owned_sets[1]);
     if (rc)
         return rc;
     cli_tune_openblas();

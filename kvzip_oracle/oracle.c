@@ -377,6 +377,8 @@ static void fill_slot(const kvz_corpus_doc *doc, size_t index, const doc_prompt 
 static int append_slot(void *user, const kvz_oracle_slot *slot, kvz_error *err)
 {
     harvest *h = user;
+    if (h->opt->dry_run) /* the timed pass of a dry run stores nothing */
+        return KVZ_OK;
     kvz_oracle_doc_samples smp = {slot->n, slot->token_id, slot->position, slot->hidden,
                                   slot->scores};
     return kvz_oracle_run_append(h->run, &slot->rec, &smp, err);
@@ -520,6 +522,74 @@ static int run_documents(harvest *h, size_t first, kvz_oracle_summary *sum, kvz_
     return rc;
 }
 
+/* --dry-run: every selected document's prompt (template + tokenizer) for
+ * the counts, then a timed pass over the first documents through the real
+ * pipeline with appends switched off. Sizes follow docs/oracle-format.md
+ * (chunk and HDF5 overhead not counted: a few percent). */
+static int dry_run(harvest *h, kvz_oracle_plan *p, kvz_error *err)
+{
+    const kvz_run_config *cfg = h->cfg;
+    size_t L = h->mc->n_layers, D = h->mc->d_model, H = h->mc->n_kv_heads, n = kvz_corpus_count(h->corpus);
+    memset(p, 0, sizeof *p);
+    double per_doc_bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        const kvz_corpus_doc *doc = kvz_corpus_doc_at(h->corpus, i);
+        char *text = NULL;
+        size_t len = 0;
+        doc_prompt dp;
+        memset(&dp, 0, sizeof dp);
+        int rc = kvz_corpus_read_text(h->corpus, i, &text, &len, err);
+        rc = rc ? rc : build_prompt(h, text, len, &dp, err);
+        if (rc == KVZ_OK) {
+            size_t ctx = dp.p1 - dp.p0;
+            p->samples += ctx < cfg->oracle.n_tokens ? ctx : cfg->oracle.n_tokens;
+            p->prompt_tokens += dp.n_ids;
+            per_doc_bytes += 45.0 + (double)strlen(doc->source) + strlen(doc->subset);
+        }
+        free_prompt(&dp);
+        free(text);
+        if (rc) {
+            char msg[KVZ_ERRMSG_MAX];
+            snprintf(msg, sizeof msg, "%s", err ? err->msg : "");
+            return kvz_fail(err, rc, "document %zu (%s): %s", i, doc->source, msg);
+        }
+        size_t s = 0;
+        while (s < p->n_subsets && strcmp(p->subsets[s].name, doc->subset))
+            s++;
+        if (s == p->n_subsets && s < KVZ_ORACLE_PLAN_MAX_SUBSETS)
+            snprintf(p->subsets[p->n_subsets++].name, sizeof p->subsets[0].name, "%s",
+                     doc->subset);
+        if (s < KVZ_ORACLE_PLAN_MAX_SUBSETS) {
+            if (doc->split == KVZ_SPLIT_TEST)
+                p->subsets[s].test_docs++;
+            else
+                p->subsets[s].train_docs++;
+        }
+    }
+    p->n_docs = n;
+    double hid = cfg->oracle.hidden_dtype == KVZ_HIDDEN_FLOAT32 ? 4.0 : 2.0;
+    double ridge = cfg->oracle.ridge_stats ? 8.0 * (double)L * (double)(D * D + D * H + D + 2 * H) : 0;
+    /* HDF5 objects: ~3 KiB each (header, attributes, chunk index), measured
+     * on small files; 15 sample/document datasets, 2 per layer, 5 per layer
+     * with ridge sums; the root attributes hold the model config JSON */
+    double objects = 15.0 + 2.0 * (double)L + (cfg->oracle.ridge_stats ? 5.0 * (double)L : 0);
+    double base = (double)p->samples * (13.0 + 4.0 * (double)(L * H)) + per_doc_bytes + ridge +
+                  3072.0 * objects + (double)strlen(h->config_json) + 8192;
+    p->bytes_without_hidden = base;
+    p->bytes_with_hidden = base + (double)p->samples * (double)(L * D) * hid;
+    size_t k = h->opt->dry_run_timed_docs ? h->opt->dry_run_timed_docs : 2;
+    k = k < n ? k : n;
+    double t0 = now_s();
+    h->t_loop0 = t0;
+    int rc = pipeline_documents(h, 0, k, err);
+    p->timed_seconds = now_s() - t0;
+    p->timed_docs = k;
+    p->timed_tokens = h->prog.tokens_this_run;
+    if (rc == KVZ_OK && p->timed_tokens)
+        p->estimated_seconds = p->timed_seconds * (double)p->prompt_tokens / (double)p->timed_tokens;
+    return rc;
+}
+
 static void free_harvest(harvest *h)
 {
     kvz_oracle_run_close(h->run);
@@ -568,13 +638,22 @@ int kvz_oracle_harvest(const kvz_run_config *cfg, const kvz_oracle_options *opt,
     rc = rc ? rc : kvz_config_require(cfg, "oracle.output", err);
     if (rc == KVZ_OK && !(h.output = final_output_path(cfg->oracle.output)))
         rc = kvz_fail(err, KVZ_ENOMEM, "out of memory");
-    rc = rc ? rc : make_parent_dirs(h.output, err);
+    if (!h.opt->dry_run)
+        rc = rc ? rc : make_parent_dirs(h.output, err);
     rc = rc ? rc : open_model(&h, err);
     rc = rc ? rc : select_corpus(&h, err);
     rc = rc ? rc : corpus_fingerprint(&h, err);
     rc = rc ? rc : start_engine(&h, err);
     rc = rc ? rc : alloc_buffers(&h, err);
     size_t first = 0;
+    if (rc == KVZ_OK && h.opt->dry_run) {
+        rc = dry_run(&h, &sum.plan, err);
+        fill_summary(&h, &sum);
+        if (summary_or_NULL)
+            *summary_or_NULL = sum;
+        free_harvest(&h);
+        return rc;
+    }
     if (rc == KVZ_OK) {
         kvz_oracle_meta meta;
         fill_meta(&h, &meta);

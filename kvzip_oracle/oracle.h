@@ -47,7 +47,25 @@ typedef struct kvz_oracle_options {
                                        stays resumable */
     kvz_oracle_progress_fn progress; /* may be NULL */
     void *user;
+    int dry_run;                    /* select, tokenize, time a few documents and
+                                       fill summary.plan; write nothing */
+    size_t dry_run_timed_docs;      /* documents scored for the time estimate (0: 2) */
 } kvz_oracle_options;
+
+/* What a run would do (kvz_oracle_options.dry_run). */
+enum { KVZ_ORACLE_PLAN_MAX_SUBSETS = 64 };
+typedef struct kvz_oracle_plan {
+    size_t n_subsets;              /* the first KVZ_ORACLE_PLAN_MAX_SUBSETS are listed */
+    struct {
+        char name[128];
+        size_t train_docs, test_docs;
+    } subsets[KVZ_ORACLE_PLAN_MAX_SUBSETS];
+    size_t n_docs, prompt_tokens, samples;
+    double bytes_with_hidden, bytes_without_hidden; /* the final dataset, estimated */
+    size_t timed_docs, timed_tokens;
+    double timed_seconds, estimated_seconds;       /* whole harvest, extrapolated by
+                                                      prompt tokens from the timed pass */
+} kvz_oracle_plan;
 
 typedef struct kvz_oracle_summary {
     char output[4096];
@@ -59,6 +77,7 @@ typedef struct kvz_oracle_summary {
     int finished; /* 0 when stop_after_docs ended it early */
     char device[320];   /* the engine that ran: "cpu" or "cuda:0 <name>" */
     char precision[16]; /* "float32" or "bfloat16" */
+    kvz_oracle_plan plan; /* dry_run only */
 } kvz_oracle_summary;
 
 /* Runs the job; cfg must have passed kvz_config_validate. Errors name the

@@ -391,9 +391,12 @@ int kvz_checkpoint_open(const char *path, kvz_checkpoint **out, kvz_error *err)
 {
     *out = NULL;
     kvz_checkpoint *ck = calloc(1, sizeof *ck);
-    if (!ck || !(ck->path = strdup(path))) {
-        free(ck);
+    if (!ck)
         return kvz_fail(err, KVZ_ENOMEM, "%s: out of memory", path);
+    int located = kvz_model_locate(path, &ck->path, err); /* a file, a directory, an HF id */
+    if (located != KVZ_OK) {
+        free(ck);
+        return located;
     }
     int rc = open_path(ck, err);
     if (rc) {
@@ -636,5 +639,118 @@ int kvz_checkpoint_sha256(const kvz_checkpoint *ck, char out[65], char **manifes
         *manifest_or_NULL = manifest;
     else
         free(manifest);
+    return rc;
+}
+
+/* ---------- models from the Hugging Face cache ---------- */
+
+static int hf_id_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '_' || c == '.';
+}
+
+/* "org/name[@rev]" with HF's characters; *slash and *at point into spec. */
+static int looks_like_hf_id(const char *spec, const char **slash, const char **at)
+{
+    *slash = *at = NULL;
+    if (!spec[0] || spec[0] == '.' || spec[0] == '/' || spec[0] == '~')
+        return 0;
+    for (const char *p = spec; *p; p++) {
+        if (*p == '/' && !*slash && !*at && p > spec && hf_id_char(p[1]))
+            *slash = p;
+        else if (*p == '@' && *slash && !*at && p > *slash + 1 && p[1])
+            *at = p;
+        else if (!hf_id_char(*p) && !(*at && *p == '/'))
+            return 0;
+    }
+    return *slash != NULL;
+}
+
+/* The hub cache directory and, in *how, which variable chose it. */
+static char *hf_hub_dir(const char **how)
+{
+    const char *v = getenv("HF_HUB_CACHE");
+    if (v && *v) {
+        *how = "HF_HUB_CACHE";
+        return strdup(v);
+    }
+    v = getenv("HF_HOME");
+    if (v && *v) {
+        *how = "HF_HOME/hub";
+        return kvz_path_join(v, "hub");
+    }
+    v = getenv("HOME");
+    *how = "~/.cache/huggingface/hub";
+    return v && *v ? kvz_path_join(v, ".cache/huggingface/hub") : NULL;
+}
+
+/* First line of a small file (refs/<revision> holds a commit hash). */
+static char *read_ref(const char *path)
+{
+    char *text = NULL;
+    size_t len = 0;
+    if (kvz_file_read_all(path, &text, &len, NULL) != KVZ_OK)
+        return NULL;
+    text[strcspn(text, "\r\n")] = '\0';
+    return text;
+}
+
+int kvz_model_locate(const char *spec, char **out, kvz_error *err)
+{
+    *out = NULL;
+    const char *slash, *at;
+    if (kvz_path_exists(spec) || !looks_like_hf_id(spec, &slash, &at)) {
+        *out = strdup(spec);
+        return *out ? KVZ_OK : kvz_fail(err, KVZ_ENOMEM, "%s: out of memory", spec);
+    }
+    const char *how;
+    char *hub = hf_hub_dir(&how);
+    size_t org_len = (size_t)(slash - spec);
+    size_t name_len = (size_t)((at ? at : spec + strlen(spec)) - slash - 1);
+    const char *rev = at ? at + 1 : "main";
+    char repo[600];
+    snprintf(repo, sizeof repo, "models--%.*s--%.*s", (int)org_len, spec, (int)name_len,
+             slash + 1);
+    char *model_dir = hub ? kvz_path_join(hub, repo) : NULL;
+    int rc = KVZ_OK;
+    char *snap = NULL;
+    if (!model_dir) {
+        rc = kvz_fail(err, KVZ_ENOTFOUND,
+                      "%s: not a local path, and no Hugging Face cache to look in (set "
+                      "HF_HUB_CACHE or HF_HOME)",
+                      spec);
+    } else if (!kvz_path_is_dir(model_dir)) {
+        rc = kvz_fail(err, KVZ_ENOTFOUND,
+                      "%s: not a local path, and not in the Hugging Face cache (looked for "
+                      "%s, from %s); download it first (huggingface-cli download %.*s) or "
+                      "give a local path",
+                      spec, model_dir, how, (int)(org_len + 1 + name_len), spec);
+    } else {
+        char refs[700], *commit = NULL;
+        snprintf(refs, sizeof refs, "%s/refs/%s", model_dir, rev);
+        if (kvz_path_exists(refs))
+            commit = read_ref(refs);
+        char snaps[800];
+        snprintf(snaps, sizeof snaps, "%s/snapshots/%s", model_dir, commit ? commit : rev);
+        if (kvz_path_is_dir(snaps))
+            snap = strdup(snaps);
+        else if (commit)
+            rc = kvz_fail(err, KVZ_ENOTFOUND,
+                          "%s: the Hugging Face cache's %s points to commit %s, but %s is "
+                          "missing (an interrupted download?)",
+                          spec, refs, commit, snaps);
+        else
+            rc = kvz_fail(err, KVZ_ENOTFOUND,
+                          "%s: revision '%s' is not in the Hugging Face cache (no %s and no "
+                          "%s)",
+                          spec, rev, refs, snaps);
+        free(commit);
+        if (rc == KVZ_OK && !snap)
+            rc = kvz_fail(err, KVZ_ENOMEM, "%s: out of memory", spec);
+    }
+    free(model_dir);
+    free(hub);
+    *out = snap;
     return rc;
 }

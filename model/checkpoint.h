@@ -43,6 +43,18 @@ typedef struct kvz_tensor_desc {
 } kvz_tensor_desc;
 
 int kvz_checkpoint_open(const char *path, kvz_checkpoint **out, kvz_error *err);
+
+/* Where a model named by the user lives, offline: spec itself when it
+ * exists; else, when spec looks like a Hugging Face id ("org/name", or
+ * "org/name@revision" with a branch, tag or commit hash; default revision
+ * "main"), its snapshot in the local Hugging Face cache: $HF_HUB_CACHE, else
+ * $HF_HOME/hub, else ~/.cache/huggingface/hub, layout
+ * models--org--name/{refs/<revision>, snapshots/<commit>/}. Never touches
+ * the network. *out is malloc'ed (a copy of spec when it is neither, so the
+ * caller reports the missing file). KVZ_ENOTFOUND with one message saying
+ * where it looked (missing model, missing ref, missing snapshot).
+ * kvz_checkpoint_open, kvz_tokenizer_load and kvz_chat_template_load call it. */
+int kvz_model_locate(const char *spec, char **out, kvz_error *err);
 void kvz_checkpoint_close(kvz_checkpoint *ck);
 
 const kvz_model_config *kvz_checkpoint_config(const kvz_checkpoint *ck);

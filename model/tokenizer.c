@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "../common/kvz_file.h"
+#include "checkpoint.h" /* kvz_model_locate */
 #include "tokenizer_internal.h"
 
 kvz_tokenizer *tok_new(const char *source)
@@ -367,9 +368,20 @@ static int load_json_in(const char *dir, const char *json_path, kvz_tokenizer **
     return rc;
 }
 
-int kvz_tokenizer_load(const char *path, kvz_tokenizer **out, kvz_error *err)
+static int load_located(const char *path, kvz_tokenizer **out, kvz_error *err);
+
+int kvz_tokenizer_load(const char *spec, kvz_tokenizer **out, kvz_error *err)
 {
     *out = NULL;
+    char *path = NULL; /* a file, a directory, or an HF id's cached snapshot */
+    int rc = kvz_model_locate(spec, &path, err);
+    rc = rc ? rc : load_located(path, out, err);
+    free(path);
+    return rc;
+}
+
+static int load_located(const char *path, kvz_tokenizer **out, kvz_error *err)
+{
     if (!kvz_path_exists(path))
         return kvz_fail(err, KVZ_EIO, "%s: cannot open: no such file or directory", path);
     if (kvz_path_is_dir(path)) {
