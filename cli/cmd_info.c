@@ -2,6 +2,7 @@
  * (architecture config, tensor types and counts, parameters, files) and which
  * tokenizer and chat template it ships. MODEL: a GGUF file, an HF directory,
  * or a directory with one .gguf; default: the cached default model. */
+#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include "model/chat_template.h"
 #include "model/tokenizer.h"
 #include "model/checkpoint.h"
+#include "model/kvz_json.h"
 
 static const char USAGE[] =
     "usage: kvzap info [MODEL] [--json] [--tensors]\n"
@@ -32,33 +34,47 @@ typedef struct info_extra {
     char chat_template[KVZ_ERRMSG_MAX + 512];
 } info_extra;
 
-static void describe_chat_template(const kvz_checkpoint *ck, char *out, size_t cap)
+/* describe_*: a checkpoint without a tokenizer / template is described as
+ * "(none: why)"; running out of memory is an error of the command instead
+ * (returns KVZ_ENOMEM with err filled), not a fact about the checkpoint. */
+static int describe_chat_template(const kvz_checkpoint *ck, char *out, size_t cap, kvz_error *fatal)
 {
     const char *src = kvz_checkpoint_gguf(ck) ? kvz_checkpoint_file(ck, 0) : kvz_checkpoint_dir(ck);
     kvz_chat_template *t = NULL;
     kvz_error err = {0};
-    if (kvz_chat_template_load(src, NULL, &t, &err) != KVZ_OK) {
+    int rc = kvz_chat_template_load(src, NULL, &t, &err);
+    if (rc == KVZ_ENOMEM) {
+        *fatal = err;
+        return rc;
+    }
+    if (rc != KVZ_OK) {
         snprintf(out, cap, "(none: %s)", err.msg);
-        return;
+        return KVZ_OK;
     }
     snprintf(out, cap, "%s (from %s)", kvz_chat_family_name(kvz_chat_template_family(t)),
              kvz_chat_template_source(t));
     kvz_chat_template_free(t);
+    return KVZ_OK;
 }
 
-static void describe_tokenizer(const kvz_checkpoint *ck, char *out, size_t cap)
+static int describe_tokenizer(const kvz_checkpoint *ck, char *out, size_t cap, kvz_error *fatal)
 {
     kvz_tokenizer *t = NULL;
     kvz_error err = {0};
     const kvz_gguf *g = kvz_checkpoint_gguf(ck);
     int rc = g ? kvz_tokenizer_from_gguf(g, &t, &err)
                : kvz_tokenizer_load(kvz_checkpoint_dir(ck), &t, &err);
+    if (rc == KVZ_ENOMEM) {
+        *fatal = err;
+        return rc;
+    }
     if (rc != KVZ_OK) {
         snprintf(out, cap, "(none: %s)", err.msg);
-        return;
+        return KVZ_OK;
     }
     snprintf(out, cap, "%s", kvz_tokenizer_describe(t));
     kvz_tokenizer_free(t);
+    return KVZ_OK;
 }
 
 static void format_shape(const kvz_tensor_desc *d, char *buf, size_t cap)
@@ -171,6 +187,8 @@ static void print_text(const kvz_checkpoint *ck, const info_extra *x, int tensor
 static json_t *json_config(const kvz_model_config *c)
 {
     char *text = kvz_model_config_to_json(c);
+    if (!text)
+        errno = ENOMEM; /* print_json checks it */
     json_t *j = text ? json_loads(text, 0, NULL) : NULL;
     free(text);
     return j ? j : json_null();
@@ -208,6 +226,11 @@ static json_t *json_summary(const kvz_checkpoint *ck)
 
 static int print_json(const kvz_checkpoint *ck, const info_extra *x, int tensors)
 {
+    /* jansson's setters return no error to check here (a failed allocation
+     * drops the key): any failed allocation (kvz_json.h, or kvzap's own:
+     * errno ENOMEM) and nothing is printed */
+    errno = 0;
+    kvz_json_begin();
     json_t *root = json_summary(ck);
     if (!root)
         return cli_error("info", "out of memory");
@@ -217,9 +240,15 @@ static int print_json(const kvz_checkpoint *ck, const info_extra *x, int tensors
     json_object_set_new(root, "chat_template", json_string(x->chat_template));
     if (tensors)
         json_object_set_new(root, "tensor_list", json_tensors(ck));
+    if (errno == ENOMEM || kvz_json_failed()) {
+        json_decref(root);
+        return cli_error("info", "out of memory");
+    }
     int rc = json_dumpf(root, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(9));
     printf("\n");
     json_decref(root);
+    if (rc && kvz_json_failed())
+        return cli_error("info", "out of memory writing JSON");
     return rc ? cli_error("info", "cannot write JSON") : 0;
 }
 
@@ -260,8 +289,11 @@ int cmd_info(int argc, char **argv)
     if (kvz_checkpoint_open(o.model, &ck, &err) != KVZ_OK)
         return cli_error("info", err.msg);
     info_extra x;
-    describe_tokenizer(ck, x.tokenizer, sizeof x.tokenizer);
-    describe_chat_template(ck, x.chat_template, sizeof x.chat_template);
+    if (describe_tokenizer(ck, x.tokenizer, sizeof x.tokenizer, &err) ||
+        describe_chat_template(ck, x.chat_template, sizeof x.chat_template, &err)) {
+        kvz_checkpoint_close(ck);
+        return cli_error("info", err.msg);
+    }
     rc = o.json ? print_json(ck, &x, o.tensors) : (print_text(ck, &x, o.tensors), 0);
     kvz_checkpoint_close(ck);
     return rc;

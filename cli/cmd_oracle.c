@@ -42,7 +42,7 @@ static const cli_flag FLAGS[] = {
 #define KVZ_SAMPLE_CORPUS "data/sample/corpus"
 #endif
 static const char *const SAMPLE_JOB[] = {
-    "oracle.corpus=" KVZ_SAMPLE_CORPUS, "oracle.output=out/oracle.h5",
+    ("oracle.corpus=" KVZ_SAMPLE_CORPUS), "oracle.output=out/oracle.h5",
     "oracle.train_docs_per_subset=20", "oracle.test_docs_per_subset=1",
     "oracle.docs_per_shard=4"};
 

@@ -7,7 +7,9 @@
 #include <jansson.h>
 
 #include "../common/kvz_file.h"
+#include "kvz_json.h"
 #include "chat_template.h"
+#include "checkpoint.h" /* kvz_model_locate */
 #include "gguf.h"
 
 struct kvz_chat_template {
@@ -207,7 +209,14 @@ static int template_from_json_value(json_t *v, const char *path, char **text, kv
 static int read_tokenizer_config(const char *path, char **text, kvz_error *err)
 {
     json_error_t jerr;
+    /* a failed allocation inside jansson may also leave a mangled value
+     * behind a successful load (kvz_json.h) */
+    kvz_json_begin();
     json_t *root = json_load_file(path, JSON_DECODE_ANY, &jerr);
+    if (kvz_json_failed() || (!root && json_error_code(&jerr) == json_error_out_of_memory)) {
+        json_decref(root);
+        return kvz_fail(err, KVZ_ENOMEM, "%s: out of memory", path);
+    }
     if (!root) {
         if (!kvz_path_exists(path))
             return kvz_fail(err, KVZ_EIO, "%s: cannot open: no such file", path);
@@ -328,10 +337,12 @@ int kvz_chat_template_load(const char *model_path, const char *override_or_NULL,
     }
     if (!model_path)
         return kvz_fail(err, KVZ_EINVAL, "chat template: no model path given");
-    char *text = NULL, *file = NULL;
-    int rc = read_template_text(model_path, &text, &file, err);
+    char *text = NULL, *file = NULL, *path = NULL; /* path: kvz_model_locate */
+    int rc = kvz_model_locate(model_path, &path, err);
+    rc = rc ? rc : read_template_text(path, &text, &file, err);
     if (rc == KVZ_OK)
         rc = template_from_owned_text(text, file, out, err);
     free(file);
+    free(path);
     return rc;
 }

@@ -2,6 +2,7 @@
  * for absent keys) and from GGUF metadata, plus consistency checks (see
  * model_config.h). */
 #include "model_config.h"
+#include "kvz_json.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -139,9 +140,10 @@ static int parse_llama3_scaling(const json_t *rs, const char *src, kvz_model_con
     s->low_freq_factor = json_number_value(json_object_get(rs, "low_freq_factor"));
     s->high_freq_factor = json_number_value(json_object_get(rs, "high_freq_factor"));
     double orig = json_number_value(json_object_get(rs, "original_max_position_embeddings"));
-    if (orig < 1)
+    if (orig < 1 || orig >= 0x1p62) /* (size_t)orig is undefined beyond SIZE_MAX */
         return kvz_fail(err, KVZ_EFORMAT,
-                        "%s: rope scaling original_max_position_embeddings must be positive", src);
+                        "%s: rope scaling original_max_position_embeddings must be a positive "
+                        "size, got %g", src, orig);
     s->original_max_position_embeddings = (size_t)orig;
     return KVZ_OK;
 }
@@ -256,7 +258,14 @@ int kvz_model_config_parse_json(const char *text, size_t len, const char *source
     memset(cfg, 0, sizeof *cfg);
     cfg->bos_token_id = -1;
     json_error_t jerr;
+    /* a failed allocation inside jansson may also leave a mangled value
+     * behind a successful load (kvz_json.h) */
+    kvz_json_begin();
     json_t *root = json_loadb(text, len, 0, &jerr);
+    if (kvz_json_failed() || (!root && json_error_code(&jerr) == json_error_out_of_memory)) {
+        json_decref(root);
+        return kvz_fail(err, KVZ_ENOMEM, "%s: out of memory", source);
+    }
     if (!root)
         return kvz_fail(err, KVZ_EFORMAT, "%s: not valid JSON: %s (line %d, column %d)", source,
                         jerr.text, jerr.line, jerr.column);

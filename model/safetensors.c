@@ -9,6 +9,7 @@
 
 #include "../common/kvz_file.h"
 #include "dequant.h"
+#include "kvz_json.h"
 
 #define KVZ_ST_MAX_HEADER ((uint64_t)100 * 1024 * 1024)
 
@@ -256,7 +257,15 @@ static int load_header(const kvz_mapped_file *f, json_t **root, uint64_t *data_o
         return kvz_fail(err, KVZ_EFORMAT, "%s: header length %llu exceeds the 100 MB limit",
                         f->path, (unsigned long long)hlen);
     json_error_t jerr;
+    /* a failed allocation inside jansson may also leave a mangled value
+     * behind a successful load (kvz_json.h) */
+    kvz_json_begin();
     *root = json_loadb((const char *)f->data + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
+    if (kvz_json_failed() || (!*root && json_error_code(&jerr) == json_error_out_of_memory)) {
+        json_decref(*root);
+        *root = NULL;
+        return kvz_fail(err, KVZ_ENOMEM, "%s: out of memory", f->path);
+    }
     if (!*root)
         return kvz_fail(err, KVZ_EFORMAT, "%s: header is not valid JSON: %s (line %d, column %d)",
                         f->path, jerr.text, jerr.line, jerr.column);
@@ -414,7 +423,12 @@ static int check_weight_map(kvz_safetensors *st, const json_t *wmap, const char 
 static int open_index(kvz_safetensors *st, kvz_error *err)
 {
     json_error_t jerr;
+    kvz_json_begin(); /* see parse_header */
     json_t *root = json_load_file(st->path, JSON_REJECT_DUPLICATES, &jerr);
+    if (kvz_json_failed() || (!root && json_error_code(&jerr) == json_error_out_of_memory)) {
+        json_decref(root);
+        return kvz_fail(err, KVZ_ENOMEM, "%s: out of memory", st->path);
+    }
     if (!root)
         return kvz_fail(err, KVZ_EFORMAT, "%s: not valid JSON: %s (line %d, column %d)", st->path,
                         jerr.text, jerr.line, jerr.column);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kvz_json.h"
 #include "tokenizer_internal.h"
 
 typedef struct json_ctx {
@@ -33,7 +34,15 @@ static const char *type_of(const json_t *obj)
 static int load_json_file(const char *path, json_t **root, kvz_error *err)
 {
     json_error_t jerr;
+    /* a failed allocation inside jansson may also leave a mangled value
+     * behind a successful load (kvz_json.h) */
+    kvz_json_begin();
     *root = json_load_file(path, 0, &jerr);
+    if (kvz_json_failed() || (!*root && json_error_code(&jerr) == json_error_out_of_memory)) {
+        json_decref(*root);
+        *root = NULL;
+        return kvz_fail(err, KVZ_ENOMEM, "%s: out of memory", path);
+    }
     if (*root)
         return KVZ_OK;
     if (jerr.line < 0 || strstr(jerr.text, "unable to open"))

@@ -8,7 +8,15 @@
 
 #include <math.h>
 
+/* GCC: one clone per ISA level (libmvec's AVX-512, AVX2 or SSE expf),
+ * chosen at load time. Clang gets plain functions: clang 14 emits
+ * target_clones as `name.ifunc` only, so the plain name never links, and its
+ * -fveclib=libmvec ignores the target ISA (see trainer/gelu.c). */
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
 #define VEXP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define VEXP_CLONES
+#endif
 
 VEXP_CLONES
 float kvz_vexp_shift_sum(float *v, size_t n, float m)

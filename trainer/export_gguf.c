@@ -369,6 +369,11 @@ static int read_opened(const kvz_gguf *g, kvz_export_report *rep, kvz_surrogate 
     int rc = read_dims(g, &d, err);
     if (rc)
         return rc;
+    /* Each module has 2 (Linear) or 4 (MLP) tensors: more modules than tensors
+     * cannot check out, and planning them first would allocate for all. */
+    if (d.n_layers > kvz_gguf_n_tensors(g))
+        return kvz_fail(err, KVZ_EFORMAT, "%s: kvzap.n_modules %zu but the file holds only %zu "
+                        "tensors", kvz_gguf_path(g), d.n_layers, kvz_gguf_n_tensors(g));
     read_provenance(g, rep);
     kvz_export_tensor *plan;
     size_t n;

@@ -451,6 +451,11 @@ static int check_finite(const float *v, size_t n, const char *file, const char *
 static int read_tensors(const kvz_safetensors *st, const char *file, const kv_config *c,
                         kvz_surrogate **out, kvz_error *err)
 {
+    /* Each module has 2 (Linear) or 4 (MLP) tensors: more modules than tensors
+     * cannot check out, and planning them first would allocate for all. */
+    if (c->n_layers > kvz_safetensors_n_tensors(st))
+        return kvz_fail(err, KVZ_EFORMAT, "%s: n_modules %zu but model.safetensors holds only "
+                        "%zu tensors", file, c->n_layers, kvz_safetensors_n_tensors(st));
     kvz_export_tensor *plan;
     size_t n;
     int rc = kvz_export_plan(c->kind, c->n_layers, c->d_hidden, c->d_in, c->d_out, &plan, &n, err);

@@ -7,9 +7,16 @@
 #define GELU_SQRT1_2 0.70710678118654752440f
 #define GELU_INV_SQRT_2PI 0.39894228040143267794f
 
-/* One clone per ISA level, chosen at load time: libmvec's 16-wide AVX-512,
- * 8-wide AVX2 or 4-wide SSE variants. */
+/* GCC: one clone per ISA level, chosen at load time: libmvec's 16-wide
+ * AVX-512, 8-wide AVX2 or 4-wide SSE variants. Clang gets plain functions:
+ * it does not map erff to libmvec, and clang 14 emits target_clones as
+ * `name.ifunc` only, so the plain name never links (clang builds are for
+ * the fuzzers and sanitizers, not for speed). */
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
 #define GELU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define GELU_CLONES
+#endif
 
 GELU_CLONES
 void kvz_gelu_forward(const float *h, float *a, size_t n)

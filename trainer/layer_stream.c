@@ -3,6 +3,7 @@
  * the finiteness check and train/test routing), handed out in order. */
 #include "layer_stream.h"
 
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -209,9 +210,11 @@ int kvz_layer_stream_start(const kvz_layer_stream_config *c, kvz_layer_stream **
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->hdf5, NULL);
     pthread_cond_init(&s->changed, NULL);
-    int rc = alloc_buffers(s, err);
-    if (rc == KVZ_OK && pthread_create(&s->thread, NULL, reader_main, s) != 0)
-        rc = kvz_fail(err, KVZ_ENOMEM, "layer reader: cannot start the reader thread");
+    int rc = alloc_buffers(s, err), e;
+    /* EAGAIN: no memory (or no thread) for it */
+    if (rc == KVZ_OK && (e = pthread_create(&s->thread, NULL, reader_main, s)) != 0)
+        rc = kvz_fail(err, KVZ_ENOMEM, "layer reader: cannot start the reader thread: %s%s",
+                      strerror(e), e == EAGAIN ? " (out of memory or threads)" : "");
     if (rc != KVZ_OK) {
         free_stream(s);
         return rc;
