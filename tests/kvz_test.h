@@ -40,4 +40,13 @@ const char *kvz_test_tmpdir(void);
 void kvz_test_skip(const char *reason) __attribute__((noreturn));
 int kvz_test_done(void);
 
+/* Extra peak memory allowed in memory-bound checks under AddressSanitizer,
+ * which keeps freed blocks in its quarantine (256 MiB by default) and adds
+ * shadow memory; 0 otherwise. */
+#if defined(__SANITIZE_ADDRESS__)
+#define KVZ_TEST_ASAN_SLACK_MIB 300.0
+#else
+#define KVZ_TEST_ASAN_SLACK_MIB 0.0
+#endif
+
 #endif
