@@ -33,7 +33,7 @@
 #   KVZ_OOM_KEEP=1   keep the work directory (printed) for inspection
 set -uo pipefail
 
-if ldd "$KVZAP" 2>/dev/null | grep -qE 'libasan|libclang_rt\.asan'; then
+if ldd "$KVZAP" 2>/dev/null | grep -E 'libasan|libclang_rt\.asan' >/dev/null; then  # no -q: with pipefail, grep -q's early exit kills ldd (SIGPIPE)
   echo "SKIP: $KVZAP is built with AddressSanitizer, whose allocator an LD_PRELOAD malloc shim cannot replace"
   exit 77
 fi
