@@ -247,6 +247,8 @@ int cmd_oracle(int argc, char **argv)
         print_plan(&sum, &cfg);
     else if (rc == KVZ_OK)
         print_summary(&sum);
+    if (rc == KVZ_OK && sum.warning[0])
+        fprintf(stderr, "kvzap oracle: warning: %s\n", sum.warning);
     kvz_config_free(&cfg);
     return rc ? cli_error("oracle", err.msg) : 0;
 }

@@ -30,6 +30,7 @@
 
 #include "../common/kvz_file.h"
 #include "../common/kvz_utf8.h"
+#include "../model/kvz_json.h"
 #include "corpus_internal.h"
 
 uint64_t kvz_corpus_fnv1a64(const void *p, size_t n, uint64_t h)
@@ -246,7 +247,13 @@ int kvz_corpus_parse_line(const char *path, size_t line, const char *buf, size_t
                           kvz_error *err)
 {
     json_error_t jerr;
+    kvz_json_mark mark = kvz_json_mark_now(); /* a failed allocation can drop a character of
+                                                * a string behind a successful load */
     json_t *r = json_loadb(buf, len, JSON_ALLOW_NUL, &jerr);
+    if (kvz_json_failed_since(mark) || (!r && json_error_code(&jerr) == json_error_out_of_memory)) {
+        json_decref(r);
+        return kvz_fail(err, KVZ_ENOMEM, "%s:%zu: out of memory", path, line);
+    }
     if (!r)
         return kvz_fail(err, KVZ_EFORMAT, "%s:%zu: not valid JSON: %s (column %d)", path, line,
                         jerr.text, jerr.column);

@@ -517,6 +517,7 @@ static int run_documents(harvest *h, size_t first, kvz_oracle_summary *sum, kvz_
     rc = kvz_oracle_run_finish(h->run, err);
     if (rc == KVZ_OK) {
         sum->finished = 1;
+        snprintf(sum->warning, sizeof sum->warning, "%s", kvz_oracle_run_warning(h->run));
         report(h, KVZ_ORACLE_DONE);
     }
     return rc;

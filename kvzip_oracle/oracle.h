@@ -78,6 +78,7 @@ typedef struct kvz_oracle_summary {
     char device[320];   /* the engine that ran: "cpu" or "cuda:0 <name>" */
     char precision[16]; /* "float32" or "bfloat16" */
     kvz_oracle_plan plan; /* dry_run only */
+    char warning[1024]; /* "" or what could not be tidied up after a complete run */
 } kvz_oracle_summary;
 
 /* Runs the job; cfg must have passed kvz_config_validate. Errors name the

@@ -122,8 +122,12 @@ int kvz_oracle_run_open(const char *output, const kvz_oracle_meta *meta, size_t 
 int kvz_oracle_run_append(kvz_oracle_run *r, const kvz_oracle_doc_record *rec,
                           const kvz_oracle_doc_samples *s, kvz_error *err);
 /* Commits the last shard, merges everything into output atomically, removes
- * the parts directory. */
+ * the parts directory. Once output is in place the call succeeds: a parts
+ * directory that cannot be removed (or no memory to remove it) is left
+ * behind and named by kvz_oracle_run_warning. */
 int kvz_oracle_run_finish(kvz_oracle_run *r, kvz_error *err);
+/* "" or one line on what finish could not tidy up (the dataset is complete). */
+const char *kvz_oracle_run_warning(const kvz_oracle_run *r);
 /* Frees r; uncommitted work of an unfinished shard is dropped. */
 void kvz_oracle_run_close(kvz_oracle_run *r);
 /* Documents and samples committed so far (including the current shard). */

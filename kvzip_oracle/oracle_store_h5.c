@@ -373,7 +373,7 @@ int kvz_h5_attr_get_str(hid_t obj, const char *name, char **out)
         char *v = NULL;
         if (t >= 0 && H5Aread(a, t, &v) >= 0) {
             *out = strdup(v ? v : "");
-            rc = *out ? 0 : -1;
+            rc = *out ? 0 : KVZ_ENOMEM;
             H5free_memory(v);
         }
         if (t >= 0)
@@ -381,7 +381,9 @@ int kvz_h5_attr_get_str(hid_t obj, const char *name, char **out)
     } else { /* fixed-length string */
         size_t n = H5Tget_size(ft);
         char *v = calloc(n + 1, 1);
-        if (v && H5Aread(a, ft, v) >= 0) {
+        if (!v) {
+            rc = KVZ_ENOMEM;
+        } else if (H5Aread(a, ft, v) >= 0) {
             *out = v;
             rc = 0;
         } else {

@@ -61,7 +61,8 @@ hid_t kvz_h5_create_group(hid_t loc, const char *name); /* no time tracking */
 int kvz_h5_attr_put_str(hid_t obj, const char *name, const char *value);
 int kvz_h5_attr_put_i64(hid_t obj, const char *name, int64_t value);
 int kvz_h5_attr_put_i32(hid_t obj, const char *name, int32_t value);
-/* Readers: 0 ok, -1 missing or wrong kind. Strings are malloc'ed. */
+/* Readers: 0 ok, -1 missing or wrong kind, KVZ_ENOMEM when the copy of a
+ * present string cannot be allocated. Strings are malloc'ed. */
 int kvz_h5_attr_get_str(hid_t obj, const char *name, char **out);
 int kvz_h5_attr_get_i64(hid_t obj, const char *name, int64_t *out);
 
@@ -90,11 +91,13 @@ char *kvz_path_dirname(const char *path);
 
 int kvz_ostore_meta_put(hid_t obj, const kvz_oracle_meta *m);
 /* 0 when every stored field equals m; else 1 and "oracle.n_tokens was 500,
- * now 400" (or "... is missing") in why. */
+ * now 400" (or "... is missing") in why; KVZ_ENOMEM ("out of memory ...")
+ * when a stored string cannot be copied. */
 int kvz_ostore_meta_diff(hid_t obj, const kvz_oracle_meta *m, char *why, size_t why_size);
 /* Fills m from the attributes (strings malloc'ed into strs[], the
  * m->string fields point at them; free with kvz_ostore_meta_free_strs).
- * Returns 0 or -1 naming the missing attribute in why. */
+ * Returns 0, -1 naming the missing attribute in why, or KVZ_ENOMEM ("out
+ * of memory reading attribute 'x'" in why). */
 #define KVZ_OSTORE_META_N_STRS 12 /* string fields of kvz_oracle_meta (checked in oracle_store_meta.c) */
 int kvz_ostore_meta_get(hid_t obj, kvz_oracle_meta *m, char *strs[KVZ_OSTORE_META_N_STRS],
                         char *why, size_t why_size);

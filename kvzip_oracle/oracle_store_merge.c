@@ -20,6 +20,7 @@ typedef struct merge_ctx {
     const kvz_ostore_progress *p;
     hid_t out;
     kvz_ostore_shard_counts *counts; /* [p->n_shards] */
+    int oom; /* an allocation of kvzap's failed (the error says "out of memory") */
 } merge_ctx;
 
 /* Rows gathered from the shards into blocks of one chunk at fixed global
@@ -83,6 +84,8 @@ static int copy_from_shard(merge_ctx *c, size_t k, const kvz_ostore_dset *sp, bl
     size_t dims[2], n = sp->per_doc ? sc->n_docs : sc->n_samples;
     size_t first = sp->per_doc ? sc->first_doc : sc->first_sample;
     char *path = kvz_ostore_shard_path(c->parts, k, 0);
+    if (!path)
+        c->oom = 1;
     hid_t f = path ? H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT) : -1;
     hid_t src = f >= 0 ? H5Dopen2(f, sp->name, H5P_DEFAULT) : -1;
     int rc = -1;
@@ -102,9 +105,11 @@ static int read_counts(merge_ctx *c)
 {
     c->counts = calloc(c->p->n_shards ? c->p->n_shards : 1, sizeof *c->counts);
     if (!c->counts)
-        return -1;
+        return -(c->oom = 1);
     for (size_t k = 0; k < c->p->n_shards; k++) {
         char *path = kvz_ostore_shard_path(c->parts, k, 0);
+        if (!path)
+            c->oom = 1;
         int rc = path ? kvz_ostore_shard_counts_read(path, &c->counts[k]) : -1;
         free(path);
         if (rc < 0)
@@ -125,6 +130,8 @@ static int merge_dset(merge_ctx *c, const kvz_ostore_dset *sp)
     if (w.block > rows)
         w.block = rows ? rows : 1;
     w.buf = malloc(w.block * w.row_bytes);
+    if (!w.buf)
+        c->oom = 1;
     w.dst = w.buf ? kvz_h5_dset_create(c->out, sp->name, w.type, rows, sp->cols, 0, w.block) : -1;
     int rc = w.dst >= 0 ? 0 : -1;
     for (size_t k = 0; k < c->p->n_shards && rc == 0; k++)
@@ -156,6 +163,8 @@ static int fill_file(merge_ctx *c, const kvz_oracle_meta *m, kvz_ostore_ridge *r
 {
     size_t n_dsets;
     kvz_ostore_dset *specs = kvz_ostore_dsets(m, &n_dsets);
+    if (!specs)
+        c->oom = 1;
     int rc = specs && read_counts(c) == 0 && write_root(c->out, m, c->p) == 0 ? 0 : -1;
     for (size_t i = 0; specs && i < n_dsets && rc == 0; i++)
         rc = merge_dset(c, &specs[i]);
@@ -190,13 +199,15 @@ int kvz_ostore_merge(const char *parts, const char *output, const kvz_oracle_met
     char *tmp = kvz_path_join(parts, "final.h5.tmp");
     if (!tmp)
         return kvz_fail(err, KVZ_ENOMEM, "%s: out of memory", parts);
-    merge_ctx c = {parts, p, kvz_h5_create_file(tmp), NULL};
+    merge_ctx c = {parts, p, kvz_h5_create_file(tmp), NULL, 0};
     int bad = c.out < 0 || fill_file(&c, m, ridge) < 0;
     if (c.out >= 0 && H5Fclose(c.out) < 0)
         bad = kvz_h5_note();
     free(c.counts);
-    int rc = bad ? kvz_h5_fail(err, KVZ_EIO, output, "cannot build the merged dataset %s", tmp)
-                 : kvz_h5_seal(tmp, err);
+    int rc = !bad   ? kvz_h5_seal(tmp, err)
+             : c.oom ? kvz_fail(err, KVZ_ENOMEM, "%s: out of memory building the merged dataset %s",
+                                output, tmp)
+                     : kvz_h5_fail(err, KVZ_EIO, output, "cannot build the merged dataset %s", tmp);
     rc = rc ? rc : publish(tmp, output, err);
     if (rc != KVZ_OK)
         unlink(tmp);

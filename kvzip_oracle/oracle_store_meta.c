@@ -134,8 +134,13 @@ int kvz_ostore_meta_diff(hid_t obj, const kvz_oracle_meta *m, char *why, size_t 
             continue;
         if (now) {
             char *was = NULL;
-            if (kvz_h5_attr_get_str(obj, f->attr, &was) < 0 && f->missing)
-                was = strdup(f->missing);
+            int got = kvz_h5_attr_get_str(obj, f->attr, &was);
+            if (got == -1 && f->missing)
+                got = (was = strdup(f->missing)) ? 0 : KVZ_ENOMEM;
+            if (got == KVZ_ENOMEM) {
+                snprintf(why, why_size, "out of memory reading attribute '%s'", f->attr);
+                return KVZ_ENOMEM;
+            }
             if (!was) {
                 snprintf(why, why_size, "%s is missing from the interrupted run", f->key);
                 return 1;
@@ -180,10 +185,11 @@ static int get_field(hid_t obj, const meta_field *f, kvz_oracle_meta *m, char **
     void *p = (char *)m + f->offset;
     if (f->kind == M_STR || f->kind == M_SCORING || f->kind == M_DTYPE) {
         char *s = NULL;
-        if (kvz_h5_attr_get_str(obj, f->attr, &s) < 0 && f->missing)
-            s = strdup(f->missing);
-        if (!s)
-            return -1;
+        int got = kvz_h5_attr_get_str(obj, f->attr, &s);
+        if (got == -1 && f->missing)
+            got = (s = strdup(f->missing)) ? 0 : KVZ_ENOMEM;
+        if (got < 0)
+            return got;
         if (f->kind == M_STR) {
             *str_slot = s;
             *(const char **)p = s;
@@ -222,7 +228,12 @@ int kvz_ostore_meta_get(hid_t obj, kvz_oracle_meta *m, char *strs[KVZ_OSTORE_MET
             return -1;
         }
         char **slot = f->kind == M_STR ? &strs[n_str++] : NULL;
-        if (get_field(obj, f, m, slot) < 0) {
+        int rc = get_field(obj, f, m, slot);
+        if (rc == KVZ_ENOMEM) {
+            snprintf(why, why_size, "out of memory reading attribute '%s'", f->attr);
+            return KVZ_ENOMEM;
+        }
+        if (rc < 0) {
             snprintf(why, why_size, "attribute '%s' is missing or invalid", f->attr);
             return -1;
         }

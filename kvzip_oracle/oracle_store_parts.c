@@ -75,13 +75,20 @@ static int check_record(hid_t f, const char *parts, const kvz_oracle_meta *m,
                         kvz_ostore_progress *p, kvz_ostore_ridge *ridge, kvz_error *err)
 {
     char *kind = NULL, why[512];
-    int ok = kvz_h5_attr_get_str(f, "kind", &kind) == 0 && !strcmp(kind, PROGRESS_KIND);
+    int got = kvz_h5_attr_get_str(f, "kind", &kind);
+    int ok = got == 0 && !strcmp(kind, PROGRESS_KIND);
     free(kind);
+    if (got == KVZ_ENOMEM)
+        return kvz_fail(err, KVZ_ENOMEM, "%s/ridge.h5: out of memory reading attribute 'kind'",
+                        parts);
     if (!ok || read_counts(f, p) < 0)
         return kvz_fail(err, KVZ_EFORMAT,
                         "%s/ridge.h5: not a kvzap-oracle progress record (remove %s to start over)",
                         parts, parts);
-    if (kvz_ostore_meta_diff(f, m, why, sizeof why))
+    int diff = kvz_ostore_meta_diff(f, m, why, sizeof why);
+    if (diff == KVZ_ENOMEM)
+        return kvz_fail(err, KVZ_ENOMEM, "%s/ridge.h5: %s", parts, why);
+    if (diff)
         return kvz_fail(err, KVZ_EINVAL, "%s: cannot resume: %s", parts, why);
     if (ridge && m->ridge_stats && kvz_ostore_ridge_read(ridge, f) < 0)
         return kvz_fail(err, KVZ_EFORMAT, "%s/ridge.h5: ridge sums missing or mis-shaped", parts);

@@ -36,8 +36,11 @@ void kvz_oracle_file_close(kvz_oracle_file *f)
 static int check_format(kvz_oracle_file *f, kvz_error *err)
 {
     char *fmt = NULL;
-    int ok = kvz_h5_attr_get_str(f->f, "format", &fmt) == 0 && !strcmp(fmt, KVZ_ORACLE_FORMAT);
+    int got = kvz_h5_attr_get_str(f->f, "format", &fmt);
+    int ok = got == 0 && !strcmp(fmt, KVZ_ORACLE_FORMAT);
     free(fmt);
+    if (got == KVZ_ENOMEM)
+        return kvz_fail(err, KVZ_ENOMEM, "%s: out of memory reading attribute 'format'", f->path);
     if (!ok)
         return kvz_fail(err, KVZ_EFORMAT, "%s: not a kvzap-oracle dataset", f->path);
     int64_t version = -1, complete = 0;
@@ -59,8 +62,9 @@ static int load_info(kvz_oracle_file *f, kvz_error *err)
 {
     char why[256];
     int64_t n_samples, n_docs;
-    if (kvz_ostore_meta_get(f->f, &f->meta, f->meta_strs, why, sizeof why) < 0)
-        return kvz_fail(err, KVZ_EFORMAT, "%s: %s", f->path, why);
+    int rc = kvz_ostore_meta_get(f->f, &f->meta, f->meta_strs, why, sizeof why);
+    if (rc < 0)
+        return kvz_fail(err, rc == KVZ_ENOMEM ? KVZ_ENOMEM : KVZ_EFORMAT, "%s: %s", f->path, why);
     if (kvz_h5_attr_get_i64(f->f, "n_samples", &n_samples) < 0 || n_samples < 0 ||
         kvz_h5_attr_get_i64(f->f, "n_documents", &n_docs) < 0 || n_docs < 0)
         return kvz_fail(err, KVZ_EFORMAT, "%s: n_samples / n_documents missing or invalid",

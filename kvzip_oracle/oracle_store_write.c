@@ -27,6 +27,7 @@ struct kvz_oracle_run {
     kvz_ostore_shard shard;
     int shard_open, failed, finished;
     size_t n_docs, n_samples; /* including the open shard */
+    char warning[KVZ_ERRMSG_MAX]; /* finish: what could not be tidied up ("" if nothing) */
 };
 
 static int check_meta(const char *output, const kvz_oracle_meta *m, size_t docs_per_shard,
@@ -311,13 +312,24 @@ int kvz_oracle_run_finish(kvz_oracle_run *r, kvz_error *err)
     int rc = r->shard_open ? commit_shard(r, err) : KVZ_OK;
     if (rc == KVZ_OK)
         rc = kvz_ostore_merge(r->parts, r->output, &r->meta, &r->prog, &r->ridge, err);
-    if (rc == KVZ_OK)
-        rc = kvz_ostore_parts_remove(r->parts, err);
-    if (rc != KVZ_OK)
+    if (rc != KVZ_OK) {
         r->failed = 1;
-    else
-        r->finished = 1;
-    return rc;
+        return rc;
+    }
+    /* output is complete and in place: a parts directory that cannot be
+     * removed is left behind with a warning, not a failure */
+    kvz_error tidy = {0};
+    if (kvz_ostore_parts_remove(r->parts, &tidy) != KVZ_OK)
+        if (snprintf(r->warning, sizeof r->warning, "%s is complete; %s (remove it by hand)",
+                     r->output, tidy.msg) >= (int)sizeof r->warning)
+            memcpy(r->warning + sizeof r->warning - 4, "...", 4); /* cut: say so */
+    r->finished = 1;
+    return KVZ_OK;
+}
+
+const char *kvz_oracle_run_warning(const kvz_oracle_run *r)
+{
+    return r->warning;
 }
 
 void kvz_oracle_run_close(kvz_oracle_run *r)

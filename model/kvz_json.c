@@ -5,14 +5,16 @@
 #include <pthread.h>
 #include <stdlib.h>
 
-static _Thread_local int json_oom;
+/* failures on this thread: a count that only grows (marks), and the count
+ * at the last kvz_json_begin */
+static _Thread_local unsigned long json_oom, json_begin_at;
 static pthread_once_t json_once = PTHREAD_ONCE_INIT;
 
 static void *json_malloc(size_t n)
 {
     void *p = malloc(n);
     if (!p)
-        json_oom = 1;
+        json_oom++;
     return p;
 }
 
@@ -31,10 +33,21 @@ static void install(void)
 void kvz_json_begin(void)
 {
     pthread_once(&json_once, install);
-    json_oom = 0;
+    json_begin_at = json_oom;
 }
 
 int kvz_json_failed(void)
 {
+    return json_oom != json_begin_at;
+}
+
+kvz_json_mark kvz_json_mark_now(void)
+{
+    pthread_once(&json_once, install);
     return json_oom;
+}
+
+int kvz_json_failed_since(kvz_json_mark m)
+{
+    return json_oom != m;
 }

@@ -80,32 +80,7 @@ done > "$work/corpus.jsonl"
 # patterns the run is reported as KNOWN instead of FAIL. Remove an entry
 # once its cause is fixed.
 KNOWN_SITES=(
-  # an attribute that cannot be read for lack of memory is reported as
-  # "missing or invalid" / "not a kvzap-oracle dataset", and an optional one
-  # silently takes its default (model_sha256 "", device "cpu")
-  "kvz_h5_attr_get_str at kvzip_oracle/oracle_store_h5.c"
-  # kvz_ostore_shard_path NULL: "cannot build the merged dataset"
-  "kvz_ostore_shard_path at kvzip_oracle/oracle_store_shard.c"
-  # the parts directory cannot be removed after o.h5 was renamed into place:
-  # exit 1 with a complete o.h5
-  "kvz_ostore_parts_remove at kvzip_oracle/oracle_store_resume.c"
-  # the report summary fails after the report was committed: "tr/report was
-  # not written", but it was
-  "fill_summary at trainer/report.c"
-  # a plot whose data cannot be loaded for lack of memory is listed as
-  # skipped and kvzap train exits 0
-  "at trainer/report_csv.c"
-  # JSON built with unchecked jansson setters: keys silently missing from
-  # metrics.json / config.json / the safetensors header
-  "at trainer/train.c"
-  "at trainer/train_output.c"
-  "st_header at trainer/export_kvpress.c"
-  "at trainer/export_kvpress.c"
-  # JSON read without kvz_json_begin/kvz_json_failed: a mangled value or a
-  # "malformed JSON" message for a failed allocation inside jansson
-  "kvz_corpus_parse_line at data/corpus_scan.c"
-  "at trainer/report_metrics.c"
-  "at trainer/export.c"
+  # none: every site the test found is fixed (docs/fault-injection.md)
 )
 
 # site_of DIR N SCOPE PATH: the resolved kvzap frames of allocation N's

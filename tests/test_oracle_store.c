@@ -719,6 +719,38 @@ static void test_full_disk(const char *ref)
 }
 
 /* store_hidden = 0, ridge_stats = 0 (hidden may be NULL), then an empty run. */
+/* The parts directory cannot be removed once the dataset is in place (a
+ * foreign file in it): finish succeeds, names it in the warning, and the
+ * dataset is complete and readable. */
+static void test_parts_left_behind(void)
+{
+    kvz_error err = {0};
+    kvz_oracle_meta m = make_meta(KVZ_HIDDEN_FLOAT16);
+    const char *out = tmp_path("leftover.h5");
+    kvz_oracle_run *r;
+    size_t done;
+    KVZ_CHECK_OK(kvz_oracle_run_open(out, &m, 4, 0, 0, &r, &done, &err), err);
+    KVZ_CHECK_OK(append_docs(r, 0, N_DOCS, &err), err);
+    char stray[4200];
+    snprintf(stray, sizeof stray, "%s/notes.txt", parts_of(out));
+    FILE *fp = fopen(stray, "w");
+    KVZ_CHECK(fp != NULL, "create %s", stray);
+    if (fp) {
+        fputs("not kvzap's", fp);
+        fclose(fp);
+    }
+    KVZ_CHECK(!strcmp(kvz_oracle_run_warning(r), ""), "no warning before finish");
+    KVZ_CHECK_OK(kvz_oracle_run_finish(r, &err), err);
+    const char *w = kvz_oracle_run_warning(r);
+    KVZ_CHECK(strstr(w, "is complete") && strstr(w, parts_of(out)) && strstr(w, "by hand"),
+              "warning names the left-over directory: '%s'", w);
+    kvz_oracle_run_close(r);
+    check_contents(out, KVZ_HIDDEN_FLOAT16);
+    KVZ_CHECK(exists(stray), "the foreign file is left alone");
+    unlink(stray);
+    rmdir(parts_of(out));
+}
+
 static void test_minimal_runs(void)
 {
     kvz_error err = {0};
@@ -809,6 +841,7 @@ int main(void)
     test_integrity(refcopy);
     test_non_utf8_sources();
     test_full_disk(refcopy);
+    test_parts_left_behind();
     test_minimal_runs();
     test_h5dump(refcopy);
     const char *keep = getenv("KVZ_ORACLE_STORE_KEEP"); /* manual h5py checks */

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "../common/kvz_file.h"
+#include "../model/kvz_json.h"
 #include "../model/safetensors.h"
 #include "export_internal.h"
 
@@ -42,11 +43,14 @@ static int add_provenance(json_t *cfg, const kvz_surrogate *s, const kvz_export_
         json_object_set_new(p, "dataset", json_string(info->dataset));
     if (info && info->metrics_json) {
         json_error_t je;
+        kvz_json_mark mark = kvz_json_mark_now();
         json_t *m = json_loads(info->metrics_json, 0, &je);
-        if (!m || !json_is_object(m)) {
+        if (kvz_json_failed_since(mark) || !m || !json_is_object(m)) {
+            int oom = kvz_json_failed_since(mark) || json_error_code(&je) == json_error_out_of_memory;
             json_decref(m);
             json_decref(p);
-            return kvz_fail(err, KVZ_EINVAL, "%s: metrics summary is not a JSON object", path);
+            return oom ? kvz_fail(err, KVZ_ENOMEM, "%s: out of memory", path)
+                       : kvz_fail(err, KVZ_EINVAL, "%s: metrics summary is not a JSON object", path);
         }
         json_object_set_new(p, "metrics", m);
     }
@@ -60,9 +64,12 @@ static int add_provenance(json_t *cfg, const kvz_surrogate *s, const kvz_export_
     return KVZ_OK;
 }
 
+/* Every setter below drops its value silently when jansson runs out of
+ * memory: the mark catches that before the text is used. */
 static int build_config(const kvz_surrogate *s, const kvz_export_options *o, const char *path,
                         char **text, kvz_error *err)
 {
+    kvz_json_mark mark = kvz_json_mark_now();
     json_t *cfg = json_object();
     json_t *arch = json_array();
     json_array_append_new(arch, json_string("KVzapModel"));
@@ -79,8 +86,11 @@ static int build_config(const kvz_surrogate *s, const kvz_export_options *o, con
     int rc = add_provenance(cfg, s, o->info, path, err);
     *text = rc ? NULL : json_dumps(cfg, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
     json_decref(cfg);
-    if (!rc && !*text)
+    if (!rc && (!*text || kvz_json_failed_since(mark))) {
+        free(*text);
+        *text = NULL;
         rc = kvz_fail(err, KVZ_ENOMEM, "%s: out of memory", path);
+    }
     return rc;
 }
 
@@ -89,10 +99,12 @@ static const char *st_dtype_name(kvz_export_dtype d)
     return d == KVZ_EXPORT_F32 ? "F32" : d == KVZ_EXPORT_F16 ? "F16" : "BF16";
 }
 
-/* The safetensors JSON header, padded with spaces to a multiple of 8. */
+/* The safetensors JSON header, padded with spaces to a multiple of 8; NULL
+ * when out of memory (a setter dropped a value included). */
 static char *st_header(const kvz_export_tensor *plan, size_t n, kvz_export_dtype dtype,
                        size_t *len)
 {
+    kvz_json_mark mark = kvz_json_mark_now();
     json_t *h = json_object();
     json_t *meta = json_object();
     json_object_set_new(meta, "format", json_string("pt"));
@@ -111,6 +123,10 @@ static char *st_header(const kvz_export_tensor *plan, size_t n, kvz_export_dtype
     }
     char *text = json_dumps(h, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(h);
+    if (text && kvz_json_failed_since(mark)) {
+        free(text);
+        text = NULL;
+    }
     if (!text)
         return NULL;
     size_t raw = strlen(text), padded = (raw + 7) / 8 * 8;
@@ -378,8 +394,11 @@ static int read_config(const char *dir, kv_config *c, kvz_export_report *rep, kv
     int rc = kvz_file_read_all(file, &text, &len, err);
     if (!rc) {
         json_error_t je;
+        kvz_json_mark mark = kvz_json_mark_now();
         json_t *cfg = json_loadb(text, len, 0, &je);
-        if (!cfg)
+        if (kvz_json_failed_since(mark) || (!cfg && json_error_code(&je) == json_error_out_of_memory))
+            rc = kvz_fail(err, KVZ_ENOMEM, "%s: out of memory", file);
+        else if (!cfg)
             rc = kvz_fail(err, KVZ_EFORMAT, "%s: invalid JSON at line %d: %s", file, je.line,
                           je.text);
         else

@@ -70,7 +70,10 @@ static int fill_summary(rep_ctx *c, char *final_dir, kvz_report_summary *out, kv
     return KVZ_OK;
 }
 
-static int render(rep_ctx *c, const kvz_report_options *opt, char **final_dir, kvz_error *err)
+/* Renders into the work directory, fills *out (taking *final_dir, then
+ * NULL) and only then commits, so a report said to be unwritten never is. */
+static int render(rep_ctx *c, const kvz_report_options *opt, char **final_dir,
+                  kvz_report_summary *out, kvz_error *err)
 {
     if (!kvz_path_is_dir(c->train_dir))
         return kvz_fail(err, KVZ_EIO, "%s: not a directory (expected `kvzap train` output)",
@@ -92,6 +95,10 @@ static int render(rep_ctx *c, const kvz_report_options *opt, char **final_dir, k
     if (!rc)
         rc = render_all(c, err);
     c->work_dir = NULL;
+    if (!rc) {
+        rc = fill_summary(c, *final_dir, out, err);
+        *final_dir = NULL; /* out->out_dir (or freed with out) */
+    }
     if (!rc)
         rc = kvz_outdir_commit(&c->out, err);
     else
@@ -107,11 +114,8 @@ int kvz_report_render(const char *train_dir, const kvz_report_options *opt,
         return kvz_fail(err, KVZ_EINVAL, "report: no training directory given");
     rep_ctx c = {.train_dir = train_dir};
     char *final_dir = NULL;
-    int rc = render(&c, opt, &final_dir, err);
-    if (!rc)
-        rc = fill_summary(&c, final_dir, out, err);
-    else
-        free(final_dir);
+    int rc = render(&c, opt, &final_dir, out, err);
+    free(final_dir);
     if (rc)
         kvz_report_summary_free(out);
     rep_metrics_free(&c.metrics);

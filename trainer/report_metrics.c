@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../common/kvz_file.h"
+#include "../model/kvz_json.h"
 #include "report_internal.h"
 
 /* A number (NaN for null/absent when optional); KVZ_EFORMAT otherwise. */
@@ -169,8 +170,13 @@ int rep_metrics_load(const char *path, rep_metrics *out, kvz_error *err)
     if (rc)
         return rc;
     json_error_t jerr;
+    kvz_json_mark mark = kvz_json_mark_now();
     json_t *root = json_loadb(text, len, 0, &jerr);
     free(text);
+    if (kvz_json_failed_since(mark) || (!root && json_error_code(&jerr) == json_error_out_of_memory)) {
+        json_decref(root);
+        return kvz_fail(err, KVZ_ENOMEM, "%s: out of memory", path);
+    }
     if (!root)
         return kvz_fail(err, KVZ_EFORMAT, "%s: invalid JSON: line %d column %d: %s", path,
                         jerr.line, jerr.column, jerr.text);

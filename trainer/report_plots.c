@@ -237,6 +237,8 @@ int rep_plot_compression(rep_ctx *c, kvz_error *err)
     kvz_error why = {0};
     int rc = rep_csv_load(path, cols, 3, &t, &why);
     free(path);
+    if (rc == KVZ_ENOMEM)
+        return kvz_fail(err, rc, "%s", why.msg);
     if (rc)
         return rep_strlist_addf(&c->skipped, err, "compression.svg: %s", why.msg);
     int present[3] = {0, 0, 0};

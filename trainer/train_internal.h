@@ -11,6 +11,7 @@
 #include "../common/kvz_file.h"
 #include "../kernels/kvz_cuda_train.h"
 #include "../kvzip_oracle/oracle_store.h"
+#include "../model/kvz_json.h"
 #include "layer_stream.h"
 #include "metrics.h"
 #include "mlp_cuda.h"
@@ -45,6 +46,8 @@ typedef struct trainer {
     int want_linear, want_mlp;
     kvz_surrogate *linear, *mlp;
     json_t *metrics_layers;  /* array of per-layer objects (metrics.json) */
+    kvz_json_mark json_mark; /* jansson's setters drop values when out of memory: checked
+                              * before anything built from them is written */
     char *log_csv;           /* train_log.csv rows */
     size_t log_len, log_cap;
     double pruned[3][TRAIN_N_TAU], pairs; /* compression counts: oracle, linear, mlp */

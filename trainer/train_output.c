@@ -149,6 +149,7 @@ static int check_replaceable(const char *path, kvz_error *err)
 int train_out_prepare(trainer *t, kvz_error *err)
 {
     const char *final = t->cfg->train.output;
+    t->json_mark = kvz_json_mark_now();
     t->metrics_layers = json_array();
     if (!t->metrics_layers)
         return kvz_fail(err, KVZ_ENOMEM, "out of memory");
@@ -317,8 +318,10 @@ static int write_metrics_json(trainer *t, kvz_error *err)
     }
     char *text = root ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
     json_decref(root);
-    if (!text)
-        return kvz_fail(err, KVZ_ENOMEM, "out of memory");
+    if (!text || kvz_json_failed_since(t->json_mark)) {
+        free(text);
+        return kvz_fail(err, KVZ_ENOMEM, "out of memory (building metrics.json)");
+    }
     size_t len = strlen(text);
     int rc = write_text(t->out_dir, "metrics.json", text, len, err);
     free(text);
@@ -405,8 +408,12 @@ int train_out_finish(trainer *t, kvz_error *err)
 {
     text_buf log = {t->log_csv, t->log_len, t->log_cap, 0};
     t->log_csv = NULL;
-    int rc = t->want_mlp ? tb_write(&log, t->out_dir, "train_log.csv", err) : KVZ_OK;
-    if (!t->want_mlp)
+    int rc = KVZ_OK;
+    if (kvz_json_failed_since(t->json_mark)) /* a metric dropped by jansson */
+        rc = kvz_fail(err, KVZ_ENOMEM, "out of memory (building metrics.json)");
+    if (rc == KVZ_OK && t->want_mlp)
+        rc = tb_write(&log, t->out_dir, "train_log.csv", err); /* frees log.s */
+    else
         free(log.s);
     rc = rc ? rc : write_metrics_csv(t, err);
     rc = rc ? rc : write_compression_csv(t, err);
