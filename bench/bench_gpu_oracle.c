@@ -1,6 +1,6 @@
 /* bench_gpu_oracle: the kvzap side of bench/bench_gpu_oracle.sh (not a test).
  * A Qwen3-8B-shaped model with random weights made on the device
- * (kvz_cuda_forward_create_random: L=36, D=4096, H=32, Hkv=8, dh=128,
+ * (kvz_forward_create_random on the cuda backend: L=36, D=4096, H=32, Hkv=8, dh=128,
  * d_ff=12288, vocab 151936, rope theta 1e6, qk_norm, eps 1e-6), synthetic
  * repeat prompts [prefix 16][doc][middle 24][the same doc][suffix 6] of
  * random ids, and per document exactly what the CUDA oracle engine does
@@ -20,10 +20,11 @@
 #include <time.h>
 
 #include "kernels/kvz_cuda.h"
-#include "kernels/kvz_cuda_forward.h"
 #include "kernels/kvz_cuda_ops.h"
 #include "kernels/kvz_cuda_pipeline.h"
 #include "kvzip_oracle/oracle_doc.h"
+#include "model/forward.h"
+#include "ops/backend.h"
 
 enum { PREFIX = 16, MIDDLE = 24, SUFFIX = 6 };
 
@@ -112,7 +113,7 @@ static int tap_fn(const kvz_layer_tap *tap, void *user, kvz_error *err)
 typedef struct bench {
     bench_args a;
     kvz_model_config cfg;
-    kvz_cuda_forward *fwd;
+    kvz_forward *fwd;
     kvz_cuda_pipeline *pipe;
     float *host_hidden[2], *host_scores[2];
     kvz_oracle_prompt prompt;
@@ -132,9 +133,9 @@ static int run_doc(bench *b, size_t d, int *used, kvz_error *err)
     rc = rc ? rc
             : kvz_cuda_pipeline_begin(b->pipe, slot, b->positions, n, p->context_start,
                                       p->context_end - p->context_start, err);
-    doc_tap t = {b->pipe, kvz_cuda_forward_config(b->fwd), p};
-    kvz_cuda_forward_reset(b->fwd);
-    rc = rc ? rc : kvz_cuda_forward_run(b->fwd, p->ids, p->n_ids, tap_fn, &t, 0, NULL, err);
+    doc_tap t = {b->pipe, kvz_forward_config(b->fwd), p};
+    kvz_forward_reset(b->fwd);
+    rc = rc ? rc : kvz_forward_run(b->fwd, p->ids, p->n_ids, tap_fn, &t, 0, NULL, err);
     rc = rc ? rc
             : kvz_cuda_pipeline_copy_out(b->pipe, slot, b->host_hidden[slot],
                                          b->host_scores[slot], err);
@@ -145,11 +146,13 @@ static int run_doc(bench *b, size_t d, int *used, kvz_error *err)
 static int setup(bench *b, kvz_error *err)
 {
     size_t T = PREFIX + 2 * b->a.doc_tokens + MIDDLE + SUFFIX, L = b->cfg.n_layers;
-    kvz_cuda_forward_options fo = {0, b->a.bf16 ? KVZ_CUDA_BF16 : KVZ_CUDA_FP32, T};
-    int rc = kvz_cuda_forward_create_random(&b->cfg, 1234, &fo, &b->fwd, err);
+    kvz_forward_options fo = {0};
+    fo.device = KVZ_BACKEND_CUDA, fo.precision = b->a.bf16 ? KVZ_BF16 : KVZ_F32, fo.max_tokens = T;
+    int rc = kvz_forward_create_random(&b->cfg, 1234, &fo, &b->fwd, err);
     kvz_cuda_pipeline_shape sh = {2, b->a.samples, L, b->cfg.d_model, b->cfg.n_kv_heads, 1,
                                   b->a.bf16};
-    rc = rc ? rc : kvz_cuda_pipeline_create(kvz_cuda_forward_stream(b->fwd), &sh, &b->pipe, err);
+    rc = rc ? rc : kvz_cuda_pipeline_create(kvz_backend_stream(kvz_forward_backend(b->fwd)), &sh,
+                                            &b->pipe, err);
     for (int s = 0; rc == KVZ_OK && s < 2; s++) {
         b->host_hidden[s] = kvz_cuda_pinned_alloc(L * b->a.samples * b->cfg.d_model * 4);
         b->host_scores[s] = kvz_cuda_pinned_alloc(L * b->a.samples * b->cfg.n_kv_heads * 4);
@@ -166,7 +169,7 @@ static int setup(bench *b, kvz_error *err)
 static void teardown(bench *b)
 {
     kvz_cuda_pipeline_free(b->pipe);
-    kvz_cuda_forward_free(b->fwd);
+    kvz_forward_free(b->fwd);
     for (int s = 0; s < 2; s++)
         kvz_cuda_pinned_free(b->host_hidden[s]), kvz_cuda_pinned_free(b->host_scores[s]);
     free(b->prompt.ids);
@@ -198,13 +201,13 @@ static double peak_tflops(const char *name, const char **which)
 static int time_forward(bench *b, size_t reps, double *seconds, kvz_error *err)
 {
     kvz_oracle_prompt *p = &b->prompt;
-    int rc = kvz_cuda_sync(err);
+    int rc = kvz_backend_sync(kvz_forward_backend(b->fwd), err);
     double t0 = now_s();
     for (size_t r = 0; rc == KVZ_OK && r < reps; r++) {
-        kvz_cuda_forward_reset(b->fwd);
-        rc = kvz_cuda_forward_run(b->fwd, p->ids, p->n_ids, NULL, NULL, 0, NULL, err);
+        kvz_forward_reset(b->fwd);
+        rc = kvz_forward_run(b->fwd, p->ids, p->n_ids, NULL, NULL, 0, NULL, err);
     }
-    rc = rc ? rc : kvz_cuda_sync(err);
+    rc = rc ? rc : kvz_backend_sync(kvz_forward_backend(b->fwd), err);
     *seconds = (now_s() - t0) / (double)reps;
     return rc;
 }
@@ -216,7 +219,7 @@ static int run(bench *b, kvz_error *err)
     int rc = setup(b, err);
     t_setup = now_s() - t_setup;
     rc = rc ? rc : run_doc(b, 0, used, err); /* warm-up */
-    rc = rc ? rc : kvz_cuda_sync(err);
+    rc = rc ? rc : kvz_backend_sync(kvz_forward_backend(b->fwd), err);
     double t0 = now_s();
     for (size_t d = 1; rc == KVZ_OK && d <= b->a.docs; d++)
         rc = run_doc(b, d, used, err);
@@ -241,7 +244,7 @@ static int run(bench *b, kvz_error *err)
            info.name, which, b->a.bf16 ? "bfloat16" : "float32", b->cfg.n_layers,
            b->cfg.d_model, b->a.docs, T, b->a.samples, t_setup, per_doc, (double)T / per_doc,
            fwd_s, flops / fwd_s / 1e12, peak > 0 ? flops / fwd_s / peak : 0.0,
-           peak > 0 ? flops / per_doc / peak : 0.0, kvz_cuda_forward_peak_device_bytes(b->fwd));
+           peak > 0 ? flops / per_doc / peak : 0.0, kvz_forward_peak_device_bytes(b->fwd));
     return KVZ_OK;
 }
 

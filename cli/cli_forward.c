@@ -12,6 +12,7 @@
 
 #include <cblas.h>
 
+#include "../kernels/kvz_cuda.h"
 #include "commands.h"
 
 int cli_parse_threads(const char *cmd, const char *text, int *out)
@@ -92,12 +93,51 @@ int cli_parse_ids(const char *cmd, const char *text, int32_t **ids, size_t *n)
     return 0;
 }
 
-int cli_model_open(const char *cmd, const char *path, int n_threads, size_t max_tokens,
-                   int want_tokenizer, cli_model *m)
+const char CLI_DEVICE_HELP[] =
+    "  --device D       auto (cuda when a device is visible; default), cpu, cuda\n"
+    "  --precision P    cuda: bfloat16 (default) or float32; the cpu is always float32\n";
+
+int cli_is_device_flag(const char *opt)
+{
+    return !strcmp(opt, "--device") || !strcmp(opt, "--precision");
+}
+
+int cli_parse_device_flag(const char *cmd, const char *opt, const char *value, cli_device *d)
+{
+    const char *key = !strcmp(opt, "--device") ? "model.device" : "model.precision";
+    for (int v = 0; kvz_config_enum_name(key, v); v++)
+        if (!strcmp(kvz_config_enum_name(key, v), value)) {
+            *(!strcmp(opt, "--device") ? &d->device : &d->precision) = v;
+            return 0;
+        }
+    char msg[300];
+    snprintf(msg, sizeof msg, "%s must be %s, got '%.150s'", opt,
+             !strcmp(opt, "--device") ? "auto, cpu or cuda" : "bfloat16 or float32", value);
+    cli_error(cmd, msg);
+    return 2;
+}
+
+/* The forward's options for dev: auto resolved (cuda when this build has it
+ * and a device is visible), bf16 only on cuda. */
+static kvz_forward_options forward_options(const cli_device *dev, int n_threads,
+                                           size_t max_tokens)
+{
+    cli_device d = dev ? *dev : (cli_device)CLI_DEVICE_DEFAULT;
+    int cuda = d.device == KVZ_DEVICE_CUDA ||
+               (d.device == KVZ_DEVICE_AUTO && kvz_backend_compiled(KVZ_BACKEND_CUDA) &&
+                kvz_cuda_device_count(NULL) > 0);
+    kvz_forward_options o = {.n_threads = n_threads, .max_tokens = max_tokens};
+    o.device = cuda ? KVZ_BACKEND_CUDA : KVZ_BACKEND_CPU;
+    o.precision = cuda && d.precision == KVZ_PRECISION_BFLOAT16 ? KVZ_BF16 : KVZ_F32;
+    return o;
+}
+
+int cli_model_open(const char *cmd, const char *path, const cli_device *dev, int n_threads,
+                   size_t max_tokens, int want_tokenizer, cli_model *m)
 {
     memset(m, 0, sizeof *m);
     kvz_error err = {0};
-    kvz_forward_options opt = {n_threads, max_tokens, 0};
+    kvz_forward_options opt = forward_options(dev, n_threads, max_tokens);
     int rc = kvz_checkpoint_open(path, &m->ck, &err);
     if (!rc && want_tokenizer)
         rc = kvz_tokenizer_load(path, &m->tok, &err);

@@ -7,9 +7,25 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../common/config.h"
 #include "../model/checkpoint.h"
 #include "../model/forward.h"
 #include "../model/tokenizer.h"
+
+/* Where the forward runs: --device auto|cpu|cuda (auto: cuda when a device
+ * is visible, else cpu) and --precision bfloat16|float32 (cuda only; the cpu
+ * pass is always float32), with the defaults of `kvzap oracle`. */
+typedef struct cli_device {
+    int device;    /* KVZ_DEVICE_* */
+    int precision; /* KVZ_PRECISION_* */
+} cli_device;
+#define CLI_DEVICE_DEFAULT {KVZ_DEVICE_AUTO, KVZ_PRECISION_BFLOAT16}
+/* The two lines --help prints for them. */
+extern const char CLI_DEVICE_HELP[];
+/* 1 when opt is --device or --precision. */
+int cli_is_device_flag(const char *opt);
+/* Parses one of them; prints the error and returns 2 on nonsense. */
+int cli_parse_device_flag(const char *cmd, const char *opt, const char *value, cli_device *d);
 
 typedef struct cli_model {
     kvz_checkpoint *ck;
@@ -23,10 +39,11 @@ int cli_parse_threads(const char *cmd, const char *text, int *out);
 int cli_parse_size(const char *cmd, const char *opt, const char *text, size_t *out);
 /* "1,2,3" (commas and/or spaces) -> malloc'ed ids; prints the error, returns 2. */
 int cli_parse_ids(const char *cmd, const char *text, int32_t **ids, size_t *n);
-/* Opens path (checkpoint + forward with n_threads and max_tokens, tokenizer
- * when want_tokenizer). Prints "kvzap <cmd>: <msg>" and returns 1 on failure. */
-int cli_model_open(const char *cmd, const char *path, int n_threads, size_t max_tokens,
-                   int want_tokenizer, cli_model *m);
+/* Opens path (checkpoint + forward on dev (NULL: the defaults) with
+ * n_threads and max_tokens, tokenizer when want_tokenizer). Prints "kvzap
+ * <cmd>: <msg>" and returns 1 on failure. */
+int cli_model_open(const char *cmd, const char *path, const cli_device *dev, int n_threads,
+                   size_t max_tokens, int want_tokenizer, cli_model *m);
 void cli_model_close(cli_model *m);
 /* OpenBLAS 0.3.21 (Debian 12) does not recognise recent Xeons and falls back
  * to its Prescott (SSE3) kernels, 3-5x slower than its AVX-512/AVX2 ones. The

@@ -13,10 +13,10 @@
 
 static const char USAGE[] =
     "usage: kvzap generate [MODEL] --prompt TEXT [--chat] [--system S] [--max-tokens N]\n"
-    "                      [--threads N] [--ids]\n";
+    "                      [--threads N] [--device D] [--precision P] [--ids]\n";
 
 static const char HELP[] =
-    "\nGreedy generation with the fp32 CPU forward pass. The prompt is tokenized\n"
+    "\nGreedy generation with the forward pass (cpu or cuda). The prompt is tokenized\n"
     "with BOS/EOS as HF adds them; generation stops at any EOS id of the config\n"
     "or the tokenizer, or after --max-tokens new tokens. The new text is streamed\n"
     "to stdout as tokenizer.decode(new ids, skip_special_tokens=True).\n\n"
@@ -27,12 +27,14 @@ static const char HELP[] =
     "  --system S       with --chat: a system message first\n"
     "  --max-tokens N   new tokens at most (default 64)\n"
     "  --threads N      compute threads (default: all cores)\n"
+    "%s"
     "  --ids            print the new token ids (space-separated) instead of text\n";
 
 typedef struct generate_args {
     const char *model, *prompt, *system;
     size_t max_new;
     int chat, threads, print_ids;
+    cli_device dev;
 } generate_args;
 
 static int parse_value(generate_args *a, const char *opt, const char *value)
@@ -43,6 +45,8 @@ static int parse_value(generate_args *a, const char *opt, const char *value)
         a->system = value;
     else if (!strcmp(opt, "--max-tokens"))
         return cli_parse_size("generate", "--max-tokens", value, &a->max_new);
+    else if (cli_is_device_flag(opt))
+        return cli_parse_device_flag("generate", opt, value, &a->dev);
     else
         return cli_parse_threads("generate", value, &a->threads);
     return 0;
@@ -53,7 +57,7 @@ static int parse_args(int argc, char **argv, generate_args *a)
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
         if (!strcmp(s, "--prompt") || !strcmp(s, "--system") || !strcmp(s, "--max-tokens") ||
-            !strcmp(s, "--threads")) {
+            !strcmp(s, "--threads") || cli_is_device_flag(s)) {
             if (i + 1 >= argc) {
                 char msg[128];
                 snprintf(msg, sizeof msg, "%s needs a value", s);
@@ -185,11 +189,12 @@ static int decode_loop(const generate_args *a, cli_model *m, const kvz_tokens *p
 int cmd_generate(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
-        printf("%s%s", USAGE, HELP);
+        printf("%s", USAGE);
+        printf(HELP, CLI_DEVICE_HELP);
         return 0;
     }
     cli_tune_openblas();
-    generate_args a = {NULL, NULL, NULL, 64, 0, 0, 0};
+    generate_args a = {NULL, NULL, NULL, 64, 0, 0, 0, CLI_DEVICE_DEFAULT};
     int rc = parse_args(argc, argv, &a);
     if (rc)
         return rc;
@@ -199,7 +204,7 @@ int cmd_generate(int argc, char **argv)
     cli_model m;
     kvz_tokens toks = {0};
     kvz_error err = {0};
-    rc = cli_model_open("generate", a.model, a.threads, 0, 1, &m);
+    rc = cli_model_open("generate", a.model, &a.dev, a.threads, 0, 1, &m);
     if (!rc && kvz_tokenize(m.tok, text, strlen(text), 1, &toks, &err))
         rc = cli_error("generate", err.msg);
     if (!rc && toks.n == 0)

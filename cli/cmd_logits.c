@@ -15,7 +15,7 @@ char *openblas_get_corename(void);
 
 static const char USAGE[] =
     "usage: kvzap logits [MODEL] (--text STR | --ids 1,2,3) [--all] --out FILE.f32 [--json]\n"
-    "                    [--threads N] [--bench [--repeat N]]\n";
+    "                    [--threads N] [--device D] [--precision P] [--bench [--repeat N]]\n";
 
 static const char HELP[] =
     "\nRuns the fp32 CPU forward pass (batch 1) and writes the logits as raw\n"
@@ -28,6 +28,7 @@ static const char HELP[] =
     "  --out FILE    output file (written atomically); optional with --bench\n"
     "  --json        print {\"n_tokens\", \"rows\", \"vocab\", \"argmax\", ...} as JSON\n"
     "  --threads N   compute threads (default: all cores)\n"
+    "%s"
     "  --bench       also print prefill seconds, tokens/s, GFLOP/s (whole pass and\n"
     "                sgemm projections) and peak RSS\n"
     "  --repeat N    with --bench: run the pass N times (cache reset between runs)\n"
@@ -37,6 +38,7 @@ typedef struct logits_args {
     const char *model, *text, *ids, *out;
     int all, json, bench, threads;
     size_t repeat;
+    cli_device dev;
 } logits_args;
 
 static int parse_args(int argc, char **argv, logits_args *a)
@@ -46,7 +48,8 @@ static int parse_args(int argc, char **argv, logits_args *a)
         const char **value = !strcmp(s, "--text") ? &a->text : !strcmp(s, "--ids") ? &a->ids
                            : !strcmp(s, "--out") ? &a->out : NULL;
         int is_threads = !strcmp(s, "--threads"), is_repeat = !strcmp(s, "--repeat");
-        if ((value || is_threads || is_repeat) && i + 1 >= argc) {
+        int is_device = cli_is_device_flag(s);
+        if ((value || is_threads || is_repeat || is_device) && i + 1 >= argc) {
             char msg[128];
             snprintf(msg, sizeof msg, "%s needs a value", s);
             return cli_usage_error("logits", msg, USAGE);
@@ -55,6 +58,9 @@ static int parse_args(int argc, char **argv, logits_args *a)
             *value = argv[++i];
         else if (is_repeat) {
             if (cli_parse_size("logits", "--repeat", argv[++i], &a->repeat))
+                return 2;
+        } else if (is_device) {
+            if (cli_parse_device_flag("logits", s, argv[++i], &a->dev))
                 return 2;
         } else if (is_threads) {
             if (cli_parse_threads("logits", argv[++i], &a->threads))
@@ -193,16 +199,18 @@ static int run_logits(const logits_args *a, cli_model *m, const int32_t *ids, si
 int cmd_logits(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
-        printf("%s%s", USAGE, HELP);
+        printf("%s", USAGE);
+        printf(HELP, CLI_DEVICE_HELP);
         return 0;
     }
     cli_tune_openblas();
     logits_args a = {0};
+    a.dev = (cli_device)CLI_DEVICE_DEFAULT;
     int rc = parse_args(argc, argv, &a);
     if (rc)
         return rc;
     cli_model m;
-    if (cli_model_open("logits", a.model, a.threads, 0, a.text != NULL, &m))
+    if (cli_model_open("logits", a.model, &a.dev, a.threads, 0, a.text != NULL, &m))
         return 1;
     int32_t *ids = NULL;
     size_t n = 0;

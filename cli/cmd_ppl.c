@@ -11,7 +11,8 @@
 #include "commands.h"
 
 static const char USAGE[] =
-    "usage: kvzap ppl [MODEL] FILE [--window N=512] [--stride N=256] [--threads N] [--bench]\n";
+    "usage: kvzap ppl [MODEL] FILE [--window N=512] [--stride N=256] [--threads N]\n"
+    "                 [--device D] [--precision P] [--bench]\n";
 
 static const char HELP[] =
     "\nPerplexity of FILE (UTF-8 text, tokenized with BOS/EOS as HF adds them)\n"
@@ -29,12 +30,14 @@ static const char HELP[] =
     "  --window N    tokens per window (default 512; at most the context length)\n"
     "  --stride N    tokens between window starts (default 256; <= window)\n"
     "  --threads N   compute threads (default: all cores)\n"
+    "%s"
     "  --bench       also print seconds, tokens/s and peak RSS\n";
 
 typedef struct ppl_args {
     const char *model, *file;
     size_t window, stride;
     int threads, bench;
+    cli_device dev;
 } ppl_args;
 
 static int parse_value(ppl_args *a, const char *opt, const char *value)
@@ -43,6 +46,8 @@ static int parse_value(ppl_args *a, const char *opt, const char *value)
         return cli_parse_size("ppl", "--window", value, &a->window);
     if (!strcmp(opt, "--stride"))
         return cli_parse_size("ppl", "--stride", value, &a->stride);
+    if (cli_is_device_flag(opt))
+        return cli_parse_device_flag("ppl", opt, value, &a->dev);
     return cli_parse_threads("ppl", value, &a->threads);
 }
 
@@ -52,7 +57,8 @@ static int parse_args(int argc, char **argv, ppl_args *a)
     int n_pos = 0;
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
-        if (!strcmp(s, "--window") || !strcmp(s, "--stride") || !strcmp(s, "--threads")) {
+        if (!strcmp(s, "--window") || !strcmp(s, "--stride") || !strcmp(s, "--threads") ||
+            cli_is_device_flag(s)) {
             if (i + 1 >= argc) {
                 char msg[128];
                 snprintf(msg, sizeof msg, "%s needs a value", s);
@@ -175,16 +181,17 @@ static int run_ppl(const ppl_args *a, cli_model *m, const kvz_tokens *toks)
 int cmd_ppl(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
-        printf("%s%s", USAGE, HELP);
+        printf("%s", USAGE);
+        printf(HELP, CLI_DEVICE_HELP);
         return 0;
     }
     cli_tune_openblas();
-    ppl_args a = {NULL, NULL, 512, 256, 0, 0};
+    ppl_args a = {NULL, NULL, 512, 256, 0, 0, CLI_DEVICE_DEFAULT};
     int rc = parse_args(argc, argv, &a);
     if (rc)
         return rc;
     cli_model m;
-    if (cli_model_open("ppl", a.model, a.threads, a.window, 1, &m))
+    if (cli_model_open("ppl", a.model, &a.dev, a.threads, a.window, 1, &m))
         return 1;
     kvz_tokens toks = {0};
     rc = read_ids(&a, m.tok, &toks);

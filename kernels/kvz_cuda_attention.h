@@ -1,10 +1,8 @@
-/* kvz_cuda_attention: the plain-C face of the GPU forward pass's attention
- * kernel (no CUDA headers here), so tests can compare it with the CPU op
- * kvz_attention (ops/ops.h) directly. Implemented by
- * kernels/cuda_forward_attention.cu in CUDA builds and by
- * kernels/cuda_forward_nocuda.c (KVZ_EUNSUPPORTED) otherwise; the bf16
- * tensor-core variant by kernels/cuda_forward_attention_tc.cu and
- * kernels/cuda_forward_attention_tc_nocuda.c. */
+/* kvz_cuda_attention: the CUDA backend's attention kernels (no CUDA headers
+ * here), called by kernels/backend_cuda.cu for kvz_op_attention. CUDA builds
+ * only: everything else reaches them through the op interface
+ * (ops/backend.h). Implemented by kernels/cuda_forward_attention.cu and, the
+ * bf16 tensor-core variant, kernels/cuda_forward_attention_tc.cu. */
 #ifndef KVZ_CUDA_ATTENTION_H
 #define KVZ_CUDA_ATTENTION_H
 

@@ -63,7 +63,7 @@ typedef struct kvz_cuda_pipeline_shape {
     int tensor_cores;          /* score on tensor cores (BF16 mode; see the scorer) */
 } kvz_cuda_pipeline_shape;
 
-/* compute_stream: the forward's stream (kvz_cuda_forward_stream). Creates
+/* compute_stream: the forward's stream (kvz_backend_stream of its backend). Creates
  * the copy stream, the events and the staging buffers. */
 int kvz_cuda_pipeline_create(void *compute_stream, const kvz_cuda_pipeline_shape *shape,
                              kvz_cuda_pipeline **out, kvz_error *err);

@@ -1,17 +1,14 @@
 /* forward_run: kvz_forward_run, the per-layer pass over a chunk of tokens
  * (embedding, attention block with KV-cache append and taps, MLP block, final
- * norm and LM head) plus the input checks and KV-cache growth it needs. */
+ * norm and LM head) plus the input checks, KV-cache growth and scratch it
+ * needs; every step is one op of the backend interface (ops/backend.h), so
+ * this one pass runs on the cpu and on cuda. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../ops/ops.h"
 #include "forward_internal.h"
-
-/* Scratch views for n tokens, carved from f->scratch. */
-typedef struct run_buffers {
-    float *h, *x, *qkv, *q, *attn, *proj, *gate_up, *act, *lse;
-} run_buffers;
 
 static int check_ids(const kvz_model_config *c, const char *source, const int32_t *ids,
                      size_t n, kvz_error *err)
@@ -73,6 +70,29 @@ size_t kvz_forward_cache_grow_to(size_t cap, size_t need, size_t max_tokens)
     return grown > max_tokens ? max_tokens : grown;
 }
 
+/* Moves one layer's cache buffer to a new allocation of cap rows, keeping
+ * the cached rows. */
+static int regrow(kvz_forward *f, kvz_buf *buf, size_t cap, size_t row, const char *what,
+                  kvz_error *err)
+{
+    kvz_buf fresh;
+    kvz_error why = {0};
+    int rc = kvz_backend_alloc(f->be, KVZ_F32, cap * row, what, &fresh, &why);
+    if (rc)
+        return kvz_fail(err, rc, "%s: cannot grow the KV cache to %zu tokens: %s", f->source,
+                        cap, why.msg);
+    if (buf->data && f->n_cached)
+        rc = kvz_backend_copy(f->be, fresh.data, buf->data, f->n_cached * row * sizeof(float),
+                              err);
+    if (rc) {
+        kvz_backend_free(f->be, &fresh);
+        return rc;
+    }
+    kvz_backend_free(f->be, buf);
+    *buf = fresh;
+    return KVZ_OK;
+}
+
 static int grow_cache(kvz_forward *f, size_t need, kvz_error *err)
 {
     if (need <= f->cap)
@@ -80,122 +100,97 @@ static int grow_cache(kvz_forward *f, size_t need, kvz_error *err)
     size_t cap = kvz_forward_cache_grow_to(f->cap, need, f->max_tokens);
     size_t row = f->cfg.n_kv_heads * f->cfg.head_dim;
     for (size_t l = 0; l < f->cfg.n_layers; l++) {
-        float *k = realloc(f->k_cache[l], cap * row * sizeof *k);
-        if (k)
-            f->k_cache[l] = k;
-        float *v = k ? realloc(f->v_cache[l], cap * row * sizeof *v) : NULL;
-        if (v)
-            f->v_cache[l] = v;
-        if (!k || !v)
-            return kvz_fail(err, KVZ_ENOMEM, "%s: cannot grow the KV cache to %zu tokens",
-                            f->source, cap);
+        int rc = regrow(f, &f->k_cache[l], cap, row, "the K cache", err);
+        rc = rc ? rc : regrow(f, &f->v_cache[l], cap, row, "the V cache", err);
+        if (rc)
+            return rc;
     }
     f->cap = cap;
     return KVZ_OK;
 }
 
-static int get_buffers(kvz_forward *f, size_t n, run_buffers *b, kvz_error *err)
+/* The scratch views for n tokens, one allocation (kept when large enough). */
+static int get_buffers(kvz_forward *f, size_t n, kvz_error *err)
 {
     const kvz_model_config *c = &f->cfg;
     size_t D = c->d_model, Q = c->n_heads * c->head_dim, KV = c->n_kv_heads * c->head_dim;
     size_t widths[9] = {D, D, Q + 2 * KV, Q, Q, D, 2 * c->d_ff, c->d_ff, c->n_heads};
-    size_t total = 0;
-    for (int i = 0; i < 9; i++)
-        total += n * widths[i];
-    if (total > f->scratch_floats) {
-        float *s = realloc(f->scratch, total * sizeof *s);
-        if (!s)
-            return kvz_fail(err, KVZ_ENOMEM, "%s: cannot allocate %zu MiB of scratch for %zu tokens",
-                            f->source, total * sizeof(float) >> 20, n);
-        f->scratch = s;
-        f->scratch_floats = total;
-    }
+    run_buffers *b = &f->b;
     float **views[9] = {&b->h,    &b->x,       &b->qkv, &b->q,  &b->attn,
                         &b->proj, &b->gate_up, &b->act, &b->lse};
+    if (n > f->scratch_tokens) {
+        size_t total = 0;
+        for (int i = 0; i < 9; i++)
+            total += n * widths[i];
+        kvz_backend_free(f->be, &f->scratch);
+        f->scratch_tokens = 0;
+        char what[64];
+        snprintf(what, sizeof what, "scratch for %zu tokens", n);
+        int rc = kvz_backend_alloc(f->be, KVZ_F32, total, what, &f->scratch, err);
+        if (rc)
+            return rc;
+        f->scratch_tokens = n;
+    }
     size_t at = 0;
-    for (int i = 0; i < 9; i++) {
-        *views[i] = f->scratch + at;
-        at += n * widths[i];
+    for (int i = 0; i < 9; i++) { /* views for scratch_tokens, so they never move */
+        *views[i] = (float *)f->scratch.data + at;
+        at += f->scratch_tokens * widths[i];
     }
     return KVZ_OK;
 }
 
 /* x -> q (own buffer), new k/v rows into the cache; q/k norm; RoPE. */
-static void attention_inputs(kvz_forward *f, const layer_weights *w, size_t l, size_t n,
-                             run_buffers *b)
+static int attention_inputs(kvz_forward *f, const layer_weights *w, size_t l, size_t n,
+                            kvz_error *err)
 {
     const kvz_model_config *c = &f->cfg;
+    kvz_backend *be = f->be;
+    run_buffers *b = &f->b;
     size_t dh = c->head_dim, Q = c->n_heads * dh, KV = c->n_kv_heads * dh, W = Q + 2 * KV;
     size_t pos0 = f->n_cached;
-    kvz_linear(b->x, w->w_qkv, w->b_qkv, b->qkv, n, c->d_model, W);
-    float *k_new = f->k_cache[l] + pos0 * KV, *v_new = f->v_cache[l] + pos0 * KV;
-    for (size_t t = 0; t < n; t++) {
-        memcpy(b->q + t * Q, b->qkv + t * W, Q * sizeof(float));
-        memcpy(k_new + t * KV, b->qkv + t * W + Q, KV * sizeof(float));
-        memcpy(v_new + t * KV, b->qkv + t * W + Q + KV, KV * sizeof(float));
-    }
+    const float *inv_freq = kvz_buf_f32(f->inv_freq);
+    float *k_new = kvz_buf_f32(f->k_cache[l]) + pos0 * KV;
+    float *v_new = kvz_buf_f32(f->v_cache[l]) + pos0 * KV;
     float eps = (float)c->rms_norm_eps;
+    int rc = kvz_op_linear(be, b->x, w->w_qkv, w->b_qkv, b->qkv, n, c->d_model, W, err);
+    rc = rc ? rc : kvz_op_copy_rows(be, b->q, Q, b->qkv, W, n, Q, err);
+    rc = rc ? rc : kvz_op_copy_rows(be, k_new, KV, b->qkv + Q, W, n, KV, err);
+    rc = rc ? rc : kvz_op_copy_rows(be, v_new, KV, b->qkv + Q + KV, W, n, KV, err);
     if (w->q_norm) {
-        kvz_rmsnorm(b->q, w->q_norm, b->q, n * c->n_heads, dh, eps);
-        kvz_rmsnorm(k_new, w->k_norm, k_new, n * c->n_kv_heads, dh, eps);
+        rc = rc ? rc : kvz_op_rmsnorm(be, b->q, w->q_norm, b->q, n * c->n_heads, dh, eps, err);
+        rc = rc ? rc : kvz_op_rmsnorm(be, k_new, w->k_norm, k_new, n * c->n_kv_heads, dh, eps, err);
     }
-    kvz_rope_apply(b->q, n, c->n_heads, dh, pos0, f->inv_freq);
-    kvz_rope_apply(k_new, n, c->n_kv_heads, dh, pos0, f->inv_freq);
+    rc = rc ? rc : kvz_op_rope(be, b->q, n, c->n_heads, dh, pos0, inv_freq, err);
+    return rc ? rc : kvz_op_rope(be, k_new, n, c->n_kv_heads, dh, pos0, inv_freq, err);
 }
 
-static void add_into(float *h, const float *d, size_t count)
+/* The tap's fp32 W_o: the weight itself, or (bf16) a converted copy. */
+static int tap_w_o(kvz_forward *f, const layer_weights *w, const float **out, kvz_error *err)
 {
-    for (size_t i = 0; i < count; i++)
-        h[i] += d[i];
+    *out = kvz_buf_f32(w->w_o);
+    if (*out)
+        return KVZ_OK;
+    int rc = f->w_o_f32.data ? KVZ_OK
+                             : kvz_backend_alloc(f->be, KVZ_F32, w->w_o.numel,
+                                                 "the tap's fp32 W_o", &f->w_o_f32, err);
+    rc = rc ? rc : kvz_op_convert(f->be, f->w_o_f32, w->w_o, err);
+    *out = kvz_buf_f32(f->w_o_f32);
+    return rc;
 }
 
-/* Row-chunked parallel RMSNorm and SwiGLU (chunks of 64 rows). */
-typedef struct rows_job {
-    const float *in, *w;
-    float *out;
-    size_t n_rows, width;
-    float eps;
-} rows_job;
-
-enum { ROWS_PER_ITEM = 64 };
-
-static void rmsnorm_item(void *ctx, size_t i)
-{
-    rows_job *j = ctx;
-    size_t r0 = i * ROWS_PER_ITEM, n = j->n_rows - r0 < ROWS_PER_ITEM ? j->n_rows - r0 : ROWS_PER_ITEM;
-    kvz_rmsnorm(j->in + r0 * j->width, j->w, j->out + r0 * j->width, n, j->width, j->eps);
-}
-
-static void swiglu_item(void *ctx, size_t i)
-{
-    rows_job *j = ctx;
-    size_t r0 = i * ROWS_PER_ITEM, n = j->n_rows - r0 < ROWS_PER_ITEM ? j->n_rows - r0 : ROWS_PER_ITEM;
-    kvz_swiglu(j->in + r0 * 2 * j->width, j->out + r0 * j->width, n, j->width);
-}
-
-static void rmsnorm_rows(const float *x, const float *w, float *y, size_t n, size_t dim, float eps)
-{
-    rows_job j = {x, w, y, n, dim, eps};
-    kvz_parallel_for((n + ROWS_PER_ITEM - 1) / ROWS_PER_ITEM, rmsnorm_item, &j);
-}
-
-static void swiglu_rows(const float *gate_up, float *out, size_t n, size_t d_ff)
-{
-    rows_job j = {gate_up, NULL, out, n, d_ff, 0.0f};
-    kvz_parallel_for((n + ROWS_PER_ITEM - 1) / ROWS_PER_ITEM, swiglu_item, &j);
-}
-
-static int attention_block(kvz_forward *f, size_t l, size_t n, run_buffers *b, kvz_tap_fn tap,
-                           void *user, kvz_error *err)
+static int attention_block(kvz_forward *f, size_t l, size_t n, kvz_tap_fn tap, void *user,
+                           kvz_error *err)
 {
     const kvz_model_config *c = &f->cfg;
     const layer_weights *w = &f->layers[l];
+    kvz_backend *be = f->be;
+    run_buffers *b = &f->b;
     size_t D = c->d_model, Q = c->n_heads * c->head_dim;
-    rmsnorm_rows(b->h, w->in_norm, b->x, n, D, (float)c->rms_norm_eps);
-    attention_inputs(f, w, l, n, b);
+    int rc = kvz_op_rmsnorm(be, b->h, w->in_norm, b->x, n, D, (float)c->rms_norm_eps, err);
+    rc = rc ? rc : attention_inputs(f, w, l, n, err);
     kvz_attn_args a = {b->q,
-                       f->k_cache[l],
-                       f->v_cache[l],
+                       kvz_buf_f32(f->k_cache[l]),
+                       kvz_buf_f32(f->v_cache[l]),
                        b->attn,
                        n,
                        f->n_cached,
@@ -205,62 +200,95 @@ static int attention_block(kvz_forward *f, size_t l, size_t n, run_buffers *b, k
                        f->attn_block,
                        1.0f / sqrtf((float)c->head_dim),
                        tap ? b->lse : NULL};
-    if (kvz_attention(&a))
-        return kvz_fail(err, KVZ_ENOMEM, "%s: out of memory in attention", f->source);
-    if (tap) {
-        kvz_layer_tap t = {l,    f->n_cached,   n, b->x, b->q, f->k_cache[l], f->v_cache[l],
-                           w->w_o, b->lse};
-        int rc = tap(&t, user, err);
-        if (rc)
-            return rc;
+    rc = rc ? rc : kvz_op_attention(be, &a, f->dtype, err);
+    if (!rc && tap) {
+        const float *w_o = NULL;
+        rc = tap_w_o(f, w, &w_o, err);
+        kvz_layer_tap t = {l,   f->n_cached, n,     b->x, b->q, a.k, a.v,
+                           w_o, b->lse,      f->be};
+        rc = rc ? rc : tap(&t, user, err);
     }
-    kvz_linear(b->attn, w->w_o, w->b_o, b->proj, n, Q, D);
-    add_into(b->h, b->proj, n * D);
-    return KVZ_OK;
+    rc = rc ? rc : kvz_op_linear(be, b->attn, w->w_o, w->b_o, b->proj, n, Q, D, err);
+    return rc ? rc : kvz_op_add(be, b->h, b->proj, n * D, err);
 }
 
-static void mlp_block(kvz_forward *f, size_t l, size_t n, run_buffers *b)
+static int mlp_block(kvz_forward *f, size_t l, size_t n, kvz_error *err)
 {
     const kvz_model_config *c = &f->cfg;
     const layer_weights *w = &f->layers[l];
+    kvz_backend *be = f->be;
+    run_buffers *b = &f->b;
     size_t D = c->d_model, F = c->d_ff;
-    rmsnorm_rows(b->h, w->post_norm, b->x, n, D, (float)c->rms_norm_eps);
-    kvz_linear(b->x, w->w_gate_up, w->b_gate_up, b->gate_up, n, D, 2 * F);
-    swiglu_rows(b->gate_up, b->act, n, F);
-    kvz_linear(b->act, w->w_down, w->b_down, b->proj, n, F, D);
-    add_into(b->h, b->proj, n * D);
+    int rc = kvz_op_rmsnorm(be, b->h, w->post_norm, b->x, n, D, (float)c->rms_norm_eps, err);
+    rc = rc ? rc : kvz_op_linear(be, b->x, w->w_gate_up, w->b_gate_up, b->gate_up, n, D, 2 * F, err);
+    rc = rc ? rc : kvz_op_swiglu(be, b->gate_up, b->act, n, F, err);
+    rc = rc ? rc : kvz_op_linear(be, b->act, w->w_down, w->b_down, b->proj, n, F, D, err);
+    return rc ? rc : kvz_op_add(be, b->h, b->proj, n * D, err);
 }
 
-static void lm_head(kvz_forward *f, size_t n, run_buffers *b, int mode, float *logits)
+enum { LOGIT_CHUNK_FLOATS = 1 << 25 }; /* 128 MiB of backend logits at a time */
+
+/* Final norm and LM head for the last or every row. Host-memory backends
+ * write the host logits directly; others in row chunks through a backend
+ * buffer. */
+static int lm_head(kvz_forward *f, size_t n, int mode, float *logits, kvz_error *err)
 {
     const kvz_model_config *c = &f->cfg;
-    size_t D = c->d_model;
+    kvz_backend *be = f->be;
+    size_t D = c->d_model, V = c->vocab_size;
     size_t first = mode == KVZ_LOGITS_LAST ? n - 1 : 0, rows = n - first;
-    kvz_rmsnorm(b->h + first * D, f->final_norm, b->x, rows, D, (float)c->rms_norm_eps);
-    kvz_linear(b->x, f->lm_head, NULL, logits, rows, D, c->vocab_size);
+    int rc = kvz_op_rmsnorm(be, f->b.h + first * D, f->final_norm, f->b.x, rows, D,
+                            (float)c->rms_norm_eps, err);
+    if (rc || kvz_backend_host_memory(be))
+        return rc ? rc : kvz_op_linear(be, f->b.x, f->lm_head, NULL, logits, rows, D, V, err);
+    size_t chunk = LOGIT_CHUNK_FLOATS / V ? LOGIT_CHUNK_FLOATS / V : 1;
+    chunk = chunk < rows ? chunk : rows;
+    if (chunk > f->logit_rows) {
+        kvz_backend_free(be, &f->logits);
+        f->logit_rows = 0;
+        rc = kvz_backend_alloc(be, KVZ_F32, chunk * V, "logits", &f->logits, err);
+        f->logit_rows = rc ? 0 : chunk;
+    }
+    for (size_t r0 = 0; !rc && r0 < rows; r0 += chunk) {
+        size_t cnt = rows - r0 < chunk ? rows - r0 : chunk;
+        rc = kvz_op_linear(be, f->b.x + r0 * D, f->lm_head, NULL, kvz_buf_f32(f->logits), cnt,
+                           D, V, err);
+        rc = rc ? rc : kvz_backend_download(be, logits + r0 * V, f->logits.data,
+                                            cnt * V * sizeof(float), err);
+    }
+    return rc;
+}
+
+/* Prefixes a backend's message with the model ("<source>: cuda: ..."). */
+static int name_model(const kvz_forward *f, int rc, kvz_error *err)
+{
+    if (rc && err && strncmp(err->msg, f->source, strlen(f->source)) != 0) {
+        char msg[KVZ_ERRMSG_MAX];
+        snprintf(msg, sizeof msg, "%s", err->msg);
+        kvz_fail(err, rc, "%s: %s", f->source, msg);
+    }
+    return rc;
 }
 
 int kvz_forward_run(kvz_forward *f, const int32_t *ids, size_t n, kvz_tap_fn tap, void *user,
                     int logits_mode, float *logits, kvz_error *err)
 {
-    run_buffers b;
     int rc = kvz_forward_check_run(&f->cfg, f->source, f->max_tokens, f->n_cached, ids, n,
                                    logits_mode, logits, err);
-    rc = rc ? rc : grow_cache(f, f->n_cached + n, err);
-    rc = rc ? rc : get_buffers(f, n, &b, err);
     if (rc)
         return rc;
-    size_t D = f->cfg.d_model;
-    for (size_t t = 0; t < n; t++)
-        memcpy(b.h + t * D, f->embed + (size_t)ids[t] * D, D * sizeof(float));
-    for (size_t l = 0; l < f->cfg.n_layers; l++) {
-        rc = attention_block(f, l, n, &b, tap, user, err);
-        if (rc)
-            return rc; /* the cache keeps its old length: rows past it are garbage */
-        mlp_block(f, l, n, &b);
+    rc = grow_cache(f, f->n_cached + n, err);
+    rc = rc ? rc : get_buffers(f, n, err);
+    rc = rc ? rc : kvz_op_embed(f->be, f->embed, f->cfg.d_model, ids, n, f->b.h, err);
+    for (size_t l = 0; !rc && l < f->cfg.n_layers; l++) {
+        rc = attention_block(f, l, n, tap, user, err);
+        rc = rc ? rc : mlp_block(f, l, n, err);
     }
+    if (!rc && logits_mode) /* else the pass may still be running (its faults show at the
+                               next download or sync) */
+        rc = lm_head(f, n, logits_mode, logits, err);
+    if (rc)
+        return name_model(f, rc, err); /* the cache keeps its old length */
     f->n_cached += n;
-    if (logits_mode)
-        lm_head(f, n, &b, logits_mode, logits);
     return KVZ_OK;
 }

@@ -22,7 +22,7 @@ static void make_ids(int32_t *ids, size_t n, size_t vocab)
 static kvz_forward *make_forward(const kvz_checkpoint *ck, size_t block, size_t max_tokens)
 {
     kvz_error err = {0};
-    kvz_forward_options opt = {2, max_tokens, block};
+    kvz_forward_options opt = {.n_threads = 2, .max_tokens = max_tokens, .attn_block = block};
     kvz_forward *f = NULL;
     int rc = kvz_forward_create(ck, &opt, &f, &err);
     KVZ_CHECK_OK(rc, err);

@@ -272,7 +272,7 @@ static void check_model(const char *model, const char *checkpoint_path)
     int rc = kvz_checkpoint_open(checkpoint_path, &ck, &err);
     KVZ_CHECK_OK(rc, err);
     if (rc == KVZ_OK) {
-        kvz_forward_options opt = {2, 0, 0};
+        kvz_forward_options opt = {.n_threads = 2, .max_tokens = 0, .attn_block = 0};
         rc = kvz_forward_create(ck, &opt, &f, &err);
         KVZ_CHECK_OK(rc, err);
     }

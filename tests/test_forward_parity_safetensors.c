@@ -109,7 +109,7 @@ static float *logits_all(const char *path, const int32_t *ids, size_t n, size_t 
     kvz_checkpoint *ck = NULL;
     kvz_forward *f = NULL;
     float *logits = NULL;
-    kvz_forward_options opt = {2, 0, 0};
+    kvz_forward_options opt = {.n_threads = 2, .max_tokens = 0, .attn_block = 0};
     int rc = kvz_checkpoint_open(path, &ck, &err);
     if (rc == KVZ_OK)
         rc = kvz_forward_create(ck, &opt, &f, &err);

@@ -112,7 +112,7 @@ int main(void)
     kvz_chat_template *tpl = NULL;
     int ok = fwd_fixture_load("smollm2", &fx) == 0;
     ok = ok && kvz_checkpoint_open(gguf, &ck, &err) == KVZ_OK;
-    kvz_forward_options opt = {2, 0, 0};
+    kvz_forward_options opt = {.n_threads = 2, .max_tokens = 0, .attn_block = 0};
     ok = ok && kvz_forward_create(ck, &opt, &f, &err) == KVZ_OK;
     ok = ok && kvz_tokenizer_load(gguf, &tok, &err) == KVZ_OK;
     ok = ok && kvz_chat_template_load(gguf, NULL, &tpl, &err) == KVZ_OK;

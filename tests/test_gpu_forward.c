@@ -1,23 +1,36 @@
-/* test_gpu_forward: the GPU forward pass (kernels/kvz_cuda_forward.h) and its
- * attention kernel (kernels/kvz_cuda_attention.h) against the CPU code:
- *  - kvz_cuda_attention vs kvz_attention on random inputs of awkward sizes
- *    (T 1/37/130, pos0 0 and 19, GQA 6/2 and MHA 3/3, dh 64/80/128, one
- *    dh 256 case): out NMSE <= 1e-6, lse |a-b| <= 1e-5 + 1e-6|ref|, no NaN,
- *    guard floats around both outputs untouched;
- *  - kvz_cuda_attention_bf16 (tensor cores, bf16 Q/K/V/P) vs the same fp32
- *    CPU op on the same sizes: out NMSE <= 1e-3, lse |a-b| <= 2e-2 + 1e-3|ref|
- *    (measured maxima printed; see TC_* below), no NaN, guards untouched;
- *  - the whole pass in FP32 mode vs kvz_forward on the tiny llama3 / qwen2 /
- *    qwen3 / mistral checkpoints and the default model: logits max |diff| <=
- *    1e-3 max|logit|, every layer's tap x/q/k/v/lse NMSE <= 1e-6 and w_o
- *    equal; prefill in two calls (cache) equals one call, taps included;
- *  - BF16 mode: logits NMSE vs the CPU fp32 pass (threshold below), the tap's
- *    w_o within bf16 rounding of the fp32 weight;
+/* test_gpu_forward: the forward pass (model/forward.h) on the cuda backend
+ * (kvz_forward_options.device = KVZ_BACKEND_CUDA) and the backend's attention
+ * op (kvz_op_attention on a cuda backend) against the cpu code:
+ *  - fp32 attention (compute KVZ_F32) vs kvz_attention on random inputs of
+ *    awkward sizes (T 1/37/130, pos0 0 and 19, GQA 6/2 and MHA 3/3, dh
+ *    64/80/128, one dh 256 case): out NMSE <= 1e-6, lse |a-b| <= 1e-5 +
+ *    1e-6|ref|, no NaN, guard floats around both outputs untouched;
+ *  - compute KVZ_BF16 (the tensor-core kernel, bf16 Q/K/V/P, where head_dim
+ *    % 16 == 0 and 16 <= head_dim <= 256) vs the same fp32 CPU op on the same
+ *    sizes: out NMSE <= 1e-3, lse |a-b| <= 2e-2 + 1e-3|ref| (measured maxima
+ *    printed; see TC_* below), no NaN, guards untouched; at a head_dim the
+ *    tensor cores do not take (72) compute KVZ_BF16 falls back to the fp32
+ *    kernel and meets the fp32 tolerances;
+ *  - the whole pass in KVZ_F32 precision vs the cpu pass on the tiny llama3 /
+ *    qwen2 / qwen3 / mistral checkpoints and the default model: logits max
+ *    |diff| <= 1e-3 max|logit|, every layer's tap x/q/k/v/lse NMSE <= 1e-6
+ *    and w_o equal (taps hand out device pointers of tap->backend, a cuda
+ *    backend; downloaded through kvz_backend_download); prefill in two calls
+ *    (cache) equals one call, taps included; device bytes and their peak;
+ *  - KVZ_BF16 precision: logits NMSE vs the cpu fp32 pass (threshold below),
+ *    the tap's w_o within bf16 rounding of the fp32 weight;
  *  - KV cache growth past 256 rows (200 + 100 tokens) and truncate vs the
- *    CPU's one call;
- *  - create_random: deterministic per seed, finite logits;
- *  - error paths (ids, lengths, logits mode, NULLs, device index).
- * Skipped (77) without CUDA or without a device. Under the CPU emulator
+ *    cpu's one call;
+ *  - kvz_forward_create_random on cuda: deterministic per seed, finite logits;
+ *  - error paths (ids, lengths, logits mode, device index, precision) and the
+ *    backend the forward reports (cuda, device memory, the legacy stream).
+ * Dropped with the old GPU-only API (kernels/kvz_cuda_forward.h): the NULL
+ * checkpoint / out / config / handle checks (the unified kvz_forward_* API
+ * takes non-NULL handles, as the cpu pass always did), and "bf16 attention
+ * at head_dim 72 is rejected" (the backend now falls back to the fp32
+ * kernel, checked numerically instead).
+ * Skipped (77) in a build without CUDA or without a device, after checking
+ * that a cuda forward then fails cleanly. Under the CPU emulator
  * (kvz_cuda_emulated() == 1) the sizes shrink (fewer T=130 attention cases;
  * default model: 16 tokens). */
 #include <math.h>
@@ -27,13 +40,11 @@
 #include <string.h>
 
 #include "kernels/kvz_cuda.h"
-#include "kernels/kvz_cuda_attention.h"
-#include "kernels/kvz_cuda_forward.h"
-#include "kernels/kvz_cuda_ops.h"
 #include "kvz_test.h"
 #include "kvz_test_gpu.h"
 #include "model/checkpoint.h"
 #include "model/forward.h"
+#include "ops/backend.h"
 #include "ops/ops.h"
 
 /* bf16 weights: logits NMSE vs the fp32 CPU pass. A PyTorch simulation of
@@ -89,6 +100,78 @@ static int all_finite(const float *v, size_t n)
 
 /* ---------- attention ---------- */
 
+static kvz_backend *g_be; /* the cuda backend of the attention cases */
+
+/* The head_dims compute KVZ_BF16 runs on the tensor cores (the cuda
+ * backend's rule, kvz_cuda_attention_bf16_supported), unless KVZ_ATTENTION=fp32
+ * sends every head_dim to the fp32 kernel. */
+static int tc_kernel(size_t head_dim)
+{
+    const char *env = getenv("KVZ_ATTENTION");
+    if (env && strcmp(env, "fp32") == 0)
+        return 0;
+    return head_dim % 16 == 0 && head_dim >= 16 && head_dim <= 256;
+}
+
+/* n floats of backend memory with KVZ_GUARD guard floats on each side. */
+typedef struct dev_guarded {
+    kvz_buf buf;
+    float *data;
+    size_t n;
+} dev_guarded;
+
+static void dev_create(dev_guarded *g, const float *host_or_NULL, size_t n)
+{
+    kvz_error err = {0};
+    size_t total = n + 2 * KVZ_GUARD;
+    float *tmp = malloc(total * sizeof *tmp);
+    memset(g, 0, sizeof *g);
+    KVZ_CHECK(tmp != NULL, "out of memory");
+    if (!tmp)
+        return;
+    kvz_test_fill_guard(tmp, total);
+    if (host_or_NULL)
+        memcpy(tmp + KVZ_GUARD, host_or_NULL, n * sizeof *tmp);
+    int rc = kvz_backend_alloc(g_be, KVZ_F32, total, "a guarded test array", &g->buf, &err);
+    rc = rc ? rc : kvz_backend_upload(g_be, g->buf.data, tmp, total * sizeof *tmp, &err);
+    KVZ_CHECK_OK(rc, err);
+    free(tmp);
+    g->data = rc == KVZ_OK ? kvz_buf_f32(g->buf) + KVZ_GUARD : NULL;
+    g->n = n;
+}
+
+/* Downloads the data into host[n] and checks both guards. */
+static void dev_fetch(const dev_guarded *g, float *host, const char *what)
+{
+    kvz_error err = {0};
+    size_t total = g->n + 2 * KVZ_GUARD;
+    float *tmp = g->buf.data ? malloc(total * sizeof *tmp) : NULL;
+    KVZ_CHECK(tmp != NULL, "%s: no device array or out of memory", what);
+    if (!tmp)
+        return;
+    int rc = kvz_backend_download(g_be, tmp, g->buf.data, total * sizeof *tmp, &err);
+    KVZ_CHECK_OK(rc, err);
+    KVZ_CHECK(kvz_test_guard_intact(tmp, KVZ_GUARD), "%s: front guard overwritten", what);
+    KVZ_CHECK(kvz_test_guard_intact(tmp + KVZ_GUARD + g->n, KVZ_GUARD),
+              "%s: back guard overwritten", what);
+    memcpy(host, tmp + KVZ_GUARD, g->n * sizeof *host);
+    free(tmp);
+}
+
+/* An input: fetched and compared with what was uploaded (the op must not
+ * write it), then freed. */
+static void dev_check_free(dev_guarded *g, const float *host, const char *what)
+{
+    float *back = malloc((g->n ? g->n : 1) * sizeof *back);
+    if (back && g->buf.data) {
+        dev_fetch(g, back, what);
+        KVZ_CHECK(memcmp(back, host, g->n * sizeof *back) == 0, "%s: an input was written",
+                  what);
+    }
+    free(back);
+    kvz_backend_free(g_be, &g->buf);
+}
+
 /* Largest |a - b| and NMSE sum (a-b)^2 / sum b^2. */
 static void diff_stats(const float *a, const float *b, size_t n, double *max_abs, double *nmse)
 {
@@ -102,33 +185,37 @@ static void diff_stats(const float *a, const float *b, size_t n, double *max_abs
     *nmse = den > 0 ? num / den : num;
 }
 
-/* tc: the bf16 tensor-core kernel (looser tolerances), else the fp32 one. */
-static void attention_case(size_t T, size_t pos0, size_t H, size_t Hkv, size_t dh, int tc)
+/* compute KVZ_BF16: the tensor-core kernel where tc_kernel(dh) (looser
+ * tolerances), else the fp32 kernel (compute KVZ_F32, or the fallback). */
+static void attention_case(size_t T, size_t pos0, size_t H, size_t Hkv, size_t dh,
+                           kvz_dtype compute)
 {
-    char what[112];
+    int tc = compute == KVZ_BF16 && tc_kernel(dh);
+    char what[128];
     snprintf(what, sizeof what, "%s attention T=%zu pos0=%zu H=%zu Hkv=%zu dh=%zu",
-             tc ? "bf16 tc" : "fp32", T, pos0, H, Hkv, dh);
+             compute == KVZ_BF16 ? (tc ? "bf16 tc" : "bf16 (fp32 fallback)") : "fp32", T, pos0,
+             H, Hkv, dh);
     size_t nq = T * H * dh, nkv = (pos0 + T) * Hkv * dh;
     float *q = rand_array(nq, 1.5f), *k = rand_array(nkv, 1.5f), *v = rand_array(nkv, 1.0f);
     float *out = malloc(nq * sizeof *out), *lse = malloc(T * H * sizeof *lse);
     float *gout = malloc(nq * sizeof *gout), *glse = malloc(T * H * sizeof *glse);
     kvz_attn_args a = {q, k, v, out, T, pos0, H, Hkv, dh, 0, 1.0f / sqrtf((float)dh), lse};
     KVZ_CHECK(kvz_attention(&a) == KVZ_OK, "%s: CPU attention failed", what);
-    kvz_guarded dq, dk, dv, dout, dlse;
-    kvz_guarded_create(&dq, q, nq);
-    kvz_guarded_create(&dk, k, nkv);
-    kvz_guarded_create(&dv, v, nkv);
-    kvz_guarded_create(&dout, NULL, nq);
-    kvz_guarded_create(&dlse, NULL, T * H);
+    dev_guarded dq, dk, dv, dout, dlse;
+    dev_create(&dq, q, nq);
+    dev_create(&dk, k, nkv);
+    dev_create(&dv, v, nkv);
+    dev_create(&dout, NULL, nq);
+    dev_create(&dlse, NULL, T * H);
     kvz_attn_args g = a;
     g.q = dq.data, g.k = dk.data, g.v = dv.data, g.out = dout.data, g.lse = dlse.data;
     kvz_error err = {0};
-    int rc = tc ? kvz_cuda_attention_bf16(&g, &err) : kvz_cuda_attention(&g, &err);
+    int rc = kvz_op_attention(g_be, &g, compute, &err);
     KVZ_CHECK_OK(rc, err);
-    rc = kvz_cuda_sync(&err);
+    rc = kvz_backend_sync(g_be, &err);
     KVZ_CHECK_OK(rc, err);
-    kvz_guarded_fetch(&dout, gout, what);
-    kvz_guarded_fetch(&dlse, glse, what);
+    dev_fetch(&dout, gout, what);
+    dev_fetch(&dlse, glse, what);
     KVZ_CHECK(all_finite(gout, nq) && all_finite(glse, T * H), "%s: NaN/Inf in the output", what);
     if (tc) {
         double out_max, out_nmse, lse_max, lse_nmse;
@@ -142,8 +229,8 @@ static void attention_case(size_t T, size_t pos0, size_t H, size_t Hkv, size_t d
         kvz_test_nmse(what, gout, out, nq, 1e-6);
         kvz_test_allclose(what, glse, lse, T * H, 1e-5, 1e-6);
     }
-    kvz_guarded_free(&dq), kvz_guarded_free(&dk), kvz_guarded_free(&dv), kvz_guarded_free(&dout),
-        kvz_guarded_free(&dlse);
+    dev_check_free(&dq, q, what), dev_check_free(&dk, k, what), dev_check_free(&dv, v, what);
+    kvz_backend_free(g_be, &dout.buf), kvz_backend_free(g_be, &dlse.buf);
     free(q), free(k), free(v), free(out), free(lse), free(gout), free(glse);
 }
 
@@ -157,31 +244,37 @@ static void test_attention(void)
                 for (int di = 0; di < 3; di++) {
                     if (emulated() && Ts[ti] == 130 && (hi || di != 2))
                         continue; /* the emulator: one T=130 case per pos0 */
-                    attention_case(Ts[ti], pos0s[pi], heads[hi][0], heads[hi][1], dhs[di], 0);
+                    attention_case(Ts[ti], pos0s[pi], heads[hi][0], heads[hi][1], dhs[di],
+                                   KVZ_F32);
                 }
-    attention_case(33, 5, 2, 1, 256, 0); /* the largest head_dim: opt-in shared memory */
-    attention_case(3, 0, 4, 2, 2, 0);    /* a head_dim below the warp size */
+    attention_case(33, 5, 2, 1, 256, KVZ_F32); /* the largest head_dim: opt-in shared memory */
+    attention_case(3, 0, 4, 2, 2, KVZ_F32);    /* a head_dim below the warp size */
 
     kvz_error err = {0};
     kvz_attn_args bad = {NULL, NULL, NULL, NULL, 1, 0, 2, 1, 64, 0, 1.0f, NULL};
-    KVZ_CHECK(kvz_cuda_attention(&bad, &err) == KVZ_EINVAL, "NULL arrays accepted");
-    float *dummy = NULL;
-    kvz_cuda_alloc((void **)&dummy, 4096, &err);
-    kvz_attn_args odd = {dummy, dummy, dummy, dummy, 1, 0, 3, 2, 64, 0, 1.0f, NULL};
-    KVZ_CHECK(kvz_cuda_attention(&odd, &err) == KVZ_EINVAL, "3 heads over 2 KV heads accepted");
+    KVZ_CHECK(kvz_op_attention(g_be, &bad, KVZ_F32, &err) == KVZ_EINVAL, "NULL arrays accepted");
+    kvz_buf dummy = {0};
+    int rc = kvz_backend_alloc(g_be, KVZ_F32, 1024, "a dummy array", &dummy, &err);
+    KVZ_CHECK_OK(rc, err);
+    float *d = kvz_buf_f32(dummy);
+    kvz_attn_args odd = {d, d, d, d, 1, 0, 3, 2, 64, 0, 1.0f, NULL};
+    KVZ_CHECK(kvz_op_attention(g_be, &odd, KVZ_F32, &err) == KVZ_EINVAL,
+              "3 heads over 2 KV heads accepted");
     odd.n_kv_heads = 1, odd.head_dim = 512;
-    KVZ_CHECK(kvz_cuda_attention(&odd, &err) == KVZ_EINVAL, "head_dim 512 accepted");
-    odd.head_dim = 72;
-    KVZ_CHECK(kvz_cuda_attention_bf16(&odd, &err) == KVZ_EINVAL, "bf16: head_dim 72 accepted");
+    KVZ_CHECK(kvz_op_attention(g_be, &odd, KVZ_F32, &err) == KVZ_EINVAL, "head_dim 512 accepted");
+    /* compute bf16 beyond the tensor cores' head_dims falls back to the fp32
+     * kernel, which rejects head_dim > 256 too */
     odd.head_dim = 272;
-    KVZ_CHECK(kvz_cuda_attention_bf16(&odd, &err) == KVZ_EINVAL, "bf16: head_dim 272 accepted");
-    kvz_cuda_free(dummy);
+    KVZ_CHECK(kvz_op_attention(g_be, &odd, KVZ_BF16, &err) == KVZ_EINVAL,
+              "bf16: head_dim 272 accepted");
+    kvz_backend_free(g_be, &dummy);
 }
 
-/* The tensor-core kernel: every (T, pos0, heads, dh) of test_attention
- * (under the emulator the T=130 cases only at dh 128 with GQA), plus dh 256
- * (the largest shared memory), dh 16 and a second block of 64 queries
- * starting mid-cache. */
+/* The tensor-core kernel (compute KVZ_BF16): every (T, pos0, heads, dh) of
+ * test_attention (under the emulator the T=130 cases only at dh 128 with
+ * GQA), plus dh 256 (the largest shared memory), dh 16 and a second block of
+ * 64 queries starting mid-cache; then dh 72, which the tensor cores do not
+ * take: the fp32 fallback, at fp32 tolerances. */
 static void test_attention_tc(void)
 {
     static const size_t Ts[3] = {1, 37, 130}, pos0s[2] = {0, 19}, dhs[3] = {64, 80, 128};
@@ -192,10 +285,12 @@ static void test_attention_tc(void)
                 for (int di = 0; di < 3; di++) {
                     if (emulated() && Ts[ti] == 130 && (hi || di != 2))
                         continue;
-                    attention_case(Ts[ti], pos0s[pi], heads[hi][0], heads[hi][1], dhs[di], 1);
+                    attention_case(Ts[ti], pos0s[pi], heads[hi][0], heads[hi][1], dhs[di],
+                                   KVZ_BF16);
                 }
-    attention_case(33, 5, 2, 1, 256, 1);
-    attention_case(70, 130, 2, 2, 16, 1);
+    attention_case(33, 5, 2, 1, 256, KVZ_BF16);
+    attention_case(70, 130, 2, 2, 16, KVZ_BF16);
+    attention_case(37, 19, 6, 2, 72, KVZ_BF16); /* not a multiple of 16: fp32 kernel */
     printf("bf16 tc attention: worst out NMSE %.3g (limit %g), worst lse |diff| %.3g (limit %g + "
            "%g|ref|)\n", g_tc_worst_nmse, TC_OUT_NMSE, g_tc_worst_lse, TC_LSE_ATOL, TC_LSE_RTOL);
 }
@@ -256,9 +351,16 @@ static int gpu_tap(const kvz_layer_tap *t, void *user, kvz_error *err)
     const float *ref[6] = {r->x + p0 * c->d_model, r->q + p0 * c->n_heads * c->head_dim, r->k,
                            r->v, r->lse + p0 * c->n_heads, r->w_o};
     static const char *names[6] = {"x", "q", "k", "v", "lse", "w_o"};
+    KVZ_CHECK(t->backend && kvz_backend_kind_of(t->backend) == KVZ_BACKEND_CUDA &&
+                  !kvz_backend_host_memory(t->backend),
+              "%s layer %zu: the tap's backend is not the cuda backend", cap->name, t->layer);
+    if (!t->backend)
+        return KVZ_OK;
     for (int i = 0; i < 6; i++) {
         float *host = malloc(sz[i] * sizeof *host);
-        int rc = host ? kvz_cuda_download(host, dev[i], sz[i] * sizeof *host, err) : KVZ_ENOMEM;
+        int rc = host && dev[i] ? kvz_backend_download(t->backend, host, dev[i],
+                                                       sz[i] * sizeof *host, err)
+                                : kvz_fail(err, KVZ_ENOMEM, "no memory or a NULL tap array");
         KVZ_CHECK(rc == KVZ_OK, "%s: tap download: %s", cap->name, err->msg);
         char what[128];
         snprintf(what, sizeof what, "%s layer %zu tap %s", cap->name, t->layer, names[i]);
@@ -306,6 +408,17 @@ static void check_logits(const char *what, const float *got, const float *ref, s
               at, (double)got[at], (double)ref[at], tol, scale);
 }
 
+/* The cuda forward's options: precision prec, the rest default. */
+static kvz_forward_options cuda_options(kvz_dtype prec, size_t max_tokens)
+{
+    kvz_forward_options o = {0};
+    o.device = KVZ_BACKEND_CUDA;
+    o.device_index = 0;
+    o.precision = prec;
+    o.max_tokens = max_tokens;
+    return o;
+}
+
 /* CPU logits (all positions) with the tap captured. */
 static float *cpu_pass(const kvz_checkpoint *ck, const int32_t *ids, size_t T, capture *cap)
 {
@@ -323,37 +436,37 @@ static float *cpu_pass(const kvz_checkpoint *ck, const int32_t *ids, size_t T, c
 
 /* One call, then reset and two calls (the second at pos0 = T1), all with
  * the tap checked against the CPU's one call; logits of both ways. */
-static void gpu_pass(const kvz_checkpoint *ck, kvz_cuda_precision prec, const int32_t *ids,
-                     size_t T, capture *cap, const float *ref)
+static void gpu_pass(const kvz_checkpoint *ck, kvz_dtype prec, const int32_t *ids, size_t T,
+                     capture *cap, const float *ref)
 {
     kvz_error err = {0};
-    kvz_cuda_forward *f = NULL;
-    kvz_cuda_forward_options opt = {0, prec, 0};
+    kvz_forward *f = NULL;
+    kvz_forward_options opt = cuda_options(prec, 0);
     const kvz_model_config *c = kvz_checkpoint_config(ck);
     size_t V = c->vocab_size, T1 = T / 2 + 1;
     float *one = calloc(T * V, sizeof *one), *two = calloc(T * V, sizeof *two);
     char what[160];
-    int rc = kvz_cuda_forward_create(ck, &opt, &f, &err);
+    int rc = kvz_forward_create(ck, &opt, &f, &err);
     KVZ_CHECK_OK(rc, err);
     if (rc == KVZ_OK) {
-        rc = kvz_cuda_forward_run(f, ids, T, gpu_tap, cap, KVZ_LOGITS_ALL, one, &err);
+        rc = kvz_forward_run(f, ids, T, gpu_tap, cap, KVZ_LOGITS_ALL, one, &err);
         KVZ_CHECK_OK(rc, err);
-        KVZ_CHECK(kvz_cuda_forward_n_cached(f) == T, "%s: n_cached %zu", cap->name,
-                  kvz_cuda_forward_n_cached(f));
-        kvz_cuda_forward_reset(f);
-        rc = kvz_cuda_forward_run(f, ids, T1, gpu_tap, cap, KVZ_LOGITS_ALL, two, &err);
+        KVZ_CHECK(kvz_forward_n_cached(f) == T, "%s: n_cached %zu", cap->name,
+                  kvz_forward_n_cached(f));
+        kvz_forward_reset(f);
+        rc = kvz_forward_run(f, ids, T1, gpu_tap, cap, KVZ_LOGITS_ALL, two, &err);
         KVZ_CHECK_OK(rc, err);
-        rc = kvz_cuda_forward_run(f, ids + T1, T - T1, gpu_tap, cap, KVZ_LOGITS_ALL,
-                                  two + T1 * V, &err);
+        rc = kvz_forward_run(f, ids + T1, T - T1, gpu_tap, cap, KVZ_LOGITS_ALL, two + T1 * V,
+                             &err);
         KVZ_CHECK_OK(rc, err);
-        KVZ_CHECK(kvz_cuda_forward_device_bytes(f) > 0 &&
-                      kvz_cuda_forward_peak_device_bytes(f) >= kvz_cuda_forward_device_bytes(f),
-                  "%s: device bytes %zu, peak %zu", cap->name, kvz_cuda_forward_device_bytes(f),
-                  kvz_cuda_forward_peak_device_bytes(f));
+        KVZ_CHECK(kvz_forward_device_bytes(f) > 0 &&
+                      kvz_forward_peak_device_bytes(f) >= kvz_forward_device_bytes(f),
+                  "%s: device bytes %zu, peak %zu", cap->name, kvz_forward_device_bytes(f),
+                  kvz_forward_peak_device_bytes(f));
     }
-    kvz_cuda_forward_free(f);
+    kvz_forward_free(f);
     snprintf(what, sizeof what, "%s logits (one call vs two)", cap->name);
-    if (prec == KVZ_CUDA_FP32)
+    if (prec == KVZ_F32)
         check_logits(what, two, one, T * V, 1e-4);
     else /* GEMMs of other row counts may sum in another order (cuBLAS picks
           * kernels by shape); bf16 rounding of the activations then turns
@@ -362,7 +475,7 @@ static void gpu_pass(const kvz_checkpoint *ck, kvz_cuda_precision prec, const in
           * differ like bf16 and fp32 do. */
         kvz_test_nmse(what, two, one, T * V, BF16_LOGITS_NMSE);
     snprintf(what, sizeof what, "%s logits vs CPU fp32", cap->name);
-    if (prec == KVZ_CUDA_FP32) {
+    if (prec == KVZ_F32) {
         check_logits(what, one, ref, T * V, 1e-3);
     } else {
         kvz_test_nmse(what, one, ref, T * V, BF16_LOGITS_NMSE);
@@ -391,11 +504,11 @@ static void test_model(const char *path, const char *name, size_t T, int with_bf
     char label[96];
     snprintf(label, sizeof label, "%s fp32", name);
     cap.name = label;
-    gpu_pass(ck, KVZ_CUDA_FP32, ids, T, &cap, ref);
+    gpu_pass(ck, KVZ_F32, ids, T, &cap, ref);
     snprintf(label, sizeof label, "%s bf16", name);
     cap.bf16 = 1;
     if (with_bf16)
-        gpu_pass(ck, KVZ_CUDA_BF16, ids, T, &cap, ref);
+        gpu_pass(ck, KVZ_BF16, ids, T, &cap, ref);
     free_capture(&cap);
     free(ref);
     free(ids);
@@ -423,41 +536,43 @@ static void test_cache_growth(void)
     rc = rc ? rc : kvz_forward_run(cpu, ids, T, NULL, NULL, KVZ_LOGITS_ALL, ref, &err);
     KVZ_CHECK_OK(rc, err);
     kvz_forward_free(cpu);
-    kvz_cuda_forward *f = NULL;
-    rc = kvz_cuda_forward_create(ck, NULL, &f, &err);
-    rc = rc ? rc : kvz_cuda_forward_run(f, ids, T1, NULL, NULL, KVZ_LOGITS_NONE, NULL, &err);
-    rc = rc ? rc : kvz_cuda_forward_run(f, ids + T1, T - T1, NULL, NULL, KVZ_LOGITS_ALL,
-                                        got + T1 * V, &err);
+    kvz_forward *f = NULL;
+    kvz_forward_options opt = cuda_options(KVZ_F32, 0);
+    rc = kvz_forward_create(ck, &opt, &f, &err);
+    rc = rc ? rc : kvz_forward_run(f, ids, T1, NULL, NULL, KVZ_LOGITS_NONE, NULL, &err);
+    rc = rc ? rc : kvz_forward_run(f, ids + T1, T - T1, NULL, NULL, KVZ_LOGITS_ALL,
+                                   got + T1 * V, &err);
     KVZ_CHECK_OK(rc, err);
     check_logits("cache growth 200+100 vs CPU 300", got + T1 * V, ref + T1 * V, (T - T1) * V,
                  1e-3);
-    kvz_cuda_forward_truncate(f, CUT);
-    rc = rc ? rc : kvz_cuda_forward_run(f, ids + CUT, T - CUT, NULL, NULL, KVZ_LOGITS_ALL,
-                                        got + CUT * V, &err);
+    if (f)
+        kvz_forward_truncate(f, CUT);
+    rc = rc ? rc : kvz_forward_run(f, ids + CUT, T - CUT, NULL, NULL, KVZ_LOGITS_ALL,
+                                   got + CUT * V, &err);
     KVZ_CHECK_OK(rc, err);
     check_logits("truncate to 150 + 150 vs CPU 300", got + CUT * V, ref + CUT * V,
                  (T - CUT) * V, 1e-3);
-    KVZ_CHECK(kvz_cuda_forward_n_cached(f) == T, "n_cached %zu after truncate and rerun",
-              kvz_cuda_forward_n_cached(f));
-    kvz_cuda_forward_free(f);
+    KVZ_CHECK(f && kvz_forward_n_cached(f) == T, "n_cached %zu after truncate and rerun",
+              f ? kvz_forward_n_cached(f) : 0);
+    kvz_forward_free(f);
     free(ids), free(ref), free(got);
     kvz_checkpoint_close(ck);
 }
 
 /* ---------- random weights ---------- */
 
-static float *random_logits(const kvz_model_config *c, uint64_t seed, kvz_cuda_precision prec,
+static float *random_logits(const kvz_model_config *c, uint64_t seed, kvz_dtype prec,
                             const int32_t *ids, size_t T)
 {
     kvz_error err = {0};
-    kvz_cuda_forward *f = NULL;
-    kvz_cuda_forward_options opt = {0, prec, 64};
+    kvz_forward *f = NULL;
+    kvz_forward_options opt = cuda_options(prec, 64);
     float *logits = calloc(c->vocab_size, sizeof *logits);
-    int rc = kvz_cuda_forward_create_random(c, seed, &opt, &f, &err);
+    int rc = kvz_forward_create_random(c, seed, &opt, &f, &err);
     KVZ_CHECK_OK(rc, err);
-    rc = rc ? rc : kvz_cuda_forward_run(f, ids, T, NULL, NULL, KVZ_LOGITS_LAST, logits, &err);
+    rc = rc ? rc : kvz_forward_run(f, ids, T, NULL, NULL, KVZ_LOGITS_LAST, logits, &err);
     KVZ_CHECK_OK(rc, err);
-    kvz_cuda_forward_free(f);
+    kvz_forward_free(f);
     return logits;
 }
 
@@ -472,15 +587,17 @@ static void test_random(void)
     kvz_model_config c = *kvz_checkpoint_config(ck);
     kvz_checkpoint_close(ck);
     int32_t *ids = make_ids(9, c.vocab_size);
-    for (int prec = 0; prec < 2; prec++) {
-        float *a = random_logits(&c, 42, (kvz_cuda_precision)prec, ids, 9);
-        float *b = random_logits(&c, 42, (kvz_cuda_precision)prec, ids, 9);
-        float *d = random_logits(&c, 43, (kvz_cuda_precision)prec, ids, 9);
-        KVZ_CHECK(all_finite(a, c.vocab_size), "random (precision %d): NaN/Inf logits", prec);
+    static const kvz_dtype precs[2] = {KVZ_F32, KVZ_BF16};
+    for (int pi = 0; pi < 2; pi++) {
+        kvz_dtype prec = precs[pi];
+        float *a = random_logits(&c, 42, prec, ids, 9);
+        float *b = random_logits(&c, 42, prec, ids, 9);
+        float *d = random_logits(&c, 43, prec, ids, 9);
+        KVZ_CHECK(all_finite(a, c.vocab_size), "random (precision %d): NaN/Inf logits", (int)prec);
         KVZ_CHECK(memcmp(a, b, c.vocab_size * sizeof *a) == 0,
-                  "random (precision %d): same seed, different logits", prec);
+                  "random (precision %d): same seed, different logits", (int)prec);
         KVZ_CHECK(memcmp(a, d, c.vocab_size * sizeof *a) != 0,
-                  "random (precision %d): seeds 42 and 43 give the same logits", prec);
+                  "random (precision %d): seeds 42 and 43 give the same logits", (int)prec);
         free(a), free(b), free(d);
     }
     free(ids);
@@ -503,70 +620,111 @@ static void test_errors(void)
     KVZ_CHECK_OK(rc, err);
     if (rc)
         return;
-    kvz_cuda_forward *f = NULL;
-    kvz_cuda_forward_options opt = {0, KVZ_CUDA_FP32, 8};
-    expect(kvz_cuda_forward_create(NULL, &opt, &f, &err), KVZ_EINVAL, &err, "NULL", "NULL ck");
-    expect(kvz_cuda_forward_create(ck, &opt, NULL, &err), KVZ_EINVAL, &err, "NULL", "NULL out");
-    expect(kvz_cuda_forward_create_random(NULL, 1, &opt, &f, &err), KVZ_EINVAL, &err, "NULL",
-           "NULL cfg");
-    kvz_cuda_forward_options bad = {99, KVZ_CUDA_FP32, 8};
-    expect(kvz_cuda_forward_create(ck, &bad, &f, &err), KVZ_EINVAL, &err, "device 99", "device");
+    kvz_forward *f = NULL;
+    kvz_forward_options opt = cuda_options(KVZ_F32, 8);
+    kvz_forward_options bad = opt;
+    bad.device_index = 99;
+    expect(kvz_forward_create(ck, &bad, &f, &err), KVZ_EINVAL, &err,
+           "cuda: device 99 does not exist", "device 99");
     KVZ_CHECK(f == NULL, "failed create left a handle");
-    bad.device = 0, bad.precision = (kvz_cuda_precision)7;
-    expect(kvz_cuda_forward_create(ck, &bad, &f, &err), KVZ_EINVAL, &err, "precision", "precision");
-    rc = kvz_cuda_forward_create(ck, &opt, &f, &err);
+    KVZ_CHECK(strncmp(err.msg, kvz_checkpoint_path(ck), strlen(kvz_checkpoint_path(ck))) == 0,
+              "device error '%s' does not name the model", err.msg);
+    bad.device_index = -1;
+    expect(kvz_forward_create(ck, &bad, &f, &err), KVZ_EINVAL, &err, "device -1 does not exist",
+           "device -1");
+    KVZ_CHECK(f == NULL, "failed create left a handle");
+    bad.device_index = 0, bad.precision = (kvz_dtype)7;
+    expect(kvz_forward_create(ck, &bad, &f, &err), KVZ_EINVAL, &err, "is not supported",
+           "precision 7");
+    KVZ_CHECK(strstr(err.msg, "precision") != NULL, "precision 7: message '%s'", err.msg);
+    bad.precision = KVZ_F16;
+    expect(kvz_forward_create(ck, &bad, &f, &err), KVZ_EINVAL, &err,
+           "precision float16 is not supported", "precision float16");
+    KVZ_CHECK(f == NULL, "failed create left a handle");
+    rc = kvz_forward_create(ck, &opt, &f, &err);
     KVZ_CHECK_OK(rc, err);
     if (rc == KVZ_OK) {
         int32_t ids[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
         float logits[512];
-        rc = kvz_cuda_forward_run(f, ids, 3, NULL, NULL, KVZ_LOGITS_NONE, NULL, &err);
+        rc = kvz_forward_run(f, ids, 3, NULL, NULL, KVZ_LOGITS_NONE, NULL, &err);
         KVZ_CHECK_OK(rc, err);
         int32_t wrong[2] = {5, 512};
-        expect(kvz_cuda_forward_run(f, wrong, 2, NULL, NULL, 0, NULL, &err), KVZ_EINVAL, &err,
+        expect(kvz_forward_run(f, wrong, 2, NULL, NULL, 0, NULL, &err), KVZ_EINVAL, &err,
                "token id 512 at index 1 is outside the vocabulary", "id out of range");
         wrong[1] = -1;
-        expect(kvz_cuda_forward_run(f, wrong, 2, NULL, NULL, 0, NULL, &err), KVZ_EINVAL, &err,
+        expect(kvz_forward_run(f, wrong, 2, NULL, NULL, 0, NULL, &err), KVZ_EINVAL, &err,
                "outside the vocabulary", "negative id");
-        expect(kvz_cuda_forward_run(f, ids, 6, NULL, NULL, 0, NULL, &err), KVZ_EINVAL, &err,
+        expect(kvz_forward_run(f, ids, 6, NULL, NULL, 0, NULL, &err), KVZ_EINVAL, &err,
                "9 tokens exceed the KV-cache capacity of 8 tokens", "too many tokens");
-        expect(kvz_cuda_forward_run(f, ids, 0, NULL, NULL, 0, NULL, &err), KVZ_EINVAL, &err,
+        expect(kvz_forward_run(f, ids, 0, NULL, NULL, 0, NULL, &err), KVZ_EINVAL, &err,
                "no tokens", "n == 0");
-        expect(kvz_cuda_forward_run(f, NULL, 2, NULL, NULL, 0, NULL, &err), KVZ_EINVAL, &err,
+        expect(kvz_forward_run(f, NULL, 2, NULL, NULL, 0, NULL, &err), KVZ_EINVAL, &err,
                "NULL token ids", "NULL ids");
-        expect(kvz_cuda_forward_run(f, ids, 2, NULL, NULL, KVZ_LOGITS_LAST, NULL, &err),
-               KVZ_EINVAL, &err, "bad logits mode", "no logits buffer");
-        expect(kvz_cuda_forward_run(f, ids, 2, NULL, NULL, 3, logits, &err), KVZ_EINVAL, &err,
+        expect(kvz_forward_run(f, ids, 2, NULL, NULL, KVZ_LOGITS_LAST, NULL, &err), KVZ_EINVAL,
+               &err, "bad logits mode", "no logits buffer");
+        expect(kvz_forward_run(f, ids, 2, NULL, NULL, 3, logits, &err), KVZ_EINVAL, &err,
                "bad logits mode", "logits mode 3");
-        KVZ_CHECK(kvz_cuda_forward_n_cached(f) == 3, "errors changed the cache: %zu",
-                  kvz_cuda_forward_n_cached(f));
-        kvz_cuda_forward_truncate(f, 1);
-        rc = kvz_cuda_forward_run(f, ids, 7, NULL, NULL, KVZ_LOGITS_LAST, logits, &err);
+        KVZ_CHECK(kvz_forward_n_cached(f) == 3, "errors changed the cache: %zu",
+                  kvz_forward_n_cached(f));
+        kvz_forward_truncate(f, 1);
+        rc = kvz_forward_run(f, ids, 7, NULL, NULL, KVZ_LOGITS_LAST, logits, &err);
         KVZ_CHECK_OK(rc, err);
-        KVZ_CHECK(kvz_cuda_forward_n_cached(f) == 8 && all_finite(logits, 512),
-                  "after truncate: n_cached %zu", kvz_cuda_forward_n_cached(f));
-        KVZ_CHECK(kvz_cuda_forward_config(f)->vocab_size == 512, "config getter");
-        KVZ_CHECK(kvz_cuda_forward_stream(f) == NULL, "the pass runs on the legacy stream");
+        KVZ_CHECK(kvz_forward_n_cached(f) == 8 && all_finite(logits, 512),
+                  "after truncate: n_cached %zu", kvz_forward_n_cached(f));
+        KVZ_CHECK(kvz_forward_config(f)->vocab_size == 512, "config getter");
+        kvz_backend *be = kvz_forward_backend(f);
+        KVZ_CHECK(be && kvz_backend_kind_of(be) == KVZ_BACKEND_CUDA && !kvz_backend_host_memory(be),
+                  "the forward's backend is not cuda with device memory");
+        KVZ_CHECK(be && strncmp(kvz_backend_name(be), "cuda:0", 6) == 0, "backend name '%s'",
+                  be ? kvz_backend_name(be) : "(none)");
+        KVZ_CHECK(be && kvz_backend_stream(be) == NULL, "the pass runs on the legacy stream");
     }
-    expect(kvz_cuda_forward_run(NULL, NULL, 1, NULL, NULL, 0, NULL, &err), KVZ_EINVAL, &err,
-           "NULL handle", "NULL handle");
-    kvz_cuda_forward_free(f);
-    kvz_cuda_forward_free(NULL);
+    kvz_forward_free(f);
+    kvz_forward_free(NULL);
+    kvz_checkpoint_close(ck);
+}
+
+/* No cuda backend to run on: a cuda forward must fail cleanly (status
+ * KVZ_EUNSUPPORTED, a "cuda: ..." message naming the model, *out NULL). */
+static void test_no_device(void)
+{
+    kvz_error err = {0};
+    kvz_checkpoint *ck = NULL;
+    int rc = kvz_checkpoint_open(kvz_test_fixture("tiny/llama3_f32"), &ck, &err);
+    KVZ_CHECK_OK(rc, err);
+    if (rc)
+        return;
+    kvz_forward *f = (kvz_forward *)&err; /* must be reset to NULL */
+    kvz_forward_options opt = cuda_options(KVZ_F32, 8);
+    rc = kvz_forward_create(ck, &opt, &f, &err);
+    KVZ_CHECK(rc == KVZ_EUNSUPPORTED && f == NULL, "create without a device: status %d (%s)", rc,
+              err.msg);
+    KVZ_CHECK(strstr(err.msg, "cuda: ") != NULL && strstr(err.msg, kvz_checkpoint_path(ck)),
+              "create without a device: message '%s'", err.msg);
+    if (rc == KVZ_OK)
+        kvz_forward_free(f);
     kvz_checkpoint_close(ck);
 }
 
 int main(void)
 {
     kvz_error err = {0};
-    if (kvz_cuda_device_count(&err) == 0) {
-        kvz_cuda_forward *f = (kvz_cuda_forward *)&err; /* must be reset to NULL */
-        int rc = kvz_cuda_forward_create(NULL, NULL, &f, &err);
-        KVZ_CHECK(rc != KVZ_OK && f == NULL, "create without a device: status %d", rc);
+    if (!kvz_backend_compiled(KVZ_BACKEND_CUDA) || kvz_cuda_device_count(&err) == 0) {
+        test_no_device();
         if (kvz_test_failed)
             return kvz_test_done();
-        kvz_test_skip("no CUDA device (or a build without CUDA)");
+        kvz_test_skip(kvz_backend_compiled(KVZ_BACKEND_CUDA) ? "no CUDA device"
+                                                              : "a build without CUDA");
     }
+    kvz_backend_options bo = {KVZ_BACKEND_CUDA, 0, 0};
+    int rc = kvz_backend_open(&bo, &g_be, &err);
+    KVZ_CHECK_OK(rc, err);
+    if (rc)
+        return kvz_test_done();
     test_attention();
     test_attention_tc();
+    kvz_backend_close(g_be);
+    g_be = NULL;
     test_errors();
     test_random();
     test_cache_growth();
@@ -579,6 +737,5 @@ int main(void)
     const char *dflt = getenv("KVZAP_DEFAULT_MODEL");
     if (dflt && *dflt)
         test_model(dflt, "default model", emulated() ? 16 : 64, 1);
-    kvz_cuda_ops_release();
     return kvz_test_done();
 }

@@ -1,6 +1,6 @@
 /* test_gpu_oracle_pipeline: the CUDA oracle's device plumbing
  * (kernels/kvz_cuda_pipeline.h) on a small random model with awkward sizes
- * (kvz_cuda_forward_create_random): per layer the pipeline's stream-ordered
+ * (kvz_forward_create_random on the cuda backend): per layer the pipeline's stream-ordered
  * score, which uses the attention's lse from the tap, against the
  * synchronous scorer with its own log-sum-exp pass (kvz_cuda_kvzip_score_layer
  * with tap->lse = NULL), and the gathered hidden rows against the tap's x,
@@ -18,10 +18,11 @@
 #include <string.h>
 
 #include "kernels/kvz_cuda.h"
-#include "kernels/kvz_cuda_forward.h"
 #include "kernels/kvz_cuda_ops.h"
 #include "kernels/kvz_cuda_pipeline.h"
 #include "kvz_test.h"
+#include "model/forward.h"
+#include "ops/backend.h"
 
 enum { L = 2, D = 48, H = 6, HKV = 2, PREFIX = 5, DOC = 37, MIDDLE = 7, SUFFIX = 3 };
 enum { T = PREFIX + 2 * DOC + MIDDLE + SUFFIX, NMAX = 13, GUARD = 16 };
@@ -104,7 +105,7 @@ static void check_doc(ctx *c, const host_bufs *hb, const size_t *pos, size_t n, 
     free(want);
 }
 
-static int run_doc(kvz_cuda_forward *f, ctx *c, host_bufs *hb, size_t slot, const size_t *pos,
+static int run_doc(kvz_forward *f, ctx *c, host_bufs *hb, size_t slot, const size_t *pos,
                    size_t n, uint32_t seed, kvz_error *err)
 {
     int32_t ids[T];
@@ -117,8 +118,8 @@ static int run_doc(kvz_cuda_forward *f, ctx *c, host_bufs *hb, size_t slot, cons
     for (size_t i = 0; i < L * NMAX * HKV + 2 * GUARD; i++)
         hb->scores_raw[i] = SENTINEL;
     int rc = kvz_cuda_pipeline_begin(c->pipe, slot, pos, n, P0, DOC, err);
-    kvz_cuda_forward_reset(f);
-    rc = rc ? rc : kvz_cuda_forward_run(f, ids, T, tap_fn, c, 0, NULL, err);
+    kvz_forward_reset(f);
+    rc = rc ? rc : kvz_forward_run(f, ids, T, tap_fn, c, 0, NULL, err);
     rc = rc ? rc
             : kvz_cuda_pipeline_copy_out(c->pipe, slot, hb->hidden_raw + GUARD,
                                          hb->scores_raw + GUARD, err);
@@ -131,16 +132,18 @@ static void run_config(size_t head_dim, int tensor_cores)
     kvz_error err = {0};
     kvz_model_config cfg;
     make_config(&cfg, head_dim);
-    kvz_cuda_forward_options fo = {0, KVZ_CUDA_FP32, T};
-    kvz_cuda_forward *f = NULL;
+    kvz_forward_options fo = {0};
+    fo.device = KVZ_BACKEND_CUDA, fo.precision = KVZ_F32, fo.max_tokens = T;
+    kvz_forward *f = NULL;
     ctx *c = calloc(1, sizeof *c);
     host_bufs hb[2] = {{0}};
     if (c)
         c->atol = tensor_cores ? 2e-2 : 1e-4;
-    int rc = kvz_cuda_forward_create_random(&cfg, 7, &fo, &f, &err);
+    int rc = kvz_forward_create_random(&cfg, 7, &fo, &f, &err);
     KVZ_CHECK_OK(rc, err);
     kvz_cuda_pipeline_shape sh = {2, NMAX, L, D, HKV, 1, tensor_cores};
-    rc = rc ? rc : kvz_cuda_pipeline_create(kvz_cuda_forward_stream(f), &sh, &c->pipe, &err);
+    rc = rc ? rc : kvz_cuda_pipeline_create(kvz_backend_stream(kvz_forward_backend(f)), &sh,
+                                                &c->pipe, &err);
     rc = rc ? rc : kvz_cuda_alloc((void **)&c->d_ref, DOC * HKV * sizeof(float), &err);
     for (int s = 0; rc == KVZ_OK && s < 2; s++) {
         hb[s].hidden_raw = kvz_cuda_pinned_alloc((L * NMAX * D + 2 * GUARD) * sizeof(float));
@@ -150,7 +153,7 @@ static void run_config(size_t head_dim, int tensor_cores)
     }
     KVZ_CHECK_OK(rc, err);
     if (rc == KVZ_OK) {
-        c->cfg = kvz_cuda_forward_config(f);
+        c->cfg = kvz_forward_config(f);
         size_t pos_a[NMAX] = {P0, P0 + 1, P0 + 2, P0 + 3, P0 + 9, P0 + 10, P0 + 17,
                               P0 + 20, P0 + 28, P0 + 31, P0 + 33, P0 + 35, P1 - 1};
         size_t pos_b[7] = {P0 + 4, P0 + 5, P0 + 6, P0 + 12, P0 + 19, P0 + 27, P0 + 30};
@@ -176,15 +179,15 @@ static void run_config(size_t head_dim, int tensor_cores)
     kvz_cuda_free(c->d_ref);
     for (int s = 0; s < 2; s++)
         kvz_cuda_pinned_free(hb[s].hidden_raw), kvz_cuda_pinned_free(hb[s].scores_raw);
-    kvz_cuda_forward_free(f);
+    kvz_forward_free(f);
     free(c);
 }
 
 int main(void)
 {
     kvz_error err = {0};
-    if (kvz_cuda_device_count(&err) <= 0)
-        kvz_test_skip("no CUDA device");
+    if (!kvz_backend_compiled(KVZ_BACKEND_CUDA) || kvz_cuda_device_count(&err) <= 0)
+        kvz_test_skip("no CUDA device (or a build without CUDA)");
     run_config(8, 0);
     run_config(16, 1);
     kvz_cuda_ops_release();

@@ -71,10 +71,10 @@ static int make_tap(const score_case *c, tap_arrays *ta, kvz_layer_tap *host_tap
             rc = kvz_cuda_upload(ta->dev[a], ta->host[a], n[a] * sizeof(float), err);
     }
     kvz_layer_tap t = {3, 0, c->T, ta->host[0], ta->host[1], ta->host[2], ta->host[3],
-                       ta->host[4], NULL};
+                       ta->host[4], NULL, NULL};
     *host_tap = t;
     kvz_layer_tap d = {3, 0, c->T, ta->dev[0], ta->dev[1], ta->dev[2], ta->dev[3], ta->dev[4],
-                       NULL};
+                       NULL, NULL};
     *dev_tap = d;
     return rc;
 }

@@ -87,7 +87,7 @@ static int model_open(const char *gguf, model *m)
     memset(m, 0, sizeof *m);
     int rc = kvz_checkpoint_open(gguf, &ck, &err);
     if (rc == KVZ_OK) {
-        kvz_forward_options opt = {2, 0, 0};
+        kvz_forward_options opt = {.n_threads = 2, .max_tokens = 0, .attn_block = 0};
         rc = kvz_forward_create(ck, &opt, &m->f, &err);
     }
     kvz_checkpoint_close(ck);

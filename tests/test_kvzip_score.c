@@ -134,7 +134,7 @@ static void check_random(const random_case *rc)
     c.n_kv_heads = rc->Hkv;
     c.head_dim = rc->dh;
     c.d_model = rc->D;
-    kvz_layer_tap t = {3, 0, rc->T, NULL, NULL, NULL, NULL, NULL, NULL};
+    kvz_layer_tap t = {3, 0, rc->T, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
     float *x = random_array(rc->T * rc->D, 2.0f), *q = random_array(rc->T * rc->H * rc->dh, 2.5f);
     float *k = random_array(rc->T * rc->Hkv * rc->dh, 2.5f);
     float *v = random_array(rc->T * rc->Hkv * rc->dh, 1.0f);
@@ -184,7 +184,7 @@ static void test_tiny_checkpoint(void)
     KVZ_CHECK_OK(rc, err);
     if (rc != KVZ_OK)
         return;
-    kvz_forward_options opt = {2, 64, 16};
+    kvz_forward_options opt = {.n_threads = 2, .max_tokens = 64, .attn_block = 16};
     kvz_forward *f = NULL;
     rc = kvz_forward_create(ck, &opt, &f, &err);
     kvz_checkpoint_close(ck);
@@ -219,7 +219,7 @@ static void test_errors(void)
     memset(&c, 0, sizeof c);
     c.n_heads = 4, c.n_kv_heads = 2, c.head_dim = 2, c.d_model = 4;
     float buf[16 * 8] = {0};
-    kvz_layer_tap t = {0, 0, 16, buf, buf, buf, buf, buf, NULL};
+    kvz_layer_tap t = {0, 0, 16, buf, buf, buf, buf, buf, NULL, NULL};
     expect_einval(&t, &c, 0, 5, 4, 8, "must end at or before");
     expect_einval(&t, &c, 0, 5, 6, 17, "goes past the 16 tokens");
     expect_einval(&t, &c, 3, 3, 6, 8, "empty range");

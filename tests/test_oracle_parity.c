@@ -47,7 +47,7 @@ static int model_open(const char *path, oracle_model *m)
     int rc = kvz_checkpoint_open(path, &ck, &err);
     KVZ_CHECK_OK(rc, err);
     if (rc == KVZ_OK) {
-        kvz_forward_options opt = {2, 0, 0};
+        kvz_forward_options opt = {.n_threads = 2, .max_tokens = 0, .attn_block = 0};
         rc = kvz_forward_create(ck, &opt, &m->f, &err);
         KVZ_CHECK_OK(rc, err);
     }

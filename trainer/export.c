@@ -81,15 +81,6 @@ static uint32_t f32_bits(float f)
     return u;
 }
 
-unsigned short kvz_f32_to_bf16(float f)
-{
-    uint32_t u = f32_bits(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (unsigned short)((u >> 16) | 0x0040u); /* quiet NaN, sign kept */
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (unsigned short)(u >> 16);
-}
-
 /* Half subnormal (or zero) from a float magnitude below 2^-14. */
 static uint32_t f16_subnormal(uint32_t a)
 {

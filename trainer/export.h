@@ -17,6 +17,7 @@
 #include <stddef.h>
 
 #include "../common/kvz_error.h"
+#include "../ops/backend.h"
 #include "surrogate.h"
 
 typedef enum kvz_export_format { KVZ_EXPORT_KVPRESS = 0, KVZ_EXPORT_GGUF = 1 } kvz_export_format;
@@ -89,8 +90,7 @@ int kvz_export_dtype_parse(const char *text, kvz_export_dtype *out, kvz_error *e
 /* Accepts "kvpress" (also "dir", "safetensors") and "gguf". */
 int kvz_export_format_parse(const char *text, kvz_export_format *out, kvz_error *err);
 
-/* float32 -> bfloat16 bits, round to nearest even, NaN stays NaN. */
-unsigned short kvz_f32_to_bf16(float f);
+/* float32 -> bfloat16 bits: kvz_f32_to_bf16 of ops/backend.h. */
 /* float32 -> IEEE half bits, round to nearest even (subnormals, +-inf). */
 unsigned short kvz_f32_to_f16(float f);
 

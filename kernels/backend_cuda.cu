@@ -1,0 +1,499 @@
+/* backend_cuda: the cuda backend of ops/backend.h (CUDA builds only). One
+ * device, everything on the legacy default stream: device memory (cudaMalloc
+ * with a cudaMemGetInfo peak sampled at every alloc and sync), the cuBLAS
+ * projections (fp32: pedantic math and compute, no TF32; bf16 weights: x
+ * rounded to bf16 into a staging buffer, fp32 accumulation on tensor cores),
+ * the per-layer ops of kernels/kvz_cuda_ops.h, the attention kernels of
+ * kernels/kvz_cuda_attention.h, and this file's elementwise kernels (bias,
+ * add, embedding gather, strided row copy, fp32 <-> bf16, random fill).
+ * bf16 values are their bit patterns (uint16_t), which is what cuBLAS's
+ * CUDA_R_16BF reads; conversions follow the host rule of ops/backend.h.
+ * Kernels use grid-stride loops (correct for any size) and explicit
+ * round-to-nearest adds, like the CPU backend's separate operations. Ops only
+ * enqueue; a fault shows up at the next download, sync or checked call. */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_ops_internal.cuh"
+
+extern "C" {
+#include "../ops/backend.h"
+#include "kvz_cuda_attention.h"
+#include "kvz_cuda_ops.h"
+}
+
+typedef struct cuda_backend {
+    kvz_backend head;
+    int device;
+    cublasHandle_t blas;
+    cublasMath_t math;   /* the handle's math mode now */
+    uint16_t *x_bf16;    /* linear's bf16 input (bf16 weights), x_bf16_cap elements */
+    size_t x_bf16_cap;
+    int32_t *ids;        /* embed's device ids, ids_cap elements */
+    size_t ids_cap;
+    size_t peak;         /* the largest used device memory sampled */
+} cuda_backend;
+
+enum { THREADS = 256 };
+
+#define GRID_STRIDE(e, n)                                                         \
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < (n);        \
+         e += (size_t)gridDim.x * blockDim.x)
+
+static cuda_backend *cb(kvz_backend *be)
+{
+    return (cuda_backend *)be;
+}
+
+/* ---------- status ---------- */
+
+/* KVZ_OK, or "cuda: <call>: <error name> (<message>)" with KVZ_EIO; the
+ * error is consumed so a later launch check does not report it again. */
+static int check(cudaError_t rc, const char *call, kvz_error *err)
+{
+    if (rc == cudaSuccess)
+        return KVZ_OK;
+    (void)cudaGetLastError();
+    return kvz_fail(err, KVZ_EIO, "cuda: %s: %s (%s)", call, cudaGetErrorName(rc),
+                    cudaGetErrorString(rc));
+}
+
+static int check_blas(cublasStatus_t rc, const char *call, kvz_error *err)
+{
+    if (rc == CUBLAS_STATUS_SUCCESS)
+        return KVZ_OK;
+    int code = rc == CUBLAS_STATUS_ALLOC_FAILED ? KVZ_ENOMEM : KVZ_EIO;
+    return kvz_fail(err, code, "cuda: %s: cuBLAS %s (status %d)", call,
+                    cublasGetStatusString(rc), (int)rc);
+}
+
+static int check_launch(const char *kernel, kvz_error *err)
+{
+    return check(cudaGetLastError(), kernel, err);
+}
+
+static void sample_memory(cuda_backend *c)
+{
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return;
+    }
+    if (total_b - free_b > c->peak)
+        c->peak = total_b - free_b;
+}
+
+/* ---------- memory ---------- */
+
+static int cuda_alloc(kvz_backend *be, size_t bytes, const char *what, void **out,
+                      kvz_error *err)
+{
+    cuda_backend *c = cb(be);
+    *out = NULL;
+    cudaError_t rc = cudaMalloc(out, bytes);
+    if (rc == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError();
+        size_t free_b = 0, total_b = 0;
+        (void)cudaMemGetInfo(&free_b, &total_b);
+        *out = NULL;
+        return kvz_fail(err, KVZ_ENOMEM,
+                        "cuda: cannot allocate %zu bytes for %s on device %d (%zu bytes free "
+                        "of %zu)", bytes, what, c->device, free_b, total_b);
+    }
+    char call[192];
+    snprintf(call, sizeof call, "cudaMalloc(%zu bytes for %s)", bytes, what);
+    if (check(rc, call, err)) {
+        *out = NULL;
+        return KVZ_EIO;
+    }
+    sample_memory(c);
+    return KVZ_OK;
+}
+
+static void cuda_free(kvz_backend *be, void *p, size_t bytes)
+{
+    (void)be;
+    (void)bytes;
+    if (p && cudaFree(p) != cudaSuccess)
+        (void)cudaGetLastError(); /* a broken context: the next checked call says so */
+}
+
+/* Grows a scratch buffer to at least n elements of size es (contents lost;
+ * cudaFree waits for queued work that still reads the old one). */
+static int reserve(cuda_backend *c, void **buf, size_t *cap, size_t n, size_t es,
+                   const char *what, kvz_error *err)
+{
+    if (n <= *cap)
+        return KVZ_OK;
+    cuda_free(&c->head, *buf, *cap * es);
+    *buf = NULL;
+    *cap = 0;
+    int rc = cuda_alloc(&c->head, n * es, what, buf, err);
+    if (!rc)
+        *cap = n;
+    return rc;
+}
+
+static int memcpy_kind(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
+                       const char *dir, kvz_error *err)
+{
+    char call[96];
+    snprintf(call, sizeof call, "cudaMemcpy(%s, %zu bytes)", dir, bytes);
+    return check(cudaMemcpy(dst, src, bytes, kind), call, err);
+}
+
+static int cuda_upload(kvz_backend *be, void *dst, const void *host_src, size_t bytes,
+                       kvz_error *err)
+{
+    (void)be;
+    return memcpy_kind(dst, host_src, bytes, cudaMemcpyHostToDevice, "host to device", err);
+}
+
+static int cuda_download(kvz_backend *be, void *host_dst, const void *src, size_t bytes,
+                         kvz_error *err)
+{
+    (void)be;
+    return memcpy_kind(host_dst, src, bytes, cudaMemcpyDeviceToHost, "device to host", err);
+}
+
+static int cuda_copy(kvz_backend *be, void *dst, const void *src, size_t bytes, kvz_error *err)
+{
+    (void)be;
+    return memcpy_kind(dst, src, bytes, cudaMemcpyDeviceToDevice, "device to device", err);
+}
+
+static int cuda_sync(kvz_backend *be, kvz_error *err)
+{
+    int rc = check(cudaDeviceSynchronize(), "cudaDeviceSynchronize", err);
+    sample_memory(cb(be));
+    return rc;
+}
+
+static size_t cuda_peak(const kvz_backend *be)
+{
+    return ((const cuda_backend *)be)->peak;
+}
+
+/* ---------- elementwise kernels ---------- */
+
+static __device__ float bf16_widen_dev(uint16_t b)
+{
+    return __int_as_float((int)((unsigned)b << 16));
+}
+
+/* kvz_f32_to_bf16: round to nearest even; NaN stays a quiet NaN. */
+static __device__ uint16_t f32_to_bf16_dev(float x)
+{
+    unsigned bits = (unsigned)__float_as_int(x);
+    if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu))
+        return (uint16_t)((bits >> 16) | 0x0040u);
+    unsigned rounding = 0x7fffu + ((bits >> 16) & 1u);
+    return (uint16_t)((bits + rounding) >> 16);
+}
+
+static __global__ void add_bias_kernel(float *y, const float *bias, size_t n_rows, size_t width)
+{
+    GRID_STRIDE(e, n_rows * width)
+        y[e] = __fadd_rn(y[e], bias[e % width]);
+}
+
+static __global__ void add_kernel(float *h, const float *d, size_t count)
+{
+    GRID_STRIDE(e, count)
+        h[e] = __fadd_rn(h[e], d[e]);
+}
+
+/* h [n, dim] = rows ids[t] of the table (fp32 t32 or bf16 t16). */
+static __global__ void embed_kernel(const int32_t *ids, const float *t32, const uint16_t *t16,
+                                    float *h, size_t n, size_t dim)
+{
+    GRID_STRIDE(e, n * dim) {
+        size_t src = (size_t)ids[e / dim] * dim + e % dim;
+        h[e] = t32 ? t32[src] : bf16_widen_dev(t16[src]);
+    }
+}
+
+static __global__ void copy_rows_kernel(float *dst, size_t dst_stride, const float *src,
+                                        size_t src_stride, size_t n_rows, size_t width)
+{
+    GRID_STRIDE(e, n_rows * width) {
+        size_t r = e / width, col = e % width;
+        dst[r * dst_stride + col] = src[r * src_stride + col];
+    }
+}
+
+static __global__ void to_bf16_kernel(const float *src, uint16_t *dst, size_t n)
+{
+    GRID_STRIDE(e, n)
+        dst[e] = f32_to_bf16_dev(src[e]);
+}
+
+static __global__ void from_bf16_kernel(const uint16_t *src, float *dst, size_t n)
+{
+    GRID_STRIDE(e, n)
+        dst[e] = bf16_widen_dev(src[e]);
+}
+
+/* kvz_splitmix64 of ops/backend.h, on the device. */
+static __device__ uint64_t splitmix64_dev(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* kvz_op_fill's element e: u = top 24 bits of splitmix64(key + e) / 2^24,
+ * (2u - 1) * bound (2u is exact, so a fused multiply-add rounds the same),
+ * or value when bound is 0; stored as fp32 (d32) or bf16 (d16). */
+static __global__ void fill_kernel(float *d32, uint16_t *d16, size_t n, uint64_t key,
+                                   float bound, float value)
+{
+    GRID_STRIDE(e, n) {
+        float x = value;
+        if (bound != 0.0f) {
+            float u = (float)(splitmix64_dev(key + e) >> 40) * (1.0f / 16777216.0f);
+            x = __fmul_rn(__fsub_rn(2.0f * u, 1.0f), bound);
+        }
+        if (d32)
+            d32[e] = x;
+        else
+            d16[e] = f32_to_bf16_dev(x);
+    }
+}
+
+/* ---------- ops ---------- */
+
+/* y[n, n_out] = x[n, n_in] W^T (+ bias); W [n_out, n_in] row-major is
+ * column-major n_in x n_out, hence op(W) = T: C(n_out x n) = W^T x. fp32:
+ * pedantic math and compute (strict fp32); bf16: default math (tensor cores)
+ * with fp32 accumulation, as the previous GPU pass did per precision. */
+static int cuda_linear(kvz_backend *be, const float *x, kvz_buf w, const float *bias, float *y,
+                       size_t n, size_t n_in, size_t n_out, kvz_error *err)
+{
+    cuda_backend *c = cb(be);
+    if (w.dtype != KVZ_F32 && w.dtype != KVZ_BF16)
+        return kvz_fail(err, KVZ_EUNSUPPORTED, "cuda: linear: %s weights are not supported",
+                        kvz_dtype_name(w.dtype));
+    if (n > INT_MAX || n_in > INT_MAX || n_out > INT_MAX)
+        return kvz_fail(err, KVZ_EINVAL, "cuda: linear: GEMM of %zu x %zu x %zu is too large "
+                        "for cuBLAS", n, n_in, n_out);
+    int bf16 = w.dtype == KVZ_BF16;
+    const void *xin = x;
+    int rc = KVZ_OK;
+    if (bf16) {
+        rc = reserve(c, (void **)&c->x_bf16, &c->x_bf16_cap, n * n_in, sizeof(uint16_t),
+                     "linear's bf16 input", err);
+        if (rc)
+            return rc;
+        to_bf16_kernel<<<kvz_cuda_blocks_for(n * n_in, THREADS), THREADS, 0, 0>>>(x, c->x_bf16,
+                                                                                 n * n_in);
+        rc = check_launch("to_bf16_kernel launch", err);
+        xin = c->x_bf16;
+    }
+    cublasMath_t math = bf16 ? CUBLAS_DEFAULT_MATH : CUBLAS_PEDANTIC_MATH;
+    if (!rc && math != c->math) {
+        rc = check_blas(cublasSetMathMode(c->blas, math), "cublasSetMathMode", err);
+        c->math = rc ? c->math : math;
+    }
+    if (rc)
+        return rc;
+    const float alpha = 1.0f, beta = 0.0f;
+    cudaDataType_t in_type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    cublasComputeType_t compute = bf16 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_PEDANTIC;
+    cublasStatus_t st = cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n_out, (int)n,
+                                     (int)n_in, &alpha, w.data, in_type, (int)n_in, xin, in_type,
+                                     (int)n_in, &beta, y, CUDA_R_32F, (int)n_out, compute,
+                                     CUBLAS_GEMM_DEFAULT);
+    char call[96];
+    snprintf(call, sizeof call, "linear: cublasGemmEx(%zu x %zu x %zu, %s)", n, n_in, n_out,
+             kvz_dtype_name(w.dtype));
+    rc = check_blas(st, call, err);
+    if (rc || !bias)
+        return rc;
+    add_bias_kernel<<<kvz_cuda_blocks_for(n * n_out, THREADS), THREADS, 0, 0>>>(y, bias, n,
+                                                                               n_out);
+    return check_launch("add_bias_kernel launch", err);
+}
+
+static int cuda_rmsnorm(kvz_backend *be, const float *x, const float *w, float *y, size_t n_rows,
+                        size_t dim, float eps, kvz_error *err)
+{
+    (void)be;
+    return kvz_cuda_rmsnorm(x, w, y, n_rows, dim, eps, err);
+}
+
+static int cuda_rope(kvz_backend *be, float *x, size_t n_tokens, size_t n_heads,
+                     size_t head_dim, size_t pos0, const float *inv_freq, kvz_error *err)
+{
+    (void)be;
+    return kvz_cuda_rope_apply(x, n_tokens, n_heads, head_dim, pos0, inv_freq, err);
+}
+
+/* compute bf16 takes the tensor-core kernel where the head_dim allows it,
+ * unless KVZ_ATTENTION=fp32 (the safety valve); otherwise the fp32 kernel. */
+static int cuda_attention(kvz_backend *be, const kvz_attn_args *a, kvz_dtype compute,
+                          kvz_error *err)
+{
+    (void)be;
+    const char *env = getenv("KVZ_ATTENTION");
+    int tc = compute == KVZ_BF16 && kvz_cuda_attention_bf16_supported(a->head_dim) &&
+             !(env && strcmp(env, "fp32") == 0);
+    return tc ? kvz_cuda_attention_bf16(a, err) : kvz_cuda_attention(a, err);
+}
+
+static int cuda_swiglu(kvz_backend *be, const float *gate_up, float *out, size_t n, size_t d_ff,
+                       kvz_error *err)
+{
+    (void)be;
+    return kvz_cuda_swiglu(gate_up, out, n, d_ff, err);
+}
+
+static int cuda_add(kvz_backend *be, float *h, const float *d, size_t count, kvz_error *err)
+{
+    (void)be;
+    add_kernel<<<kvz_cuda_blocks_for(count, THREADS), THREADS, 0, 0>>>(h, d, count);
+    return check_launch("add_kernel launch", err);
+}
+
+/* The ids go through one device buffer: cudaMemcpy from the host waits for
+ * the previous embed's gather, so reusing it is safe. */
+static int cuda_embed(kvz_backend *be, kvz_buf table, size_t dim, const int32_t *ids, size_t n,
+                      float *h, kvz_error *err)
+{
+    cuda_backend *c = cb(be);
+    if (table.dtype != KVZ_F32 && table.dtype != KVZ_BF16)
+        return kvz_fail(err, KVZ_EUNSUPPORTED, "cuda: embed: %s tables are not supported",
+                        kvz_dtype_name(table.dtype));
+    int rc = reserve(c, (void **)&c->ids, &c->ids_cap, n, sizeof(int32_t), "embed's token ids",
+                     err);
+    rc = rc ? rc : memcpy_kind(c->ids, ids, n * sizeof *ids, cudaMemcpyHostToDevice,
+                               "token ids to device", err);
+    if (rc)
+        return rc;
+    int f32 = table.dtype == KVZ_F32;
+    embed_kernel<<<kvz_cuda_blocks_for(n * dim, THREADS), THREADS, 0, 0>>>(
+        c->ids, f32 ? (const float *)table.data : NULL,
+        f32 ? NULL : (const uint16_t *)table.data, h, n, dim);
+    return check_launch("embed_kernel launch", err);
+}
+
+static int cuda_copy_rows(kvz_backend *be, float *dst, size_t dst_stride, const float *src,
+                          size_t src_stride, size_t n_rows, size_t width, kvz_error *err)
+{
+    if (dst_stride == width && src_stride == width)
+        return cuda_copy(be, dst, src, n_rows * width * sizeof *dst, err);
+    copy_rows_kernel<<<kvz_cuda_blocks_for(n_rows * width, THREADS), THREADS, 0, 0>>>(
+        dst, dst_stride, src, src_stride, n_rows, width);
+    return check_launch("copy_rows_kernel launch", err);
+}
+
+static int cuda_convert(kvz_backend *be, kvz_buf dst, kvz_buf src, kvz_error *err)
+{
+    size_t n = src.numel;
+    if (dst.dtype == src.dtype)
+        return cuda_copy(be, dst.data, src.data, n * kvz_dtype_size(src.dtype), err);
+    if (src.dtype == KVZ_F32 && dst.dtype == KVZ_BF16) {
+        to_bf16_kernel<<<kvz_cuda_blocks_for(n, THREADS), THREADS, 0, 0>>>(
+            (const float *)src.data, (uint16_t *)dst.data, n);
+        return check_launch("to_bf16_kernel launch", err);
+    }
+    if (src.dtype == KVZ_BF16 && dst.dtype == KVZ_F32) {
+        from_bf16_kernel<<<kvz_cuda_blocks_for(n, THREADS), THREADS, 0, 0>>>(
+            (const uint16_t *)src.data, (float *)dst.data, n);
+        return check_launch("from_bf16_kernel launch", err);
+    }
+    return kvz_fail(err, KVZ_EUNSUPPORTED, "cuda: convert: %s to %s is not supported",
+                    kvz_dtype_name(src.dtype), kvz_dtype_name(dst.dtype));
+}
+
+static int cuda_fill(kvz_backend *be, kvz_buf b, uint64_t seed, uint64_t tensor, float bound,
+                     float value, kvz_error *err)
+{
+    (void)be;
+    if (b.dtype != KVZ_F32 && b.dtype != KVZ_BF16)
+        return kvz_fail(err, KVZ_EUNSUPPORTED, "cuda: fill: %s buffers are not supported",
+                        kvz_dtype_name(b.dtype));
+    int f32 = b.dtype == KVZ_F32;
+    fill_kernel<<<kvz_cuda_blocks_for(b.numel, THREADS), THREADS, 0, 0>>>(
+        f32 ? (float *)b.data : NULL, f32 ? NULL : (uint16_t *)b.data, b.numel,
+        kvz_fill_key(seed, tensor), bound, value);
+    return check_launch("fill_kernel launch", err);
+}
+
+/* ---------- the table, opening and closing ---------- */
+
+static void cuda_close(kvz_backend *be)
+{
+    cuda_backend *c = cb(be);
+    cuda_free(be, c->x_bf16, 0);
+    cuda_free(be, c->ids, 0);
+    if (c->blas)
+        cublasDestroy(c->blas);
+    free(c);
+}
+
+/* In the order of kvz_backend_ops (C++17 has no designated initializers). */
+static const kvz_backend_ops CUDA_OPS = {
+    cuda_close,   cuda_alloc,     cuda_free,      cuda_upload,   cuda_download, cuda_copy,
+    cuda_sync,    cuda_peak,      cuda_linear,    cuda_rmsnorm,  cuda_rope,     cuda_attention,
+    cuda_swiglu,  cuda_add,       cuda_embed,     cuda_copy_rows, cuda_convert, cuda_fill,
+};
+
+static int setup(cuda_backend *c, kvz_error *err)
+{
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return kvz_fail(err, KVZ_EUNSUPPORTED, "cuda: no CUDA device is available: %s (%s)",
+                        cudaGetErrorString(e), cudaGetErrorName(e));
+    }
+    if (count <= 0)
+        return kvz_fail(err, KVZ_EUNSUPPORTED,
+                        "cuda: no CUDA device is available: the runtime reports 0 devices");
+    if (c->device < 0 || c->device >= count)
+        return kvz_fail(err, KVZ_EINVAL, "cuda: device %d does not exist (%d device%s: 0..%d)",
+                        c->device, count, count == 1 ? "" : "s", count - 1);
+    cudaDeviceProp prop;
+    int rc = check(cudaSetDevice(c->device), "cudaSetDevice", err);
+    rc = rc ? rc : check(cudaGetDeviceProperties(&prop, c->device), "cudaGetDeviceProperties",
+                         err);
+    if (rc)
+        return rc;
+    snprintf(c->head.name, sizeof c->head.name, "cuda:%d %s", c->device, prop.name);
+    rc = check_blas(cublasCreate(&c->blas), "cublasCreate", err);
+    if (rc) {
+        c->blas = NULL;
+        return rc;
+    }
+    c->math = CUBLAS_PEDANTIC_MATH; /* strict fp32 until a bf16 GEMM asks otherwise */
+    rc = check_blas(cublasSetMathMode(c->blas, c->math), "cublasSetMathMode", err);
+    rc = rc ? rc : check_blas(cublasSetStream(c->blas, 0), "cublasSetStream(legacy)", err);
+    sample_memory(c);
+    return rc;
+}
+
+extern "C" int kvz_backend_cuda_open(const kvz_backend_options *opt, kvz_backend **out,
+                                     kvz_error *err)
+{
+    *out = NULL;
+    cuda_backend *c = (cuda_backend *)calloc(1, sizeof *c);
+    if (!c)
+        return kvz_fail(err, KVZ_ENOMEM, "cuda: out of host memory");
+    c->head.ops = &CUDA_OPS;
+    c->head.kind = KVZ_BACKEND_CUDA;
+    c->head.host_memory = 0;
+    c->head.stream = NULL;
+    c->device = opt ? opt->device : 0;
+    snprintf(c->head.name, sizeof c->head.name, "cuda:%d", c->device);
+    int rc = setup(c, err);
+    if (rc) {
+        cuda_close(&c->head);
+        return rc;
+    }
+    *out = &c->head;
+    return KVZ_OK;
+}

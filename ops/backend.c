@@ -1,0 +1,259 @@
+/* backend: the generic layer of ops/backend.h, written once for every
+ * backend: dtypes and buffer views, opening a backend by kind (the registry:
+ * cpu always, cuda in CUDA builds), the byte accounting of allocations, and
+ * the kvz_op_* entry points, which check their arguments and then call the
+ * backend's table. */
+#include "backend.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+size_t kvz_dtype_size(kvz_dtype t)
+{
+    return t == KVZ_F32 ? 4 : 2;
+}
+
+const char *kvz_dtype_name(kvz_dtype t)
+{
+    return t == KVZ_F32 ? "float32" : t == KVZ_BF16 ? "bfloat16" : "float16";
+}
+
+kvz_buf kvz_buf_at(kvz_buf b, size_t first)
+{
+    kvz_buf v = b;
+    if (first > b.numel)
+        first = b.numel;
+    v.data = b.data ? (char *)b.data + first * kvz_dtype_size(b.dtype) : NULL;
+    v.numel = b.numel - first;
+    return v;
+}
+
+float *kvz_buf_f32(kvz_buf b)
+{
+    return b.dtype == KVZ_F32 ? (float *)b.data : NULL;
+}
+
+/* ---------- opening ---------- */
+
+int kvz_backend_compiled(kvz_backend_kind kind)
+{
+#ifdef KVZ_HAVE_CUDA
+    return kind == KVZ_BACKEND_CPU || kind == KVZ_BACKEND_CUDA;
+#else
+    return kind == KVZ_BACKEND_CPU;
+#endif
+}
+
+int kvz_backend_open(const kvz_backend_options *opt, kvz_backend **out, kvz_error *err)
+{
+    *out = NULL;
+    kvz_backend_options o = opt ? *opt : (kvz_backend_options){KVZ_BACKEND_CPU, 0, 0};
+    if (o.kind == KVZ_BACKEND_CPU)
+        return kvz_backend_cpu_open(&o, out, err);
+    if (o.kind != KVZ_BACKEND_CUDA)
+        return kvz_fail(err, KVZ_EINVAL, "backend: unknown kind %d", (int)o.kind);
+#ifdef KVZ_HAVE_CUDA
+    return kvz_backend_cuda_open(&o, out, err);
+#else
+    return kvz_fail(err, KVZ_EUNSUPPORTED,
+                    "cuda: this kvzap was built without CUDA; use --device cpu (or auto)");
+#endif
+}
+
+void kvz_backend_close(kvz_backend *be)
+{
+    if (be)
+        be->ops->close(be);
+}
+
+const char *kvz_backend_name(const kvz_backend *be) { return be->name; }
+kvz_backend_kind kvz_backend_kind_of(const kvz_backend *be) { return be->kind; }
+int kvz_backend_host_memory(const kvz_backend *be) { return be->host_memory; }
+void *kvz_backend_stream(const kvz_backend *be) { return be->stream; }
+size_t kvz_backend_bytes_held(const kvz_backend *be) { return be->bytes_held; }
+size_t kvz_backend_peak_bytes(const kvz_backend *be) { return be->ops->peak_bytes(be); }
+
+/* ---------- memory ---------- */
+
+static int valid_dtype(kvz_dtype t)
+{
+    return t == KVZ_F32 || t == KVZ_BF16 || t == KVZ_F16;
+}
+
+int kvz_backend_alloc(kvz_backend *be, kvz_dtype dtype, size_t numel, const char *what,
+                      kvz_buf *out, kvz_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (!valid_dtype(dtype))
+        return kvz_fail(err, KVZ_EINVAL, "%s: alloc: unknown dtype %d", be->name, (int)dtype);
+    size_t es = kvz_dtype_size(dtype), n = numel ? numel : 1;
+    if (n > SIZE_MAX / es)
+        return kvz_fail(err, KVZ_ENOMEM, "%s: cannot allocate %zu elements for %s", be->name,
+                        numel, what ? what : "a buffer");
+    void *p = NULL;
+    int rc = be->ops->alloc(be, n * es, what ? what : "a buffer", &p, err);
+    if (rc)
+        return rc;
+    *out = (kvz_buf){p, dtype, numel};
+    be->bytes_held += n * es;
+    return KVZ_OK;
+}
+
+void kvz_backend_free(kvz_backend *be, kvz_buf *b)
+{
+    if (!b->data)
+        return;
+    size_t bytes = (b->numel ? b->numel : 1) * kvz_dtype_size(b->dtype);
+    be->ops->free(be, b->data, bytes);
+    be->bytes_held -= bytes < be->bytes_held ? bytes : be->bytes_held;
+    memset(b, 0, sizeof *b);
+}
+
+int kvz_backend_upload(kvz_backend *be, void *dst, const void *host_src, size_t bytes,
+                       kvz_error *err)
+{
+    if (!bytes)
+        return KVZ_OK;
+    if (!dst || !host_src)
+        return kvz_fail(err, KVZ_EINVAL, "%s: upload: NULL pointer", be->name);
+    return be->ops->upload(be, dst, host_src, bytes, err);
+}
+
+int kvz_backend_download(kvz_backend *be, void *host_dst, const void *src, size_t bytes,
+                         kvz_error *err)
+{
+    if (!bytes)
+        return be->ops->sync(be, err);
+    if (!host_dst || !src)
+        return kvz_fail(err, KVZ_EINVAL, "%s: download: NULL pointer", be->name);
+    return be->ops->download(be, host_dst, src, bytes, err);
+}
+
+int kvz_backend_copy(kvz_backend *be, void *dst, const void *src, size_t bytes, kvz_error *err)
+{
+    if (!bytes || dst == src)
+        return KVZ_OK;
+    if (!dst || !src)
+        return kvz_fail(err, KVZ_EINVAL, "%s: copy: NULL pointer", be->name);
+    return be->ops->copy(be, dst, src, bytes, err);
+}
+
+int kvz_backend_sync(kvz_backend *be, kvz_error *err)
+{
+    return be->ops->sync(be, err);
+}
+
+/* ---------- ops ---------- */
+
+#define NEED(cond, op)                                                                  \
+    do {                                                                                \
+        if (!(cond))                                                                    \
+            return kvz_fail(err, KVZ_EINVAL, "%s: %s: bad arguments (%s)", be->name, op, \
+                            #cond);                                                     \
+    } while (0)
+
+int kvz_op_linear(kvz_backend *be, const float *x, kvz_buf w, const float *bias_or_NULL,
+                  float *y, size_t n, size_t n_in, size_t n_out, kvz_error *err)
+{
+    if (!n || !n_out)
+        return KVZ_OK;
+    NEED(x && y && w.data && n_in && n_in <= SIZE_MAX / n_out && w.numel >= n_in * n_out &&
+             valid_dtype(w.dtype),
+         "linear");
+    return be->ops->linear(be, x, w, bias_or_NULL, y, n, n_in, n_out, err);
+}
+
+int kvz_op_rmsnorm(kvz_backend *be, const float *x, const float *w, float *y, size_t n_rows,
+                   size_t dim, float eps, kvz_error *err)
+{
+    if (!n_rows)
+        return KVZ_OK;
+    NEED(x && w && y && dim, "rmsnorm");
+    return be->ops->rmsnorm(be, x, w, y, n_rows, dim, eps, err);
+}
+
+int kvz_op_rope(kvz_backend *be, float *x, size_t n_tokens, size_t n_heads, size_t head_dim,
+                size_t pos0, const float *inv_freq, kvz_error *err)
+{
+    if (!n_tokens || !n_heads)
+        return KVZ_OK;
+    NEED(x && inv_freq && head_dim && head_dim % 2 == 0, "rope");
+    return be->ops->rope(be, x, n_tokens, n_heads, head_dim, pos0, inv_freq, err);
+}
+
+int kvz_op_attention(kvz_backend *be, const kvz_attn_args *a, kvz_dtype compute,
+                     kvz_error *err)
+{
+    NEED(a && a->q && a->k && a->v && a->out && a->n_heads && a->n_kv_heads && a->head_dim &&
+             a->n_heads % a->n_kv_heads == 0 && (compute == KVZ_F32 || compute == KVZ_BF16),
+         "attention");
+    if (!a->n_q)
+        return KVZ_OK;
+    return be->ops->attention(be, a, compute, err);
+}
+
+int kvz_op_swiglu(kvz_backend *be, const float *gate_up, float *out, size_t n, size_t d_ff,
+                  kvz_error *err)
+{
+    if (!n || !d_ff)
+        return KVZ_OK;
+    NEED(gate_up && out, "swiglu");
+    return be->ops->swiglu(be, gate_up, out, n, d_ff, err);
+}
+
+int kvz_op_add(kvz_backend *be, float *h, const float *d, size_t count, kvz_error *err)
+{
+    if (!count)
+        return KVZ_OK;
+    NEED(h && d, "add");
+    return be->ops->add(be, h, d, count, err);
+}
+
+int kvz_op_embed(kvz_backend *be, kvz_buf table, size_t dim, const int32_t *ids, size_t n,
+                 float *h, kvz_error *err)
+{
+    if (!n)
+        return KVZ_OK;
+    NEED(table.data && ids && h && dim && (table.dtype == KVZ_F32 || table.dtype == KVZ_BF16),
+         "embed");
+    size_t rows = table.numel / dim;
+    for (size_t t = 0; t < n; t++)
+        if (ids[t] < 0 || (size_t)ids[t] >= rows)
+            return kvz_fail(err, KVZ_EINVAL, "%s: embed: id %ld at %zu is outside the table (%zu rows)",
+                            be->name, (long)ids[t], t, rows);
+    return be->ops->embed(be, table, dim, ids, n, h, err);
+}
+
+int kvz_op_copy_rows(kvz_backend *be, float *dst, size_t dst_stride, const float *src,
+                     size_t src_stride, size_t n_rows, size_t width, kvz_error *err)
+{
+    if (!n_rows || !width)
+        return KVZ_OK;
+    NEED(dst && src && dst_stride >= width && src_stride >= width, "copy_rows");
+    return be->ops->copy_rows(be, dst, dst_stride, src, src_stride, n_rows, width, err);
+}
+
+int kvz_op_convert(kvz_backend *be, kvz_buf dst, kvz_buf src, kvz_error *err)
+{
+    if (!src.numel)
+        return KVZ_OK;
+    NEED(dst.data && src.data && dst.numel >= src.numel && valid_dtype(dst.dtype) &&
+             valid_dtype(src.dtype),
+         "convert");
+    if (dst.dtype == src.dtype)
+        return kvz_backend_copy(be, dst.data, src.data, src.numel * kvz_dtype_size(src.dtype),
+                                err);
+    if (dst.dtype == KVZ_F16 || src.dtype == KVZ_F16)
+        return kvz_fail(err, KVZ_EUNSUPPORTED, "%s: convert: float16 is not supported yet",
+                        be->name);
+    return be->ops->convert(be, dst, src, err);
+}
+
+int kvz_op_fill(kvz_backend *be, kvz_buf b, uint64_t seed, uint64_t tensor, float bound,
+                float value, kvz_error *err)
+{
+    if (!b.numel)
+        return KVZ_OK;
+    NEED(b.data && (b.dtype == KVZ_F32 || b.dtype == KVZ_BF16), "fill");
+    return be->ops->fill(be, b, seed, tensor, bound, value, err);
+}

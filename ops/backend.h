@@ -1,0 +1,255 @@
+/* backend: the one op interface of kvzap (the ggml way: one API, several
+ * backends). A backend is a table of operations on memory it owns; the
+ * forward pass (model/forward_run.c) and every algorithm above it are written
+ * once against this table. Two backends exist:
+ *   cpu   ops/backend_cpu.c      host memory, the ops of ops/ops.h (OpenBLAS
+ *                                sgemm, the ops' thread pool); the readable
+ *                                reference and the default
+ *   cuda  kernels/backend_cuda.cu device memory, the kernels of kernels/ and
+ *                                cuBLAS; registered only in CUDA builds
+ *                                (KVZ_HAVE_CUDA), so a build without CUDA
+ *                                answers "cuda" with one clear message
+ *
+ * Memory. Every pointer an op takes is backend memory (from kvz_backend_alloc)
+ * unless its comment says host. Buffers carry a dtype (kvz_buf); activations
+ * are fp32 (`float *` into a kvz_buf of KVZ_F32); weight matrices and
+ * embedding tables are fp32 or bf16 (the `kvz_buf` arguments). On the cpu
+ * backend memory is host memory (host_memory = 1): callers may read and
+ * write it directly, and upload/download are memcpy.
+ *
+ * Ordering. Ops are queued in call order on the backend's one stream and only
+ * enqueue (cuda): a fault inside one shows up at the next download, sync or
+ * op status. download and sync wait for everything queued before them. On
+ * the cpu backend every op has finished when it returns. A cuda backend's
+ * ops run on the calling thread's current device, which open sets: use it
+ * from the opening thread (or set the device on the other thread first).
+ *
+ * Errors follow common/kvz_error.h: KVZ_OK, or a code and one line naming
+ * the op and the problem ("cuda: cannot allocate 12582912 bytes for the K cache
+ * on device 0 (3145728 bytes free of 85899345920)"); callers add the model.
+ *
+ * Numerics: each op states its contract; the cpu backend follows
+ * transformers' fp32 eager path. Backends agree within the per-op budgets
+ * of tests/test_backend_ops.c (NMSE per op and dtype), not bit for bit. */
+#ifndef KVZ_BACKEND_H
+#define KVZ_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/kvz_error.h"
+#include "ops.h"
+
+/* ---------- dtypes and buffers ---------- */
+
+typedef enum kvz_dtype {
+    KVZ_F32 = 0,  /* IEEE binary32 */
+    KVZ_BF16 = 1, /* bfloat16 bit patterns (the upper half of an fp32) */
+    KVZ_F16 = 2   /* IEEE binary16 */
+} kvz_dtype;
+
+size_t kvz_dtype_size(kvz_dtype t);
+const char *kvz_dtype_name(kvz_dtype t); /* "float32", "bfloat16", "float16" */
+
+/* A buffer of backend memory: numel elements of dtype at data. A view into a
+ * larger buffer is a kvz_buf too (kvz_buf_at); only what kvz_backend_alloc
+ * returned may be freed. */
+typedef struct kvz_buf {
+    void *data;
+    kvz_dtype dtype;
+    size_t numel;
+} kvz_buf;
+
+/* The view of b from element `first` on (numel - first elements). */
+kvz_buf kvz_buf_at(kvz_buf b, size_t first);
+/* b's data as fp32 (NULL unless b is KVZ_F32). */
+float *kvz_buf_f32(kvz_buf b);
+
+/* ---------- opening a backend ---------- */
+
+typedef enum kvz_backend_kind { KVZ_BACKEND_CPU = 0, KVZ_BACKEND_CUDA = 1 } kvz_backend_kind;
+
+typedef struct kvz_backend_options {
+    kvz_backend_kind kind;
+    int device;    /* cuda: device index (0: the first) */
+    int n_threads; /* cpu: ops and OpenBLAS threads, process-wide; 0: all cores */
+} kvz_backend_options;
+
+typedef struct kvz_backend kvz_backend;
+
+/* Opens a backend. Errors: KVZ_EUNSUPPORTED ("cuda: this kvzap was built
+ * without CUDA; use --device cpu", "cuda: no CUDA device is available: ..."),
+ * KVZ_ENOMEM, KVZ_EIO (a driver or cuBLAS failure, named). */
+int kvz_backend_open(const kvz_backend_options *opt, kvz_backend **out, kvz_error *err);
+void kvz_backend_close(kvz_backend *be);
+/* 1 when this build registers kind (cpu: always; cuda: CUDA builds). */
+int kvz_backend_compiled(kvz_backend_kind kind);
+
+/* "cpu" or "cuda:0 NVIDIA H100 80GB HBM3" */
+const char *kvz_backend_name(const kvz_backend *be);
+kvz_backend_kind kvz_backend_kind_of(const kvz_backend *be);
+/* 1 when backend memory is host memory (cpu). */
+int kvz_backend_host_memory(const kvz_backend *be);
+/* The native stream (cudaStream_t as void *; NULL: cuda's legacy default
+ * stream, or the cpu backend). Work queued there by other code (a tap's) is
+ * ordered with the ops. */
+void *kvz_backend_stream(const kvz_backend *be);
+/* Bytes held by this backend's live allocations now, and the peak of the
+ * device's in-use memory (cuda: cudaMemGetInfo samples taken at every alloc
+ * and sync; cpu: the peak of bytes held). */
+size_t kvz_backend_bytes_held(const kvz_backend *be);
+size_t kvz_backend_peak_bytes(const kvz_backend *be);
+
+/* ---------- memory ---------- */
+
+/* *out = numel elements of dtype (numel 0 allowed: a 1-element allocation);
+ * `what` names the buffer in the error ("the K cache"). KVZ_ENOMEM says how
+ * much was asked and how much is free. */
+int kvz_backend_alloc(kvz_backend *be, kvz_dtype dtype, size_t numel, const char *what,
+                      kvz_buf *out, kvz_error *err);
+/* Frees what kvz_backend_alloc returned (data NULL is fine) and clears *b. */
+void kvz_backend_free(kvz_backend *be, kvz_buf *b);
+/* Host -> backend, backend -> host (waits for queued work), backend ->
+ * backend; bytes at the given pointers. */
+int kvz_backend_upload(kvz_backend *be, void *dst, const void *host_src, size_t bytes,
+                       kvz_error *err);
+int kvz_backend_download(kvz_backend *be, void *host_dst, const void *src, size_t bytes,
+                         kvz_error *err);
+int kvz_backend_copy(kvz_backend *be, void *dst, const void *src, size_t bytes, kvz_error *err);
+/* Waits for all queued work; reports a fault any of it hit. */
+int kvz_backend_sync(kvz_backend *be, kvz_error *err);
+
+/* ---------- ops (fp32 activations, row-major) ---------- */
+
+/* y[n, n_out] = x[n, n_in] W^T (+ bias[n_out]); W [n_out, n_in] (PyTorch's
+ * layout) fp32 or bf16. bf16 weights: the cuda backend rounds x to bf16 and
+ * accumulates in fp32 (tensor cores); the cpu backend widens W to fp32. fp32
+ * weights: strict fp32 on both (cuda: no TF32). */
+int kvz_op_linear(kvz_backend *be, const float *x, kvz_buf w, const float *bias_or_NULL,
+                  float *y, size_t n, size_t n_in, size_t n_out, kvz_error *err);
+/* kvz_rmsnorm: y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w for n_rows rows of
+ * dim; y may equal x. Per-head RMSNorm (Qwen3 q/k norm) is this op with
+ * n_rows = tokens x heads and dim = head_dim. */
+int kvz_op_rmsnorm(kvz_backend *be, const float *x, const float *w, float *y, size_t n_rows,
+                   size_t dim, float eps, kvz_error *err);
+/* kvz_rope_apply in place on x [n_tokens, n_heads, head_dim] (token t at
+ * position pos0 + t); inv_freq [head_dim/2] in backend memory. */
+int kvz_op_rope(kvz_backend *be, float *x, size_t n_tokens, size_t n_heads, size_t head_dim,
+                size_t pos0, const float *inv_freq, kvz_error *err);
+/* kvz_attention (causal GQA, per-row log-sum-exp into a->lse when non-NULL)
+ * with every array in backend memory. compute KVZ_BF16 lets a backend round
+ * Q, K, V and the softmax weights to bf16 for the two products (cuda: the
+ * tensor-core kernel where the head_dim allows it); the cpu backend always
+ * computes in fp32. a->block is a cpu tuning knob (0: 256). */
+int kvz_op_attention(kvz_backend *be, const kvz_attn_args *a, kvz_dtype compute,
+                     kvz_error *err);
+/* kvz_swiglu: out [n, d_ff] = silu(gate) * up of gate_up [n, 2*d_ff]. */
+int kvz_op_swiglu(kvz_backend *be, const float *gate_up, float *out, size_t n, size_t d_ff,
+                  kvz_error *err);
+/* h[i] += d[i] for i < count. */
+int kvz_op_add(kvz_backend *be, float *h, const float *d, size_t count, kvz_error *err);
+/* h [n, dim] = rows ids[t] (HOST array, each < table rows) of table [rows,
+ * dim], fp32 or bf16 (widened). */
+int kvz_op_embed(kvz_backend *be, kvz_buf table, size_t dim, const int32_t *ids, size_t n,
+                 float *h, kvz_error *err);
+/* dst[r * dst_stride + c] = src[r * src_stride + c] for r < n_rows, c < width
+ * (floats; the two regions must not overlap): e.g. the q, k and v column
+ * blocks out of a fused q/k/v row. */
+int kvz_op_copy_rows(kvz_backend *be, float *dst, size_t dst_stride, const float *src,
+                     size_t src_stride, size_t n_rows, size_t width, kvz_error *err);
+/* dst = src converted element by element (dst.numel >= src.numel): fp32
+ * to bf16 rounds to nearest even (NaN stays NaN); bf16 to fp32 is exact;
+ * same dtype copies. */
+int kvz_op_convert(kvz_backend *be, kvz_buf dst, kvz_buf src, kvz_error *err);
+/* Random fill of b, reproducible on every backend: element i is uniform in
+ * [-bound, bound) from splitmix64 of (seed, tensor, i) (kvz_fill_key below;
+ * bound 0: the constant value), then stored in b's dtype (bf16: rounded). For models of a given shape without a
+ * download (benchmarks). */
+int kvz_op_fill(kvz_backend *be, kvz_buf b, uint64_t seed, uint64_t tensor, float bound,
+                float value, kvz_error *err);
+
+/* ---------- implementing a backend ---------- */
+
+/* The table a backend provides. Every entry is required; the kvz_op_* and
+ * kvz_backend_* functions above check arguments (NULL arrays, dtypes,
+ * sizes) once for all backends and then call these. */
+typedef struct kvz_backend_ops {
+    void (*close)(kvz_backend *be);
+    int (*alloc)(kvz_backend *be, size_t bytes, const char *what, void **out, kvz_error *err);
+    void (*free)(kvz_backend *be, void *p, size_t bytes);
+    int (*upload)(kvz_backend *be, void *dst, const void *host_src, size_t bytes, kvz_error *err);
+    int (*download)(kvz_backend *be, void *host_dst, const void *src, size_t bytes,
+                    kvz_error *err);
+    int (*copy)(kvz_backend *be, void *dst, const void *src, size_t bytes, kvz_error *err);
+    int (*sync)(kvz_backend *be, kvz_error *err);
+    size_t (*peak_bytes)(const kvz_backend *be);
+    int (*linear)(kvz_backend *be, const float *x, kvz_buf w, const float *bias, float *y,
+                  size_t n, size_t n_in, size_t n_out, kvz_error *err);
+    int (*rmsnorm)(kvz_backend *be, const float *x, const float *w, float *y, size_t n_rows,
+                   size_t dim, float eps, kvz_error *err);
+    int (*rope)(kvz_backend *be, float *x, size_t n_tokens, size_t n_heads, size_t head_dim,
+                size_t pos0, const float *inv_freq, kvz_error *err);
+    int (*attention)(kvz_backend *be, const kvz_attn_args *a, kvz_dtype compute,
+                     kvz_error *err);
+    int (*swiglu)(kvz_backend *be, const float *gate_up, float *out, size_t n, size_t d_ff,
+                  kvz_error *err);
+    int (*add)(kvz_backend *be, float *h, const float *d, size_t count, kvz_error *err);
+    int (*embed)(kvz_backend *be, kvz_buf table, size_t dim, const int32_t *ids, size_t n,
+                 float *h, kvz_error *err);
+    int (*copy_rows)(kvz_backend *be, float *dst, size_t dst_stride, const float *src,
+                     size_t src_stride, size_t n_rows, size_t width, kvz_error *err);
+    int (*convert)(kvz_backend *be, kvz_buf dst, kvz_buf src, kvz_error *err);
+    int (*fill)(kvz_backend *be, kvz_buf b, uint64_t seed, uint64_t tensor, float bound,
+                float value, kvz_error *err);
+} kvz_backend_ops;
+
+/* The common head of every backend; an implementation embeds it first and
+ * keeps its own state after it. */
+struct kvz_backend {
+    const kvz_backend_ops *ops;
+    kvz_backend_kind kind;
+    int host_memory;
+    void *stream;
+    size_t bytes_held;
+    char name[320];
+};
+
+/* The registered openers (ops/backend_cpu.c; kernels/backend_cuda.cu in CUDA
+ * builds). They fill the head (ops, kind, host_memory, name). */
+int kvz_backend_cpu_open(const kvz_backend_options *opt, kvz_backend **out, kvz_error *err);
+int kvz_backend_cuda_open(const kvz_backend_options *opt, kvz_backend **out, kvz_error *err);
+
+/* Host bf16 conversions (the rule of kvz_op_convert): round to nearest
+ * even, NaN stays a quiet NaN; widening is exact. */
+static inline uint16_t kvz_f32_to_bf16(float x)
+{
+    union { float f; uint32_t u; } v = {x};
+    if ((v.u & 0x7f800000u) == 0x7f800000u && (v.u & 0x007fffffu))
+        return (uint16_t)((v.u >> 16) | 0x0040u);
+    return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);
+}
+
+static inline float kvz_bf16_widen(uint16_t b)
+{
+    union { uint32_t u; float f; } v = {(uint32_t)b << 16};
+    return v.f;
+}
+
+/* kvz_op_fill's values, shared by the backends so they fill identically:
+ * key = splitmix64(seed ^ splitmix64(tensor)); element i takes the top 24
+ * bits of splitmix64(key + i) as u in [0, 1) and is (2u - 1) * bound, or
+ * value when bound is 0. */
+static inline uint64_t kvz_splitmix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+static inline uint64_t kvz_fill_key(uint64_t seed, uint64_t tensor)
+{
+    return kvz_splitmix64(seed ^ kvz_splitmix64(tensor));
+}
+
+#endif

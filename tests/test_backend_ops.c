@@ -1,0 +1,1356 @@
+/* test_backend_ops: every op of the backend interface (ops/backend.h) on every
+ * backend this build registers, the way ggml's test-backend-ops does it.
+ *  1. The cpu backend against naive double-precision re-derivations of each
+ *     op's contract, written out here from ops/backend.h and ops/ops.h:
+ *     linear y = x W^T + b (fp32 and bf16 W), RMSNorm, rotate-half RoPE
+ *     (inv_freq from kvz_rope_inv_freq_raw, default and llama3), causal GQA
+ *     attention with scale and per-row log-sum-exp (pos0 = 0 and > 0, decode
+ *     and prefill, cpu blocks that do not divide the length), SwiGLU; and,
+ *     bit for bit, add, embed (fp32 and bf16 tables), copy_rows, convert
+ *     f32 <-> bf16 (round to nearest even: hand-picked bit patterns incl.
+ *     halfway cases, subnormals, inf, NaN; every bf16 pattern; random fp32
+ *     patterns against an RNE written here) and fill (splitmix64, checked
+ *     against its published outputs).
+ *  2. Every other compiled backend that opens (cuda) against the cpu backend
+ *     on the same inputs (upload, run, download, compare); one that is
+ *     compiled but does not open (no device) is reported as SKIP and the cpu
+ *     part still runs. On the CUDA emulator (kvz_cuda_emulated()) attention
+ *     cases above ATTN_EMU_MAX_WORK = n_q * keys * heads * head_dim run on
+ *     the cpu only.
+ *  3. The argument errors of the generic layer (ops/backend.c) on every
+ *     backend: KVZ_EINVAL with a message naming the op, and opening cuda in
+ *     a build without CUDA: KVZ_EUNSUPPORTED "... built without CUDA ...".
+ * Every array an op touches lives in backend memory between KVZ_GUARD guard
+ * elements (the NaN pattern KVZ_GUARD_BITS, bf16: its upper half), uploaded
+ * and downloaded whole: guards must be untouched, inputs unchanged, outputs
+ * finite. Errors are NMSE = sum((got-ref)^2)/sum(ref^2) per op and dtype
+ * within the budgets below; a failure prints the op, shape, NMSE, budget and
+ * the worst element; the end prints the worst NMSE seen per op
+ * (KVZ_TEST_VERBOSE=1: every case's). */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../kernels/kvz_cuda.h"
+#include "../ops/backend.h"
+#include "kvz_test.h"
+#include "kvz_test_gpu.h"
+
+/* ---------- budgets (NMSE) ----------
+ * In brackets: the worst NMSE observed over this file's cases (x86-64,
+ * OpenBLAS; cuda: the CPU emulator of tests/cuda_emu, whose cuBLAS is
+ * OpenBLAS and whose math is the host's libm). Budgets keep a margin of 9x
+ * (bf16 attention) to 10^4x over them. */
+/* cpu vs the naive double reference */
+#define BUDGET_CPU_LINEAR 1e-9       /* fp32 sgemm; bf16 W widened exactly [9.3e-14] */
+#define BUDGET_CPU_ELEMENTWISE 1e-11 /* rmsnorm, rope, swiglu: a few ulp [3.7e-15] */
+#define BUDGET_CPU_ATTENTION 1e-9    /* out [3.9e-13] and lse [2.7e-15] */
+/* cpu linear with bf16 W vs the naive one with the unrounded fp32 W: the cost
+ * of rounding W to bf16 (half an ulp of 8 significant bits, uniform: ~2e-6
+ * expected) [2.6e-6; 4.0e-6 for the 1x1x1 case] */
+#define BUDGET_BF16_WEIGHTS 1e-4
+/* another backend vs the cpu backend on the same inputs */
+#define BUDGET_BE_F32 1e-10           /* fp32 ops [emulator: 0, attention 4.2e-13] */
+#define BUDGET_BE_BF16_LINEAR 1e-4    /* x rounded to bf16 as well [2.9e-6] */
+#define BUDGET_BE_BF16_ATTENTION 1e-4 /* compute KVZ_BF16: q, k, v and P in bf16 [1.1e-5,
+                                         lse 4.7e-7] */
+/* add, embed, copy_rows, convert, fill: bit for bit on every backend */
+
+/* Emulator: the largest attention case (n_q * keys * heads * head_dim) run on
+ * an emulated backend. With 2e7 every case of this file runs there (the whole
+ * test: ~1 s on the emulator, 0.1 s cpu only); larger cases added later stay
+ * on the cpu there. */
+#define ATTN_EMU_MAX_WORK 2e7
+
+/* ---------- backends ---------- */
+
+static kvz_backend *g_cpu;
+static kvz_backend *g_other[4];
+static int g_n_other;
+
+static const char *short_name(const kvz_backend *be)
+{
+    return kvz_backend_kind_of(be) == KVZ_BACKEND_CPU ? "cpu" : "cuda";
+}
+
+static int emulated(const kvz_backend *be)
+{
+    return kvz_backend_kind_of(be) == KVZ_BACKEND_CUDA && kvz_cuda_emulated();
+}
+
+/* ---------- random inputs ---------- */
+
+static uint64_t rng_state = 0x2545f4914f6cdd1dull;
+
+static uint64_t rand_u64(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+static float frand(float scale)
+{
+    return scale * (2.0f * (float)(rand_u64() >> 40) / 16777216.0f - 1.0f);
+}
+
+static float *rand_array(size_t n, float scale)
+{
+    float *p = malloc((n ? n : 1) * sizeof *p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = frand(scale);
+    return p;
+}
+
+/* ---------- bf16, written out (not the header's helpers) ---------- */
+
+static uint32_t f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static float bits_f32(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static int f32_bits_nan(uint32_t u)
+{
+    return (u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu) != 0;
+}
+
+static int bf16_nan(uint16_t b)
+{
+    return (b & 0x7f80u) == 0x7f80u && (b & 0x007fu) != 0;
+}
+
+/* Round to nearest, ties to even, on the upper half; the carry runs into the
+ * exponent (to inf on overflow). NaN: any NaN (the caller checks the class). */
+static uint16_t ref_bf16(uint32_t u)
+{
+    uint32_t hi = u >> 16, lo = u & 0xffffu;
+    if (lo > 0x8000u || (lo == 0x8000u && (hi & 1u)))
+        hi++;
+    return (uint16_t)hi;
+}
+
+static float ref_widen(uint16_t b)
+{
+    return bits_f32((uint32_t)b << 16);
+}
+
+/* ---------- budgets bookkeeping: worst NMSE per op / dtype / comparison ---------- */
+
+typedef struct stat {
+    char name[96];
+    double budget, worst;
+    int cases;
+} stat;
+
+static stat g_stats[64];
+static int g_n_stats;
+static int g_verbose; /* KVZ_TEST_VERBOSE=1: print every case's NMSE */
+
+static void record(const char *name, double budget, double nmse)
+{
+    int i = 0;
+    while (i < g_n_stats && strcmp(g_stats[i].name, name) != 0)
+        i++;
+    if (i == g_n_stats) {
+        if (g_n_stats == (int)(sizeof g_stats / sizeof g_stats[0]))
+            return;
+        g_n_stats++;
+        snprintf(g_stats[i].name, sizeof g_stats[i].name, "%s", name);
+        g_stats[i].budget = budget;
+        g_stats[i].worst = 0.0;
+    }
+    if (nmse > g_stats[i].worst || isnan(nmse))
+        g_stats[i].worst = nmse;
+    g_stats[i].cases++;
+}
+
+/* got[n] against ref[n]: every value finite, NMSE <= budget; records the NMSE
+ * under stat_name ("linear f32: cpu vs naive"). */
+static void check_nmse(const char *stat_name, const char *what, const float *got,
+                       const double *ref, size_t n, double budget)
+{
+    double num = 0.0, den = 0.0, worst = -1.0;
+    size_t wi = 0, nonfinite = 0, first_nf = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(got[i])) {
+            if (!nonfinite++)
+                first_nf = i;
+            continue;
+        }
+        double d = (double)got[i] - ref[i];
+        num += d * d;
+        den += ref[i] * ref[i];
+        if (fabs(d) > worst) {
+            worst = fabs(d);
+            wi = i;
+        }
+    }
+    double nmse = den > 0.0 ? num / den : num;
+    record(stat_name, budget, nonfinite ? NAN : nmse);
+    if (g_verbose)
+        printf("  %-44s %9.3g  %s\n", stat_name, nmse, what);
+    KVZ_CHECK(nonfinite == 0, "%s: %zu of %zu outputs not finite (first [%zu] = %g)", what,
+              nonfinite, n, first_nf, n ? got[first_nf] : 0.0f);
+    KVZ_CHECK(nmse <= budget,
+              "%s: NMSE %.3g > budget %.3g; worst [%zu] got %.9g expected %.9g (|diff| %.3g)",
+              what, nmse, budget, wi, n ? got[wi] : 0.0f, n ? ref[wi] : 0.0, worst);
+}
+
+static double *widen_array(const float *v, size_t n)
+{
+    double *d = malloc((n ? n : 1) * sizeof *d);
+    for (size_t i = 0; i < n; i++)
+        d[i] = v[i];
+    return d;
+}
+
+/* got vs ref (another backend vs the cpu backend), both float. */
+static void check_vs_cpu(const char *stat_name, const char *what, const float *got,
+                         const float *ref, size_t n, double budget)
+{
+    double *r = widen_array(ref, n);
+    check_nmse(stat_name, what, got, r, n, budget);
+    free(r);
+}
+
+/* Bit-exact comparison of 32-bit (floats) or 16-bit (bf16) arrays. */
+static void check_bits(const char *what, const void *got, const void *ref, size_t n,
+                       size_t esize)
+{
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < n; i++)
+        if (memcmp((const char *)got + i * esize, (const char *)ref + i * esize, esize)) {
+            if (!bad++)
+                first = i;
+        }
+    uint32_t g = 0, r = 0;
+    memcpy(&g, (const char *)got + first * esize, n ? esize : 0);
+    memcpy(&r, (const char *)ref + first * esize, n ? esize : 0);
+    if (esize == 4)
+        KVZ_CHECK(bad == 0,
+                  "%s: %zu of %zu elements differ; first [%zu] got %.9g (0x%08x) expected %.9g "
+                  "(0x%08x)",
+                  what, bad, n, first, bits_f32(g), g, bits_f32(r), r);
+    else
+        KVZ_CHECK(bad == 0,
+                  "%s: %zu of %zu elements differ; first [%zu] got 0x%04x expected 0x%04x", what,
+                  bad, n, first, g, r);
+}
+
+/* ---------- guarded backend buffers ---------- */
+
+/* n elements of dtype in backend memory with KVZ_GUARD guard elements before
+ * and after; all: the allocation, buf: the n elements. */
+typedef struct gbuf {
+    kvz_buf all, buf;
+} gbuf;
+
+static void guard_fill(void *p, kvz_dtype dt, size_t n)
+{
+    const uint32_t b32 = KVZ_GUARD_BITS;
+    const uint16_t b16 = (uint16_t)(KVZ_GUARD_BITS >> 16); /* 0x7fa5: a bf16 NaN */
+    for (size_t i = 0; i < n; i++) {
+        if (dt == KVZ_F32)
+            memcpy((char *)p + 4 * i, &b32, 4);
+        else
+            memcpy((char *)p + 2 * i, &b16, 2);
+    }
+}
+
+static int guard_intact(const void *p, kvz_dtype dt, size_t n)
+{
+    size_t es = kvz_dtype_size(dt);
+    unsigned char *g = malloc(n * es);
+    guard_fill(g, dt, n);
+    int ok = memcmp(p, g, n * es) == 0;
+    free(g);
+    return ok;
+}
+
+/* Allocates and uploads host[n] (NULL: the guard pattern everywhere, so an
+ * output element the op does not write reads as NaN). */
+static void gb_make(kvz_backend *be, kvz_dtype dt, size_t n, const void *host,
+                    const char *what, gbuf *g)
+{
+    size_t es = kvz_dtype_size(dt), total = n + 2 * KVZ_GUARD;
+    unsigned char *img = malloc(total * es);
+    memset(g, 0, sizeof *g);
+    guard_fill(img, dt, total);
+    if (host && n)
+        memcpy(img + KVZ_GUARD * es, host, n * es);
+    kvz_error err = {0};
+    int rc = kvz_backend_alloc(be, dt, total, what, &g->all, &err);
+    if (rc == KVZ_OK)
+        rc = kvz_backend_upload(be, g->all.data, img, total * es, &err);
+    KVZ_CHECK(rc == KVZ_OK, "%s: %s: alloc/upload of %zu elements: %s", short_name(be), what,
+              total, err.msg);
+    free(img);
+    g->buf = kvz_buf_at(g->all, KVZ_GUARD);
+    g->buf.numel = n;
+}
+
+/* Downloads the whole allocation; checks both guards; copies the n elements
+ * to out (if non-NULL); checks they equal unchanged (if non-NULL: an input
+ * the op must not write); frees. */
+static void gb_finish(kvz_backend *be, gbuf *g, void *out, const void *unchanged,
+                      const char *what)
+{
+    if (!g->all.data)
+        return;
+    size_t es = kvz_dtype_size(g->all.dtype), n = g->buf.numel, total = g->all.numel;
+    unsigned char *img = malloc(total * es);
+    kvz_error err = {0};
+    int rc = kvz_backend_download(be, img, g->all.data, total * es, &err);
+    KVZ_CHECK(rc == KVZ_OK, "%s: %s: download: %s", short_name(be), what, err.msg);
+    if (rc == KVZ_OK) {
+        KVZ_CHECK(guard_intact(img, g->all.dtype, KVZ_GUARD), "%s: %s: front guard overwritten",
+                  short_name(be), what);
+        KVZ_CHECK(guard_intact(img + (KVZ_GUARD + n) * es, g->all.dtype, KVZ_GUARD),
+                  "%s: %s: back guard overwritten", short_name(be), what);
+        if (out && n)
+            memcpy(out, img + KVZ_GUARD * es, n * es);
+        if (unchanged && n)
+            KVZ_CHECK(memcmp(img + KVZ_GUARD * es, unchanged, n * es) == 0,
+                      "%s: %s: input modified by the op", short_name(be), what);
+    }
+    free(img);
+    kvz_backend_free(be, &g->all);
+}
+
+static float *f32p(const gbuf *g)
+{
+    return kvz_buf_f32(g->buf);
+}
+
+/* The op's status and a sync after it (a fault surfaces at the next sync). */
+static int op_ok(kvz_backend *be, int rc, const kvz_error *err, const char *what)
+{
+    KVZ_CHECK(rc == KVZ_OK, "%s: %s: %s", short_name(be), what, err->msg);
+    kvz_error e2 = {0};
+    int rs = kvz_backend_sync(be, &e2);
+    KVZ_CHECK(rs == KVZ_OK, "%s: %s: sync after the op: %s", short_name(be), what, e2.msg);
+    return rc == KVZ_OK && rs == KVZ_OK;
+}
+
+/* ================= linear ================= */
+
+typedef struct linear_case {
+    size_t n, n_in, n_out;
+    int bias;
+} linear_case;
+
+static void run_linear(kvz_backend *be, const float *x, kvz_dtype wdt, const void *w,
+                       const float *bias, float *y, const linear_case *c, const char *what)
+{
+    gbuf gx, gw, gb = {{0}, {0}}, gy;
+    gb_make(be, KVZ_F32, c->n * c->n_in, x, "x", &gx);
+    gb_make(be, wdt, c->n_out * c->n_in, w, "W", &gw);
+    if (bias)
+        gb_make(be, KVZ_F32, c->n_out, bias, "bias", &gb);
+    gb_make(be, KVZ_F32, c->n * c->n_out, NULL, "y", &gy);
+    kvz_error err = {0};
+    int rc = kvz_op_linear(be, f32p(&gx), gw.buf, bias ? f32p(&gb) : NULL, f32p(&gy), c->n,
+                           c->n_in, c->n_out, &err);
+    op_ok(be, rc, &err, what);
+    char lab[300];
+    snprintf(lab, sizeof lab, "%s: y", what);
+    gb_finish(be, &gy, y, NULL, lab);
+    snprintf(lab, sizeof lab, "%s: x", what);
+    gb_finish(be, &gx, NULL, x, lab);
+    snprintf(lab, sizeof lab, "%s: W", what);
+    gb_finish(be, &gw, NULL, w, lab);
+    snprintf(lab, sizeof lab, "%s: bias", what);
+    gb_finish(be, &gb, NULL, bias, lab);
+}
+
+/* y = x W^T + b in double, W given as fp32 values. */
+static void ref_linear(const float *x, const float *w, const float *bias, double *y,
+                       const linear_case *c)
+{
+    for (size_t r = 0; r < c->n; r++)
+        for (size_t o = 0; o < c->n_out; o++) {
+            double s = bias ? bias[o] : 0.0;
+            for (size_t i = 0; i < c->n_in; i++)
+                s += (double)x[r * c->n_in + i] * w[o * c->n_in + i];
+            y[r * c->n_out + o] = s;
+        }
+}
+
+static void test_linear(const linear_case *c)
+{
+    size_t nx = c->n * c->n_in, nw = c->n_out * c->n_in, ny = c->n * c->n_out;
+    float *x = rand_array(nx, 2.0f), *w = rand_array(nw, 0.5f);
+    float *bias = c->bias ? rand_array(c->n_out, 1.0f) : NULL;
+    uint16_t *w16 = malloc(nw * sizeof *w16);
+    float *w16f = malloc(nw * sizeof *w16f);
+    for (size_t i = 0; i < nw; i++) {
+        w16[i] = ref_bf16(f32_bits(w[i]));
+        w16f[i] = ref_widen(w16[i]);
+    }
+    double *ref = malloc(ny * sizeof *ref), *ref32 = malloc(ny * sizeof *ref32);
+    float *cpu = malloc(ny * sizeof *cpu), *got = malloc(ny * sizeof *got);
+    ref_linear(x, w, bias, ref32, c);
+    for (int d = 0; d < 2; d++) {
+        kvz_dtype wdt = d ? KVZ_BF16 : KVZ_F32;
+        const void *wh = d ? (const void *)w16 : (const void *)w;
+        const char *dn = d ? "bf16" : "f32";
+        char what[200], st[96];
+        snprintf(what, sizeof what, "linear %s n=%zu n_in=%zu n_out=%zu%s", dn, c->n, c->n_in,
+                 c->n_out, c->bias ? " +bias" : "");
+        char wcpu[240];
+        snprintf(wcpu, sizeof wcpu, "cpu %s", what);
+        run_linear(g_cpu, x, wdt, wh, bias, cpu, c, wcpu);
+        if (d)
+            ref_linear(x, w16f, bias, ref, c);
+        snprintf(st, sizeof st, "linear %s: cpu vs naive%s", dn, d ? " (widened W)" : "");
+        check_nmse(st, wcpu, cpu, d ? ref : ref32, ny, BUDGET_CPU_LINEAR);
+        if (d)
+            check_nmse("linear bf16: cpu vs naive with the fp32 W", wcpu, cpu, ref32, ny,
+                       BUDGET_BF16_WEIGHTS);
+        for (int b = 0; b < g_n_other; b++) {
+            kvz_backend *be = g_other[b];
+            char wbe[240];
+            snprintf(wbe, sizeof wbe, "%s %s", short_name(be), what);
+            run_linear(be, x, wdt, wh, bias, got, c, wbe);
+            snprintf(st, sizeof st, "linear %s: %s vs cpu", dn, short_name(be));
+            check_vs_cpu(st, wbe, got, cpu, ny, d ? BUDGET_BE_BF16_LINEAR : BUDGET_BE_F32);
+        }
+    }
+    free(x), free(w), free(bias), free(w16), free(w16f), free(ref), free(ref32), free(cpu),
+        free(got);
+}
+
+/* ================= rmsnorm ================= */
+
+typedef struct rmsnorm_case {
+    size_t rows, dim;
+    float eps;
+    int in_place, zero_row;
+} rmsnorm_case;
+
+static void run_rmsnorm(kvz_backend *be, const float *x, const float *w, float *y,
+                        const rmsnorm_case *c, const char *what)
+{
+    size_t n = c->rows * c->dim;
+    gbuf gx, gw, gy;
+    gb_make(be, KVZ_F32, n, x, "x", &gx);
+    gb_make(be, KVZ_F32, c->dim, w, "w", &gw);
+    if (!c->in_place)
+        gb_make(be, KVZ_F32, n, NULL, "y", &gy);
+    kvz_error err = {0};
+    int rc = kvz_op_rmsnorm(be, f32p(&gx), f32p(&gw), c->in_place ? f32p(&gx) : f32p(&gy),
+                            c->rows, c->dim, c->eps, &err);
+    op_ok(be, rc, &err, what);
+    char lab[300];
+    snprintf(lab, sizeof lab, "%s: y", what);
+    if (c->in_place) {
+        gb_finish(be, &gx, y, NULL, lab);
+    } else {
+        gb_finish(be, &gy, y, NULL, lab);
+        snprintf(lab, sizeof lab, "%s: x", what);
+        gb_finish(be, &gx, NULL, x, lab);
+    }
+    snprintf(lab, sizeof lab, "%s: w", what);
+    gb_finish(be, &gw, NULL, w, lab);
+}
+
+static void test_rmsnorm(const rmsnorm_case *c)
+{
+    size_t n = c->rows * c->dim;
+    float *x = rand_array(n, 3.0f), *w = rand_array(c->dim, 1.5f);
+    if (c->zero_row && c->rows > 1)
+        memset(x + c->dim, 0, c->dim * sizeof *x);
+    double *ref = malloc(n * sizeof *ref);
+    float *cpu = malloc(n * sizeof *cpu), *got = malloc(n * sizeof *got);
+    for (size_t r = 0; r < c->rows; r++) {
+        double ss = 0.0;
+        for (size_t i = 0; i < c->dim; i++)
+            ss += (double)x[r * c->dim + i] * x[r * c->dim + i];
+        double inv = 1.0 / sqrt(ss / (double)c->dim + (double)c->eps);
+        for (size_t i = 0; i < c->dim; i++)
+            ref[r * c->dim + i] = (double)w[i] * x[r * c->dim + i] * inv;
+    }
+    char what[200], wl[240], st[96];
+    snprintf(what, sizeof what, "rmsnorm rows=%zu dim=%zu eps=%g%s%s", c->rows, c->dim,
+             (double)c->eps, c->in_place ? " in place" : "", c->zero_row ? " (a zero row)" : "");
+    snprintf(wl, sizeof wl, "cpu %s", what);
+    run_rmsnorm(g_cpu, x, w, cpu, c, wl);
+    check_nmse("rmsnorm f32: cpu vs naive", wl, cpu, ref, n, BUDGET_CPU_ELEMENTWISE);
+    for (int b = 0; b < g_n_other; b++) {
+        snprintf(wl, sizeof wl, "%s %s", short_name(g_other[b]), what);
+        run_rmsnorm(g_other[b], x, w, got, c, wl);
+        snprintf(st, sizeof st, "rmsnorm f32: %s vs cpu", short_name(g_other[b]));
+        check_vs_cpu(st, wl, got, cpu, n, BUDGET_BE_F32);
+    }
+    free(x), free(w), free(ref), free(cpu), free(got);
+}
+
+/* ================= rope ================= */
+
+typedef struct rope_case {
+    size_t T, H, dh, pos0;
+    double theta;
+    int llama3;
+} rope_case;
+
+static void run_rope(kvz_backend *be, const float *x, const float *inv, float *y,
+                     const rope_case *c, const char *what)
+{
+    size_t n = c->T * c->H * c->dh;
+    gbuf gx, gi;
+    gb_make(be, KVZ_F32, n, x, "x", &gx);
+    gb_make(be, KVZ_F32, c->dh / 2, inv, "inv_freq", &gi);
+    kvz_error err = {0};
+    int rc = kvz_op_rope(be, f32p(&gx), c->T, c->H, c->dh, c->pos0, f32p(&gi), &err);
+    op_ok(be, rc, &err, what);
+    char lab[300];
+    snprintf(lab, sizeof lab, "%s: x", what);
+    gb_finish(be, &gx, y, NULL, lab);
+    snprintf(lab, sizeof lab, "%s: inv_freq", what);
+    gb_finish(be, &gi, NULL, inv, lab);
+}
+
+static void test_rope(const rope_case *c)
+{
+    size_t n = c->T * c->H * c->dh, half = c->dh / 2;
+    float *x = rand_array(n, 2.0f), *inv = malloc(half * sizeof *inv);
+    kvz_rope_scaling sc = {KVZ_ROPE_SCALING_LLAMA3, 8.0, 1.0, 4.0, 8192};
+    kvz_rope_inv_freq_raw(c->theta, c->dh, c->llama3 ? &sc : NULL, inv);
+    double *ref = malloc(n * sizeof *ref);
+    float *cpu = malloc(n * sizeof *cpu), *got = malloc(n * sizeof *got);
+    /* the angle is the float product (float)pos * inv_freq[i] (transformers:
+     * inv_freq @ position_ids in float32); cos and sin in double */
+    for (size_t t = 0; t < c->T; t++)
+        for (size_t h = 0; h < c->H; h++) {
+            const float *v = x + (t * c->H + h) * c->dh;
+            double *o = ref + (t * c->H + h) * c->dh;
+            for (size_t i = 0; i < half; i++) {
+                volatile float angle = (float)(c->pos0 + t) * inv[i];
+                double cs = cos((double)angle), sn = sin((double)angle);
+                o[i] = (double)v[i] * cs - (double)v[half + i] * sn;
+                o[half + i] = (double)v[half + i] * cs + (double)v[i] * sn;
+            }
+        }
+    char what[200], wl[240], st[96];
+    snprintf(what, sizeof what, "rope T=%zu H=%zu head_dim=%zu pos0=%zu theta=%g%s", c->T, c->H,
+             c->dh, c->pos0, c->theta, c->llama3 ? " llama3" : "");
+    snprintf(wl, sizeof wl, "cpu %s", what);
+    run_rope(g_cpu, x, inv, cpu, c, wl);
+    check_nmse("rope f32: cpu vs naive", wl, cpu, ref, n, BUDGET_CPU_ELEMENTWISE);
+    for (int b = 0; b < g_n_other; b++) {
+        snprintf(wl, sizeof wl, "%s %s", short_name(g_other[b]), what);
+        run_rope(g_other[b], x, inv, got, c, wl);
+        snprintf(st, sizeof st, "rope f32: %s vs cpu", short_name(g_other[b]));
+        check_vs_cpu(st, wl, got, cpu, n, BUDGET_BE_F32);
+    }
+    free(x), free(inv), free(ref), free(cpu), free(got);
+}
+
+/* ================= attention ================= */
+
+typedef struct attn_case {
+    size_t H, Hkv, dh, n_q, pos0, block;
+    float scale; /* 0: 1/sqrt(head_dim) */
+    int lse;
+} attn_case;
+
+static double attn_work(const attn_case *c)
+{
+    return (double)c->n_q * (double)(c->pos0 + c->n_q) * (double)c->H * (double)c->dh;
+}
+
+static void run_attention(kvz_backend *be, const float *q, const float *k, const float *v,
+                          float *out, float *lse, const attn_case *c, float scale,
+                          kvz_dtype compute, const char *what)
+{
+    size_t nk = c->pos0 + c->n_q, nq_el = c->n_q * c->H * c->dh, nkv_el = nk * c->Hkv * c->dh;
+    gbuf gq, gk, gv, go, gl = {{0}, {0}};
+    gb_make(be, KVZ_F32, nq_el, q, "q", &gq);
+    gb_make(be, KVZ_F32, nkv_el, k, "k", &gk);
+    gb_make(be, KVZ_F32, nkv_el, v, "v", &gv);
+    gb_make(be, KVZ_F32, nq_el, NULL, "out", &go);
+    if (lse)
+        gb_make(be, KVZ_F32, c->n_q * c->H, NULL, "lse", &gl);
+    kvz_attn_args a = {f32p(&gq), f32p(&gk), f32p(&gv), f32p(&go), c->n_q, c->pos0, c->H,
+                       c->Hkv, c->dh, c->block, scale, lse ? f32p(&gl) : NULL};
+    kvz_error err = {0};
+    int rc = kvz_op_attention(be, &a, compute, &err);
+    op_ok(be, rc, &err, what);
+    char lab[300];
+    snprintf(lab, sizeof lab, "%s: out", what);
+    gb_finish(be, &go, out, NULL, lab);
+    snprintf(lab, sizeof lab, "%s: lse", what);
+    gb_finish(be, &gl, lse, NULL, lab);
+    snprintf(lab, sizeof lab, "%s: q", what);
+    gb_finish(be, &gq, NULL, q, lab);
+    snprintf(lab, sizeof lab, "%s: k", what);
+    gb_finish(be, &gk, NULL, k, lab);
+    snprintf(lab, sizeof lab, "%s: v", what);
+    gb_finish(be, &gv, NULL, v, lab);
+}
+
+/* Full softmax rows in double: query i at position pos0 + i sees keys
+ * 0..pos0+i; head h reads kv head h / (H / Hkv). */
+static void ref_attention(const float *q, const float *k, const float *v, double *out,
+                          double *lse, const attn_case *c, double scale)
+{
+    size_t H = c->H, Hkv = c->Hkv, dh = c->dh, G = H / Hkv, nk = c->pos0 + c->n_q;
+    double *s = malloc(nk * sizeof *s);
+    for (size_t i = 0; i < c->n_q; i++)
+        for (size_t h = 0; h < H; h++) {
+            const float *qi = q + (i * H + h) * dh;
+            size_t kvh = h / G, last = c->pos0 + i;
+            double m = -INFINITY, sum = 0.0;
+            for (size_t j = 0; j <= last; j++) {
+                const float *kj = k + (j * Hkv + kvh) * dh;
+                double dot = 0.0;
+                for (size_t d = 0; d < dh; d++)
+                    dot += (double)qi[d] * kj[d];
+                s[j] = scale * dot;
+                m = s[j] > m ? s[j] : m;
+            }
+            for (size_t j = 0; j <= last; j++) {
+                s[j] = exp(s[j] - m);
+                sum += s[j];
+            }
+            double *o = out + (i * H + h) * dh;
+            for (size_t d = 0; d < dh; d++)
+                o[d] = 0.0;
+            for (size_t j = 0; j <= last; j++) {
+                const float *vj = v + (j * Hkv + kvh) * dh;
+                for (size_t d = 0; d < dh; d++)
+                    o[d] += s[j] / sum * vj[d];
+            }
+            lse[i * H + h] = m + log(sum);
+        }
+    free(s);
+}
+
+static void test_attention(const attn_case *c)
+{
+    size_t nk = c->pos0 + c->n_q, nq_el = c->n_q * c->H * c->dh, nkv_el = nk * c->Hkv * c->dh;
+    size_t nl = c->n_q * c->H;
+    float scale = c->scale != 0.0f ? c->scale : 1.0f / sqrtf((float)c->dh);
+    float *q = rand_array(nq_el, 2.0f), *k = rand_array(nkv_el, 2.0f);
+    float *v = rand_array(nkv_el, 1.0f);
+    double *ref = malloc(nq_el * sizeof *ref), *ref_lse = malloc(nl * sizeof *ref_lse);
+    float *cpu = malloc(nq_el * sizeof *cpu), *cpu_lse = malloc(nl * sizeof *cpu_lse);
+    float *got = malloc(nq_el * sizeof *got), *got_lse = malloc(nl * sizeof *got_lse);
+    ref_attention(q, k, v, ref, ref_lse, c, (double)scale);
+    char what[200], wl[260], st[96];
+    snprintf(what, sizeof what,
+             "attention H=%zu Hkv=%zu head_dim=%zu n_q=%zu pos0=%zu (keys %zu) block=%zu "
+             "scale=%g%s",
+             c->H, c->Hkv, c->dh, c->n_q, c->pos0, nk, c->block, (double)scale,
+             c->lse ? "" : " no lse");
+    snprintf(wl, sizeof wl, "cpu %s", what);
+    run_attention(g_cpu, q, k, v, cpu, c->lse ? cpu_lse : NULL, c, scale, KVZ_F32, wl);
+    check_nmse("attention f32: cpu vs naive", wl, cpu, ref, nq_el, BUDGET_CPU_ATTENTION);
+    if (c->lse) {
+        snprintf(wl, sizeof wl, "cpu %s: lse", what);
+        check_nmse("attention lse f32: cpu vs naive", wl, cpu_lse, ref_lse, nl,
+                   BUDGET_CPU_ATTENTION);
+    }
+    /* compute KVZ_BF16 on the cpu: still fp32, the same result */
+    snprintf(wl, sizeof wl, "cpu %s compute bf16", what);
+    run_attention(g_cpu, q, k, v, got, c->lse ? got_lse : NULL, c, scale, KVZ_BF16, wl);
+    check_bits(wl, got, cpu, nq_el, 4);
+    if (c->lse)
+        check_bits(wl, got_lse, cpu_lse, nl, 4);
+    for (int b = 0; b < g_n_other; b++) {
+        kvz_backend *be = g_other[b];
+        if (emulated(be) && attn_work(c) > ATTN_EMU_MAX_WORK) {
+            printf("%s %s: cpu only on the emulator (work %.3g > %.3g)\n", short_name(be), what,
+                   attn_work(c), ATTN_EMU_MAX_WORK);
+            continue;
+        }
+        for (int d = 0; d < 2; d++) {
+            kvz_dtype compute = d ? KVZ_BF16 : KVZ_F32;
+            const char *dn = d ? "bf16" : "f32";
+            double budget = d ? BUDGET_BE_BF16_ATTENTION : BUDGET_BE_F32;
+            snprintf(wl, sizeof wl, "%s %s compute %s", short_name(be), what, dn);
+            run_attention(be, q, k, v, got, c->lse ? got_lse : NULL, c, scale, compute, wl);
+            snprintf(st, sizeof st, "attention %s: %s vs cpu f32", dn, short_name(be));
+            check_vs_cpu(st, wl, got, cpu, nq_el, budget);
+            if (c->lse) {
+                snprintf(st, sizeof st, "attention lse %s: %s vs cpu f32", dn, short_name(be));
+                snprintf(wl, sizeof wl, "%s %s compute %s: lse", short_name(be), what, dn);
+                check_vs_cpu(st, wl, got_lse, cpu_lse, nl, budget);
+            }
+        }
+    }
+    free(q), free(k), free(v), free(ref), free(ref_lse), free(cpu), free(cpu_lse), free(got),
+        free(got_lse);
+}
+
+/* ================= swiglu ================= */
+
+static void run_swiglu(kvz_backend *be, const float *gu, float *out, size_t n, size_t d_ff,
+                       const char *what)
+{
+    gbuf gg, go;
+    gb_make(be, KVZ_F32, n * 2 * d_ff, gu, "gate_up", &gg);
+    gb_make(be, KVZ_F32, n * d_ff, NULL, "out", &go);
+    kvz_error err = {0};
+    int rc = kvz_op_swiglu(be, f32p(&gg), f32p(&go), n, d_ff, &err);
+    op_ok(be, rc, &err, what);
+    char lab[300];
+    snprintf(lab, sizeof lab, "%s: out", what);
+    gb_finish(be, &go, out, NULL, lab);
+    snprintf(lab, sizeof lab, "%s: gate_up", what);
+    gb_finish(be, &gg, NULL, gu, lab);
+}
+
+static void test_swiglu(size_t n, size_t d_ff)
+{
+    size_t no = n * d_ff;
+    float *gu = rand_array(n * 2 * d_ff, 12.0f);
+    double *ref = malloc(no * sizeof *ref);
+    float *cpu = malloc(no * sizeof *cpu), *got = malloc(no * sizeof *got);
+    for (size_t r = 0; r < n; r++)
+        for (size_t i = 0; i < d_ff; i++) {
+            double g = gu[r * 2 * d_ff + i], u = gu[r * 2 * d_ff + d_ff + i];
+            ref[r * d_ff + i] = g / (1.0 + exp(-g)) * u;
+        }
+    char what[120], wl[160], st[96];
+    snprintf(what, sizeof what, "swiglu n=%zu d_ff=%zu", n, d_ff);
+    snprintf(wl, sizeof wl, "cpu %s", what);
+    run_swiglu(g_cpu, gu, cpu, n, d_ff, wl);
+    check_nmse("swiglu f32: cpu vs naive", wl, cpu, ref, no, BUDGET_CPU_ELEMENTWISE);
+    for (int b = 0; b < g_n_other; b++) {
+        snprintf(wl, sizeof wl, "%s %s", short_name(g_other[b]), what);
+        run_swiglu(g_other[b], gu, got, n, d_ff, wl);
+        snprintf(st, sizeof st, "swiglu f32: %s vs cpu", short_name(g_other[b]));
+        check_vs_cpu(st, wl, got, cpu, no, BUDGET_BE_F32);
+    }
+    free(gu), free(ref), free(cpu), free(got);
+}
+
+/* ================= add (exact: one IEEE addition) ================= */
+
+static void run_add(kvz_backend *be, const float *h, const float *d, float *out, size_t count,
+                    const char *what)
+{
+    gbuf gh, gd;
+    gb_make(be, KVZ_F32, count, h, "h", &gh);
+    gb_make(be, KVZ_F32, count, d, "d", &gd);
+    kvz_error err = {0};
+    int rc = kvz_op_add(be, f32p(&gh), f32p(&gd), count, &err);
+    op_ok(be, rc, &err, what);
+    char lab[300];
+    snprintf(lab, sizeof lab, "%s: h", what);
+    gb_finish(be, &gh, out, NULL, lab);
+    snprintf(lab, sizeof lab, "%s: d", what);
+    gb_finish(be, &gd, NULL, d, lab);
+}
+
+static void test_add(size_t count)
+{
+    float *h = rand_array(count, 100.0f), *d = rand_array(count, 0.01f);
+    float *ref = malloc(count * sizeof *ref), *got = malloc(count * sizeof *got);
+    for (size_t i = 0; i < count; i++) /* the exact sum, rounded once */
+        ref[i] = (float)((double)h[i] + (double)d[i]);
+    kvz_backend *all[5] = {g_cpu};
+    for (int b = 0; b < g_n_other; b++)
+        all[b + 1] = g_other[b];
+    for (int b = 0; b <= g_n_other; b++) {
+        char what[120];
+        snprintf(what, sizeof what, "%s add count=%zu", short_name(all[b]), count);
+        run_add(all[b], h, d, got, count, what);
+        check_bits(what, got, ref, count, 4);
+    }
+    free(h), free(d), free(ref), free(got);
+}
+
+/* ================= embed (exact) ================= */
+
+static void run_embed(kvz_backend *be, kvz_dtype dt, const void *table, size_t rows,
+                      size_t dim, const int32_t *ids, size_t n, float *h, const char *what)
+{
+    gbuf gt, gh;
+    gb_make(be, dt, rows * dim, table, "table", &gt);
+    gb_make(be, KVZ_F32, n * dim, NULL, "h", &gh);
+    kvz_error err = {0};
+    int rc = kvz_op_embed(be, gt.buf, dim, ids, n, f32p(&gh), &err);
+    op_ok(be, rc, &err, what);
+    char lab[300];
+    snprintf(lab, sizeof lab, "%s: h", what);
+    gb_finish(be, &gh, h, NULL, lab);
+    snprintf(lab, sizeof lab, "%s: table", what);
+    gb_finish(be, &gt, NULL, table, lab);
+}
+
+static void test_embed(size_t rows, size_t dim, size_t n)
+{
+    float *t32 = rand_array(rows * dim, 1.0f);
+    uint16_t *t16 = malloc(rows * dim * sizeof *t16);
+    for (size_t i = 0; i < rows * dim; i++)
+        t16[i] = ref_bf16(f32_bits(t32[i]));
+    int32_t *ids = malloc(n * sizeof *ids);
+    for (size_t t = 0; t < n; t++) /* the first and last rows, repeats */
+        ids[t] = t == 0 ? (int32_t)(rows - 1)
+                        : t == 1 ? 0 : t % 5 == 3 ? ids[t - 1] : (int32_t)(rand_u64() % rows);
+    float *ref = malloc(n * dim * sizeof *ref), *got = malloc(n * dim * sizeof *got);
+    kvz_backend *all[5] = {g_cpu};
+    for (int b = 0; b < g_n_other; b++)
+        all[b + 1] = g_other[b];
+    for (int d = 0; d < 2; d++) {
+        for (size_t t = 0; t < n; t++)
+            for (size_t i = 0; i < dim; i++)
+                ref[t * dim + i] = d ? ref_widen(t16[(size_t)ids[t] * dim + i])
+                                     : t32[(size_t)ids[t] * dim + i];
+        for (int b = 0; b <= g_n_other; b++) {
+            char what[160];
+            snprintf(what, sizeof what, "%s embed %s rows=%zu dim=%zu n=%zu", short_name(all[b]),
+                     d ? "bf16" : "f32", rows, dim, n);
+            run_embed(all[b], d ? KVZ_BF16 : KVZ_F32, d ? (const void *)t16 : (const void *)t32,
+                      rows, dim, ids, n, got, what);
+            check_bits(what, got, ref, n * dim, 4);
+        }
+    }
+    free(t32), free(t16), free(ids), free(ref), free(got);
+}
+
+/* ================= copy_rows (exact) ================= */
+
+typedef struct copy_case {
+    size_t n_rows, width, src_stride, src_off, dst_stride, dst_off;
+} copy_case;
+
+static void test_copy_rows(const copy_case *c)
+{
+    size_t ns = c->n_rows * c->src_stride, nd = c->n_rows * c->dst_stride;
+    float *src = rand_array(ns, 5.0f), *dst0 = rand_array(nd, 7.0f);
+    float *ref = malloc(nd * sizeof *ref), *got = malloc(nd * sizeof *got);
+    memcpy(ref, dst0, nd * sizeof *ref); /* what lies between the rows stays */
+    for (size_t r = 0; r < c->n_rows; r++)
+        for (size_t i = 0; i < c->width; i++)
+            ref[r * c->dst_stride + c->dst_off + i] = src[r * c->src_stride + c->src_off + i];
+    kvz_backend *all[5] = {g_cpu};
+    for (int b = 0; b < g_n_other; b++)
+        all[b + 1] = g_other[b];
+    for (int b = 0; b <= g_n_other; b++) {
+        kvz_backend *be = all[b];
+        char what[200], lab[260];
+        snprintf(what, sizeof what,
+                 "%s copy_rows n_rows=%zu width=%zu src stride %zu +%zu, dst stride %zu +%zu",
+                 short_name(be), c->n_rows, c->width, c->src_stride, c->src_off, c->dst_stride,
+                 c->dst_off);
+        gbuf gs, gd;
+        gb_make(be, KVZ_F32, ns, src, "src", &gs);
+        gb_make(be, KVZ_F32, nd, dst0, "dst", &gd);
+        kvz_error err = {0};
+        /* the width columns of each row must lie inside the buffers */
+        int rc = kvz_op_copy_rows(be, f32p(&gd) + c->dst_off, c->dst_stride, f32p(&gs) + c->src_off,
+                                  c->src_stride, c->n_rows, c->width, &err);
+        op_ok(be, rc, &err, what);
+        snprintf(lab, sizeof lab, "%s: dst", what);
+        gb_finish(be, &gd, got, NULL, lab);
+        snprintf(lab, sizeof lab, "%s: src", what);
+        gb_finish(be, &gs, NULL, src, lab);
+        check_bits(what, got, ref, nd, 4);
+    }
+    free(src), free(dst0), free(ref), free(got);
+}
+
+/* ================= convert (exact, RNE) ================= */
+
+/* Converts src (n elements of sdt) into a dst of n + extra elements of ddt
+ * that holds dst0; returns dst's contents in out. */
+static void run_convert(kvz_backend *be, kvz_dtype ddt, kvz_dtype sdt, const void *src,
+                        size_t n, const void *dst0, size_t extra, void *out, const char *what)
+{
+    gbuf gs, gd;
+    gb_make(be, sdt, n, src, "src", &gs);
+    gb_make(be, ddt, n + extra, dst0, "dst", &gd);
+    kvz_error err = {0};
+    int rc = kvz_op_convert(be, gd.buf, gs.buf, &err);
+    op_ok(be, rc, &err, what);
+    char lab[300];
+    snprintf(lab, sizeof lab, "%s: dst", what);
+    gb_finish(be, &gd, out, NULL, lab);
+    snprintf(lab, sizeof lab, "%s: src", what);
+    gb_finish(be, &gs, NULL, src, lab);
+}
+
+/* f32 -> bf16 of src[n] against the expected bits exp16 (NaN inputs: any NaN). */
+static void check_to_bf16(const char *what, const uint32_t *src, const uint16_t *got,
+                          const uint16_t *exp16, size_t n, size_t extra, const uint16_t *dst0)
+{
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < n; i++) {
+        int ok = f32_bits_nan(src[i]) ? bf16_nan(got[i]) : got[i] == exp16[i];
+        if (!ok && !bad++)
+            first = i;
+    }
+    KVZ_CHECK(bad == 0,
+              "%s: %zu of %zu differ; first [%zu] 0x%08x (%.9g) -> got 0x%04x expected 0x%04x%s",
+              what, bad, n, first, src[first], bits_f32(src[first]), got[first], exp16[first],
+              f32_bits_nan(src[first]) ? " (any NaN)" : "");
+    KVZ_CHECK(memcmp(got + n, dst0 + n, extra * sizeof *got) == 0,
+              "%s: dst past the source's %zu elements written", what, n);
+}
+
+static void test_convert(void)
+{
+    /* hand-picked f32 -> bf16 (round to nearest, ties to even) */
+    static const uint32_t hand_in[] = {
+        0x3f800000u, /* 1.0 */
+        0x3f808000u, /* halfway 0x3f80|0x3f81: even 0x3f80 */
+        0x3f818000u, /* halfway 0x3f81|0x3f82: even 0x3f82 */
+        0x3f808001u, /* just above halfway: up */
+        0x3f807fffu, /* just below halfway: down */
+        0xbf818000u, /* negative halfway: even 0xbf82 */
+        0x3f80ffffu, /* up */
+        0x7f800000u, /* +inf */
+        0xff800000u, /* -inf */
+        0x7f7fffffu, /* FLT_MAX: rounds up to inf */
+        0x7f7f8000u, /* halfway, odd: up into inf */
+        0x7f7f7fffu, /* below halfway: largest finite bf16 */
+        0x80000000u, /* -0 */
+        0x00000000u, /* +0 */
+        0x00018000u, /* subnormal halfway, odd: up */
+        0x00008000u, /* subnormal halfway, even: down to +0 */
+        0x807fffffu, /* largest negative subnormal: up to the smallest normal */
+        0x7fc00000u, /* quiet NaN */
+        0x7f800001u, /* signalling NaN whose payload is all in the low half */
+        0xffffffffu, /* negative NaN */
+    };
+    static const uint16_t hand_out[] = {
+        0x3f80, 0x3f80, 0x3f82, 0x3f81, 0x3f80, 0xbf82, 0x3f81, 0x7f80, 0xff80, 0x7f80,
+        0x7f80, 0x7f7f, 0x8000, 0x0000, 0x0002, 0x0000, 0x8080, 0x7fc0, 0x7fc0, 0xffc0,
+    };
+    enum { NH = sizeof hand_in / sizeof hand_in[0], NR = 100003, EXTRA = 5 };
+    uint32_t *rin = malloc(NR * sizeof *rin);
+    uint16_t *rexp = malloc(NR * sizeof *rexp), *got16 = malloc((NR + EXTRA) * sizeof *got16);
+    uint16_t *dst16 = malloc((NR + EXTRA) * sizeof *dst16);
+    for (size_t i = 0; i < NR; i++) { /* every class: random bit patterns */
+        rin[i] = (uint32_t)(rand_u64() >> 32);
+        if (i % 3 == 1) /* many halfway cases */
+            rin[i] = (rin[i] & 0xffff0000u) | 0x8000u;
+        rexp[i] = ref_bf16(rin[i]);
+    }
+    for (size_t i = 0; i < NR + EXTRA; i++)
+        dst16[i] = (uint16_t)(0x1234 + i);
+    /* bf16 -> f32: every pattern */
+    enum { N16 = 65536 };
+    uint16_t *all16 = malloc(N16 * sizeof *all16);
+    uint32_t *exp32 = malloc(N16 * sizeof *exp32), *got32 = malloc((N16 + EXTRA) * 4);
+    uint32_t *dst32 = malloc((N16 + EXTRA) * 4);
+    for (size_t i = 0; i < N16; i++) {
+        all16[i] = (uint16_t)i;
+        exp32[i] = (uint32_t)i << 16;
+    }
+    for (size_t i = 0; i < N16 + EXTRA; i++)
+        dst32[i] = 0x3f800000u + (uint32_t)i;
+    kvz_backend *all[5] = {g_cpu};
+    for (int b = 0; b < g_n_other; b++)
+        all[b + 1] = g_other[b];
+    for (int b = 0; b <= g_n_other; b++) {
+        kvz_backend *be = all[b];
+        char what[160];
+        snprintf(what, sizeof what, "%s convert f32->bf16 hand-picked", short_name(be));
+        run_convert(be, KVZ_BF16, KVZ_F32, hand_in, NH, dst16, EXTRA, got16, what);
+        check_to_bf16(what, hand_in, got16, hand_out, NH, EXTRA, dst16);
+        for (size_t i = 0; i < NH; i++) /* NaN stays a quiet NaN, sign kept */
+            if (f32_bits_nan(hand_in[i]))
+                KVZ_CHECK(bf16_nan(got16[i]) && (got16[i] & 0x0040u) &&
+                              (got16[i] & 0x8000u) == (hand_in[i] >> 16 & 0x8000u),
+                          "%s: NaN 0x%08x -> 0x%04x, not a quiet NaN of the same sign", what,
+                          hand_in[i], got16[i]);
+        snprintf(what, sizeof what, "%s convert f32->bf16 %d random patterns", short_name(be),
+                 (int)NR);
+        run_convert(be, KVZ_BF16, KVZ_F32, rin, NR, dst16, EXTRA, got16, what);
+        check_to_bf16(what, rin, got16, rexp, NR, EXTRA, dst16);
+        snprintf(what, sizeof what, "%s convert bf16->f32 all 65536 patterns", short_name(be));
+        run_convert(be, KVZ_F32, KVZ_BF16, all16, N16, dst32, EXTRA, got32, what);
+        {
+            size_t bad = 0, first = 0;
+            for (size_t i = 0; i < N16; i++) {
+                int ok = bf16_nan(all16[i]) ? f32_bits_nan(got32[i]) : got32[i] == exp32[i];
+                if (!ok && !bad++)
+                    first = i;
+            }
+            KVZ_CHECK(bad == 0, "%s: %zu differ; first 0x%04x -> got 0x%08x expected 0x%08x",
+                      what, bad, all16[first], got32[first], exp32[first]);
+            KVZ_CHECK(memcmp(got32 + N16, dst32 + N16, EXTRA * 4) == 0,
+                      "%s: dst past the source written", what);
+        }
+        /* same dtype: a copy, bit for bit (NaN patterns included) */
+        snprintf(what, sizeof what, "%s convert f32->f32", short_name(be));
+        {
+            uint32_t *g = malloc(NR * sizeof *g);
+            run_convert(be, KVZ_F32, KVZ_F32, rin, NR, NULL, 0, g, what);
+            check_bits(what, g, rin, NR, 4);
+            free(g);
+        }
+        snprintf(what, sizeof what, "%s convert bf16->bf16", short_name(be));
+        run_convert(be, KVZ_BF16, KVZ_BF16, all16, N16, NULL, 0, got16, what);
+        check_bits(what, got16, all16, N16, 2);
+    }
+    free(rin), free(rexp), free(got16), free(dst16), free(all16), free(exp32), free(got32),
+        free(dst32);
+}
+
+/* ================= fill (exact) ================= */
+
+/* splitmix64, written out (Steele, Lea, Flood 2014; Vigna's reference code). */
+static uint64_t ref_splitmix64(uint64_t x)
+{
+    uint64_t z = x + 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Element i of a fill: key = splitmix64(seed ^ splitmix64(tensor)); u = the
+ * top 24 bits of splitmix64(key + i) / 2^24; (2u - 1) * bound (exact in
+ * double, then rounded once to float, as the float expression is), or value
+ * when bound is 0. */
+static float ref_fill(uint64_t seed, uint64_t tensor, size_t i, float bound, float value)
+{
+    if (bound == 0.0f)
+        return value;
+    uint64_t key = ref_splitmix64(seed ^ ref_splitmix64(tensor));
+    double u = (double)(ref_splitmix64(key + i) >> 40) / 16777216.0;
+    return (float)((2.0 * u - 1.0) * (double)bound);
+}
+
+typedef struct fill_case {
+    size_t n, view_off; /* fill the view from view_off on */
+    uint64_t seed, tensor;
+    float bound, value;
+} fill_case;
+
+static void test_fill(const fill_case *c)
+{
+    float *ref = malloc(c->n * sizeof *ref), *got = malloc(c->n * sizeof *got);
+    float *init = rand_array(c->n, 1.0f);
+    uint16_t *ref16 = malloc(c->n * sizeof *ref16), *got16 = malloc(c->n * sizeof *got16);
+    uint16_t *init16 = malloc(c->n * sizeof *init16);
+    for (size_t i = 0; i < c->n; i++) {
+        init16[i] = ref_bf16(f32_bits(init[i]));
+        ref[i] = i < c->view_off ? init[i] : ref_fill(c->seed, c->tensor, i - c->view_off,
+                                                      c->bound, c->value);
+        ref16[i] = i < c->view_off ? init16[i] : ref_bf16(f32_bits(ref[i]));
+    }
+    kvz_backend *all[5] = {g_cpu};
+    for (int b = 0; b < g_n_other; b++)
+        all[b + 1] = g_other[b];
+    for (int b = 0; b <= g_n_other; b++)
+        for (int d = 0; d < 2; d++) {
+            kvz_backend *be = all[b];
+            kvz_dtype dt = d ? KVZ_BF16 : KVZ_F32;
+            char what[200], lab[260];
+            snprintf(what, sizeof what,
+                     "%s fill %s n=%zu from %zu seed=%llu tensor=%llu bound=%g value=%g",
+                     short_name(be), d ? "bf16" : "f32", c->n, c->view_off,
+                     (unsigned long long)c->seed, (unsigned long long)c->tensor,
+                     (double)c->bound, (double)c->value);
+            gbuf g;
+            gb_make(be, dt, c->n, d ? (const void *)init16 : (const void *)init, "b", &g);
+            kvz_error err = {0};
+            int rc = kvz_op_fill(be, kvz_buf_at(g.buf, c->view_off), c->seed, c->tensor, c->bound,
+                                 c->value, &err);
+            op_ok(be, rc, &err, what);
+            snprintf(lab, sizeof lab, "%s: b", what);
+            gb_finish(be, &g, d ? (void *)got16 : (void *)got, NULL, lab);
+            if (d)
+                check_bits(what, got16, ref16, c->n, 2);
+            else
+                check_bits(what, got, ref, c->n, 4);
+        }
+    free(ref), free(got), free(init), free(ref16), free(got16), free(init16);
+}
+
+static void test_splitmix(void)
+{
+    /* the published first outputs of SplitMix64 from state 0 */
+    static const uint64_t pub[3] = {0xe220a8397b1dcdafull, 0x6e789e6aa1b965f4ull,
+                                    0x06c45d188009454full};
+    for (uint64_t i = 0; i < 3; i++) {
+        uint64_t st = i * 0x9e3779b97f4a7c15ull;
+        KVZ_CHECK(ref_splitmix64(st) == pub[i], "ref splitmix64 output %llu",
+                  (unsigned long long)i);
+        KVZ_CHECK(kvz_splitmix64(st) == pub[i], "kvz_splitmix64 output %llu: 0x%016llx",
+                  (unsigned long long)i, (unsigned long long)kvz_splitmix64(st));
+    }
+    KVZ_CHECK(kvz_fill_key(7, 3) == ref_splitmix64(7 ^ ref_splitmix64(3)), "kvz_fill_key");
+    /* the header's host bf16 helpers follow the rule too */
+    for (size_t i = 0; i < 20000; i++) {
+        uint32_t u = (uint32_t)(rand_u64() >> 32);
+        if (i & 1)
+            u = (u & 0xffff0000u) | 0x8000u;
+        uint16_t h = kvz_f32_to_bf16(bits_f32(u));
+        int ok = f32_bits_nan(u) ? bf16_nan(h) : h == ref_bf16(u);
+        if (!ok) {
+            KVZ_CHECK(0, "kvz_f32_to_bf16(0x%08x) = 0x%04x, expected 0x%04x", u, h, ref_bf16(u));
+            break;
+        }
+    }
+}
+
+/* ================= argument errors ================= */
+
+static void expect_err(kvz_backend *be, int rc, int want, const kvz_error *err,
+                       const char *needle, const char *what)
+{
+    KVZ_CHECK(rc == want, "%s %s: rc %d, expected %d (%s)", short_name(be), what, rc, want,
+              err->msg);
+    KVZ_CHECK(strstr(err->msg, needle) != NULL, "%s %s: message '%s' lacks '%s'",
+              short_name(be), what, err->msg, needle);
+}
+
+static void test_errors(kvz_backend *be)
+{
+    kvz_error err = {0};
+    kvz_buf w, t, x, b16, f16;
+    int ok = kvz_backend_alloc(be, KVZ_F32, 64, "w", &w, &err) == KVZ_OK;
+    ok &= kvz_backend_alloc(be, KVZ_F32, 4 * 8, "table", &t, &err) == KVZ_OK;
+    ok &= kvz_backend_alloc(be, KVZ_F32, 64, "x", &x, &err) == KVZ_OK;
+    ok &= kvz_backend_alloc(be, KVZ_BF16, 64, "b16", &b16, &err) == KVZ_OK;
+    ok &= kvz_backend_alloc(be, KVZ_F16, 64, "f16", &f16, &err) == KVZ_OK;
+    KVZ_CHECK(ok, "%s: alloc for the error cases: %s", short_name(be), err.msg);
+    if (!ok)
+        return;
+    float *xp = kvz_buf_f32(x), *wp = kvz_buf_f32(w);
+    int rc;
+
+    kvz_error_clear(&err);
+    rc = kvz_op_linear(be, NULL, w, NULL, xp, 2, 4, 4, &err);
+    expect_err(be, rc, KVZ_EINVAL, &err, "linear", "linear with NULL x");
+    kvz_error_clear(&err);
+    rc = kvz_op_linear(be, xp, w, NULL, NULL, 2, 4, 4, &err);
+    expect_err(be, rc, KVZ_EINVAL, &err, "linear", "linear with NULL y");
+    kvz_error_clear(&err);
+    rc = kvz_op_linear(be, xp, w, NULL, xp, 1, 16, 8, &err); /* W holds 64 < 128 */
+    expect_err(be, rc, KVZ_EINVAL, &err, "linear", "linear with W too small");
+    kvz_error_clear(&err);
+    rc = kvz_op_rmsnorm(be, xp, NULL, xp, 2, 8, 1e-6f, &err);
+    expect_err(be, rc, KVZ_EINVAL, &err, "rmsnorm", "rmsnorm with NULL w");
+    kvz_error_clear(&err);
+    rc = kvz_op_rope(be, xp, 1, 1, 7, 0, wp, &err);
+    expect_err(be, rc, KVZ_EINVAL, &err, "rope", "rope with an odd head_dim");
+    kvz_error_clear(&err);
+    kvz_attn_args a = {xp, xp, xp, wp, 1, 0, 3, 2, 4, 0, 0.5f, NULL};
+    rc = kvz_op_attention(be, &a, KVZ_F32, &err);
+    expect_err(be, rc, KVZ_EINVAL, &err, "attention", "attention with 3 heads over 2 kv heads");
+    kvz_error_clear(&err);
+    a.n_kv_heads = 1, a.v = NULL;
+    rc = kvz_op_attention(be, &a, KVZ_F32, &err);
+    expect_err(be, rc, KVZ_EINVAL, &err, "attention", "attention with NULL v");
+    kvz_error_clear(&err);
+    rc = kvz_op_swiglu(be, NULL, xp, 1, 4, &err);
+    expect_err(be, rc, KVZ_EINVAL, &err, "swiglu", "swiglu with NULL gate_up");
+    kvz_error_clear(&err);
+    rc = kvz_op_add(be, xp, NULL, 4, &err);
+    expect_err(be, rc, KVZ_EINVAL, &err, "add", "add with NULL d");
+    int32_t ids[3] = {0, 4, 1}; /* the table has 4 rows of 8 */
+    kvz_error_clear(&err);
+    rc = kvz_op_embed(be, t, 8, ids, 3, xp, &err);
+    expect_err(be, rc, KVZ_EINVAL, &err, "embed", "embed with id 4 of 4 rows");
+    KVZ_CHECK(strstr(err.msg, "outside the table") != NULL, "embed message: %s", err.msg);
+    ids[1] = -1;
+    kvz_error_clear(&err);
+    rc = kvz_op_embed(be, t, 8, ids, 3, xp, &err);
+    expect_err(be, rc, KVZ_EINVAL, &err, "embed", "embed with id -1");
+    kvz_error_clear(&err);
+    rc = kvz_op_embed(be, f16, 8, (int32_t[]){0}, 1, xp, &err);
+    expect_err(be, rc, KVZ_EINVAL, &err, "embed", "embed of a float16 table");
+    kvz_error_clear(&err);
+    rc = kvz_op_copy_rows(be, xp, 4, wp, 8, 2, 5, &err); /* dst stride < width */
+    expect_err(be, rc, KVZ_EINVAL, &err, "copy_rows", "copy_rows with dst stride < width");
+    kvz_error_clear(&err);
+    kvz_buf small = b16;
+    small.numel = 10;
+    rc = kvz_op_convert(be, small, x, &err);
+    expect_err(be, rc, KVZ_EINVAL, &err, "convert", "convert into a too small dst");
+    kvz_error_clear(&err);
+    rc = kvz_op_convert(be, f16, x, &err);
+    expect_err(be, rc, KVZ_EUNSUPPORTED, &err, "convert", "convert to float16");
+    kvz_error_clear(&err);
+    rc = kvz_op_fill(be, f16, 1, 2, 0.1f, 0.0f, &err);
+    expect_err(be, rc, KVZ_EINVAL, &err, "fill", "fill of a float16 buffer");
+    /* empty ops: KVZ_OK without touching anything */
+    kvz_error_clear(&err);
+    rc = kvz_op_linear(be, NULL, w, NULL, NULL, 0, 4, 4, &err);
+    KVZ_CHECK(rc == KVZ_OK, "%s: linear with n=0: rc %d (%s)", short_name(be), rc, err.msg);
+    rc = kvz_op_add(be, NULL, NULL, 0, &err);
+    KVZ_CHECK(rc == KVZ_OK, "%s: add with count 0: rc %d (%s)", short_name(be), rc, err.msg);
+    a.v = xp, a.n_q = 0;
+    rc = kvz_op_attention(be, &a, KVZ_F32, &err);
+    KVZ_CHECK(rc == KVZ_OK, "%s: attention with n_q=0: rc %d (%s)", short_name(be), rc, err.msg);
+    kvz_backend_free(be, &w), kvz_backend_free(be, &t), kvz_backend_free(be, &x);
+    kvz_backend_free(be, &b16), kvz_backend_free(be, &f16);
+    KVZ_CHECK(w.data == NULL && w.numel == 0, "kvz_backend_free clears the buf");
+}
+
+static void test_open_errors(void)
+{
+    kvz_error err = {0};
+    kvz_backend *be = (kvz_backend *)&err; /* must become NULL */
+    kvz_backend_options o = {(kvz_backend_kind)7, 0, 0};
+    int rc = kvz_backend_open(&o, &be, &err);
+    KVZ_CHECK(rc == KVZ_EINVAL && be == NULL, "open of kind 7: rc %d (%s)", rc, err.msg);
+    KVZ_CHECK(kvz_backend_compiled(KVZ_BACKEND_CPU), "cpu is always compiled");
+    if (!kvz_backend_compiled(KVZ_BACKEND_CUDA)) {
+        kvz_error_clear(&err);
+        o.kind = KVZ_BACKEND_CUDA;
+        rc = kvz_backend_open(&o, &be, &err);
+        KVZ_CHECK(rc == KVZ_EUNSUPPORTED && be == NULL, "open cuda without CUDA: rc %d (%s)", rc,
+                  err.msg);
+        KVZ_CHECK(strstr(err.msg, "built without CUDA") != NULL, "message '%s'", err.msg);
+        KVZ_CHECK(!kvz_cuda_compiled(), "kvz_cuda_compiled() disagrees with the registry");
+    }
+    KVZ_CHECK(kvz_dtype_size(KVZ_F32) == 4 && kvz_dtype_size(KVZ_BF16) == 2 &&
+                  kvz_dtype_size(KVZ_F16) == 2,
+              "dtype sizes");
+    KVZ_CHECK(strcmp(kvz_dtype_name(KVZ_BF16), "bfloat16") == 0, "dtype name");
+    float arr[10];
+    kvz_buf b = {arr, KVZ_F32, 10}, v = kvz_buf_at(b, 3), e = kvz_buf_at(b, 12);
+    KVZ_CHECK(v.data == arr + 3 && v.numel == 7 && kvz_buf_f32(v) == arr + 3, "kvz_buf_at");
+    KVZ_CHECK(e.numel == 0, "kvz_buf_at past the end: numel %zu", e.numel);
+    b.dtype = KVZ_BF16;
+    KVZ_CHECK(kvz_buf_f32(b) == NULL, "kvz_buf_f32 of a bf16 buffer");
+}
+
+/* ================= the cases ================= */
+
+int main(void)
+{
+    const char *verbose = getenv("KVZ_TEST_VERBOSE");
+    g_verbose = verbose && strcmp(verbose, "0") != 0;
+    kvz_error err = {0};
+    kvz_backend_options co = {KVZ_BACKEND_CPU, 0, 3}; /* several threads: many row items */
+    int rc = kvz_backend_open(&co, &g_cpu, &err);
+    KVZ_CHECK(rc == KVZ_OK, "open cpu: %s", err.msg);
+    if (rc != KVZ_OK)
+        return kvz_test_done();
+    KVZ_CHECK(kvz_backend_host_memory(g_cpu) && kvz_backend_kind_of(g_cpu) == KVZ_BACKEND_CPU,
+              "cpu backend head");
+    printf("backend: %s\n", kvz_backend_name(g_cpu));
+    if (kvz_backend_compiled(KVZ_BACKEND_CUDA)) {
+        kvz_backend_options o = {KVZ_BACKEND_CUDA, 0, 0};
+        kvz_backend *be = NULL;
+        kvz_error_clear(&err);
+        rc = kvz_backend_open(&o, &be, &err);
+        if (rc == KVZ_OK) {
+            g_other[g_n_other++] = be;
+            printf("backend: %s%s\n", kvz_backend_name(be),
+                   kvz_cuda_emulated() ? " (the CPU emulator: large attention cases cpu only)"
+                                       : "");
+        } else {
+            KVZ_CHECK(rc == KVZ_EUNSUPPORTED, "open cuda: rc %d: %s", rc, err.msg);
+            printf("SKIP cuda: %s (the cpu part still runs)\n", err.msg);
+        }
+    } else {
+        printf("SKIP cuda: not compiled in this build\n");
+    }
+
+    test_open_errors();
+    test_errors(g_cpu);
+    for (int b = 0; b < g_n_other; b++)
+        test_errors(g_other[b]);
+    test_splitmix();
+
+    static const linear_case lin[] = {
+        {1, 67, 129, 1},  {5, 67, 129, 0},   {3, 3000, 7, 1}, {37, 257, 300, 1},
+        {300, 64, 65, 0}, {2, 33, 1100, 1}, /* n_out > the cpu's bf16 widening block (1024) */
+        {1, 1, 1, 0},     {64, 128, 256, 1},
+    };
+    for (size_t i = 0; i < sizeof lin / sizeof lin[0]; i++)
+        test_linear(&lin[i]);
+
+    static const rmsnorm_case rms[] = {
+        {1, 3000, 1e-6f, 0, 0}, {7, 67, 1e-5f, 1, 1},  {200, 129, 1e-6f, 0, 0},
+        {35, 64, 1e-6f, 1, 0} /* per head: 5 tokens x 7 heads */, {1, 1, 1e-6f, 0, 0},
+        {130, 80, 1e-5f, 0, 1},
+    };
+    for (size_t i = 0; i < sizeof rms / sizeof rms[0]; i++)
+        test_rmsnorm(&rms[i]);
+
+    static const rope_case rope[] = {
+        {1, 7, 64, 4000, 10000.0, 0},    /* decode, far position */
+        {7, 3, 80, 0, 10000.0, 0},       {33, 2, 128, 130, 500000.0, 1}, /* llama3 */
+        {5, 1, 256, 17, 1000000.0, 0},   {1, 1, 64, 0, 10000.0, 0},      /* identity */
+        {130, 4, 64, 0, 10000.0, 0},     {3, 9, 128, 8191, 500000.0, 1},
+    };
+    for (size_t i = 0; i < sizeof rope / sizeof rope[0]; i++)
+        test_rope(&rope[i]);
+
+    /* H, Hkv, head_dim, n_q, pos0, cpu block, scale (0: 1/sqrt(dh)), lse */
+    static const attn_case att[] = {
+        {4, 4, 64, 1, 300, 0, 0.0f, 1},      /* decode, G = 1 */
+        {8, 4, 80, 1, 517, 64, 0.0f, 1},     /* decode, G = 2, 518 keys in blocks of 64 */
+        {7, 1, 128, 29, 40, 16, 0.0f, 1},    /* G = 7, 69 keys in blocks of 16 */
+        {2, 2, 256, 19, 0, 8, 0.0f, 1},      /* head_dim 256, prefill from 0 */
+        {6, 3, 80, 5, 7, 3, 0.125f, 1},      /* block 3, another scale */
+        {2, 1, 64, 100, 33, 32, 0.0f, 1},    /* n_q > block with pos0 > 0 */
+        {4, 2, 128, 3, 60, 0, 0.0f, 0},      /* no lse */
+        {14, 2, 64, 130, 0, 48, 0.0f, 1},    /* G = 7, long prefill (cpu only on the emulator) */
+        {4, 2, 128, 65, 200, 0, 0.0f, 1},    /* 265 keys over the default block 256 */
+        {1, 1, 64, 1, 0, 0, 0.0f, 1},        /* one key */
+        {3, 3, 72, 4, 9, 5, 0.0f, 1},        /* head_dim 72: not a multiple of 16 */
+    };
+    for (size_t i = 0; i < sizeof att / sizeof att[0]; i++)
+        test_attention(&att[i]);
+
+    test_swiglu(1, 3000);
+    test_swiglu(7, 67);
+    test_swiglu(130, 129);
+    test_swiglu(1, 1);
+
+    test_add(1);
+    test_add(67);
+    test_add(9001);
+
+    test_embed(50, 67, 9);
+    test_embed(300, 3000, 2);
+    test_embed(1, 1, 1);
+    test_embed(1000, 64, 130);
+
+    static const copy_case cp[] = {
+        {5, 67, 201, 67, 67, 0},    /* the k block out of a fused q/k/v row */
+        {1, 3000, 3000, 0, 3000, 0}, {200, 7, 21, 14, 9, 2}, {33, 128, 640, 512, 130, 1},
+    };
+    for (size_t i = 0; i < sizeof cp / sizeof cp[0]; i++)
+        test_copy_rows(&cp[i]);
+
+    test_convert();
+
+    static const fill_case fl[] = {
+        {1, 0, 0, 0, 0.02f, 0.0f},          {1001, 0, 42, 7, 0.5f, 0.0f},
+        {4099, 3, 1234567, 99, 1.0f, 0.0f}, /* a view: i counts from the view */
+        {77, 0, 5, 5, 0.0f, 1.0f},          /* constant */
+        {33, 1, 5, 6, 0.0f, -0.3f},         {5000, 0, ~0ull, ~0ull, 3.0e-3f, 0.0f},
+    };
+    for (size_t i = 0; i < sizeof fl / sizeof fl[0]; i++)
+        test_fill(&fl[i]);
+
+    KVZ_CHECK(kvz_backend_bytes_held(g_cpu) == 0, "cpu: %zu bytes still held",
+              kvz_backend_bytes_held(g_cpu));
+    for (int b = 0; b < g_n_other; b++) {
+        KVZ_CHECK(kvz_backend_bytes_held(g_other[b]) == 0, "%s: %zu bytes still held",
+                  short_name(g_other[b]), kvz_backend_bytes_held(g_other[b]));
+        kvz_backend_close(g_other[b]);
+    }
+    kvz_backend_close(g_cpu);
+
+    printf("worst NMSE per op (budget), over the cases run:\n");
+    for (int i = 0; i < g_n_stats; i++)
+        printf("  %-48s %9.3g  (budget %.0e, %d cases)\n", g_stats[i].name, g_stats[i].worst,
+               g_stats[i].budget, g_stats[i].cases);
+    return kvz_test_done();
+}
