@@ -12,7 +12,7 @@
 
 #include <cblas.h>
 
-#include "../kernels/kvz_cuda.h"
+#include "../ops/backend.h"
 #include "commands.h"
 
 int cli_parse_threads(const char *cmd, const char *text, int *out)
@@ -117,15 +117,14 @@ int cli_parse_device_flag(const char *cmd, const char *opt, const char *value, c
     return 2;
 }
 
-/* The forward's options for dev: auto resolved (cuda when this build has it
- * and a device is visible), bf16 only on cuda. */
+/* The forward's options for dev: auto resolved (kvz_backend_auto_kind, as
+ * the oracle and the trainer do), bf16 only on cuda. */
 static kvz_forward_options forward_options(const cli_device *dev, int n_threads,
                                            size_t max_tokens)
 {
     cli_device d = dev ? *dev : (cli_device)CLI_DEVICE_DEFAULT;
     int cuda = d.device == KVZ_DEVICE_CUDA ||
-               (d.device == KVZ_DEVICE_AUTO && kvz_backend_compiled(KVZ_BACKEND_CUDA) &&
-                kvz_cuda_device_count(NULL) > 0);
+               (d.device == KVZ_DEVICE_AUTO && kvz_backend_auto_kind() == KVZ_BACKEND_CUDA);
     kvz_forward_options o = {.n_threads = n_threads, .max_tokens = max_tokens};
     o.device = cuda ? KVZ_BACKEND_CUDA : KVZ_BACKEND_CPU;
     o.precision = cuda && d.precision == KVZ_PRECISION_BFLOAT16 ? KVZ_BF16 : KVZ_F32;

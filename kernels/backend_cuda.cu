@@ -423,6 +423,29 @@ static int cuda_fill(kvz_backend *be, kvz_buf b, uint64_t seed, uint64_t tensor,
     return check_launch("fill_kernel launch", err);
 }
 
+static void *cuda_host_alloc(kvz_backend *be, size_t bytes)
+{
+    (void)be;
+    void *p = NULL;
+    if (cudaMallocHost(&p, bytes) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return NULL;
+    }
+    return p;
+}
+
+static void cuda_host_free(kvz_backend *be, void *p)
+{
+    (void)be;
+    cudaFreeHost(p);
+}
+
+/* ---------- KVzip+ score (cuda) ---------- */
+/* (end of the KVzip+ score, cuda) */
+
+/* ---------- trainer ops (cuda) ---------- */
+/* (end of the trainer ops, cuda) */
+
 /* ---------- the table, opening and closing ---------- */
 
 static void cuda_close(kvz_backend *be)
@@ -438,8 +461,10 @@ static void cuda_close(kvz_backend *be)
 /* In the order of kvz_backend_ops (C++17 has no designated initializers). */
 static const kvz_backend_ops CUDA_OPS = {
     cuda_close,   cuda_alloc,     cuda_free,      cuda_upload,   cuda_download, cuda_copy,
-    cuda_sync,    cuda_peak,      cuda_linear,    cuda_rmsnorm,  cuda_rope,     cuda_attention,
+    cuda_sync,    cuda_peak,      cuda_host_alloc, cuda_host_free, cuda_linear,    cuda_rmsnorm,  cuda_rope,     cuda_attention,
     cuda_swiglu,  cuda_add,       cuda_embed,     cuda_copy_rows, cuda_convert, cuda_fill,
+    /* KVzip+ score */
+    /* trainer */
 };
 
 static int setup(cuda_backend *c, kvz_error *err)

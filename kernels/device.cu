@@ -1,16 +1,17 @@
-/* device.cu: CUDA device discovery for kvz_cuda.h (CUDA builds only). */
+/* device.cu: CUDA device discovery behind kvz_backend_device_count,
+ * kvz_backend_device_info and kvz_backend_emulated (ops/backend.c calls
+ * these in CUDA builds only). */
 #include <cuda_runtime.h>
 #include <stdio.h>
 #include <string.h>
 
 extern "C" {
-#include "kvz_cuda.h"
+#include "../ops/backend.h"
 }
 
-extern "C" int kvz_cuda_compiled(void)
-{
-    return 1;
-}
+extern "C" int kvz_cuda_device_count(kvz_error *err);
+extern "C" int kvz_cuda_device_info_get(int device, kvz_device_info *out, kvz_error *err);
+extern "C" int kvz_cuda_emulated(void);
 
 extern "C" int kvz_cuda_emulated(void)
 {
@@ -33,7 +34,7 @@ extern "C" int kvz_cuda_device_count(kvz_error *err)
     return n;
 }
 
-extern "C" int kvz_cuda_device_info_get(int device, kvz_cuda_device_info *out, kvz_error *err)
+extern "C" int kvz_cuda_device_info_get(int device, kvz_device_info *out, kvz_error *err)
 {
     cudaDeviceProp prop;
     cudaError_t rc = cudaGetDeviceProperties(&prop, device);

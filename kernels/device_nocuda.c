@@ -1,11 +1,6 @@
 /* device_nocuda: kvz_cuda.h for builds without CUDA: no devices. */
 #include "kvz_cuda.h"
 
-int kvz_cuda_compiled(void)
-{
-    return 0;
-}
-
 int kvz_cuda_emulated(void)
 {
     return 0;

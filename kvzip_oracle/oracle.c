@@ -18,7 +18,7 @@
 
 #include "../common/kvz_file.h"
 #include "../data/corpus.h"
-#include "../kernels/kvz_cuda.h"
+#include "../ops/backend.h"
 #include "../model/chat_template.h"
 #include "../model/checkpoint.h"
 #include "../model/forward.h"
@@ -124,8 +124,8 @@ static int resolve_device(const kvz_run_config *cfg)
 {
     if (cfg->model.device != KVZ_DEVICE_AUTO)
         return cfg->model.device;
-    if (cfg->oracle.scoring == KVZ_SCORING_CHUNKED || kvz_cuda_device_count(NULL) <= 0 ||
-        kvz_cuda_emulated())
+    if (cfg->oracle.scoring == KVZ_SCORING_CHUNKED ||
+        kvz_backend_auto_kind() != KVZ_BACKEND_CUDA)
         return KVZ_DEVICE_CPU;
     return KVZ_DEVICE_CUDA;
 }

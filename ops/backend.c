@@ -73,7 +73,67 @@ void *kvz_backend_stream(const kvz_backend *be) { return be->stream; }
 size_t kvz_backend_bytes_held(const kvz_backend *be) { return be->bytes_held; }
 size_t kvz_backend_peak_bytes(const kvz_backend *be) { return be->ops->peak_bytes(be); }
 
+/* ---------- devices ---------- */
+
+#ifdef KVZ_HAVE_CUDA
+/* kernels/device.cu */
+int kvz_cuda_device_count(kvz_error *err);
+int kvz_cuda_device_info_get(int device, kvz_device_info *out, kvz_error *err);
+int kvz_cuda_emulated(void);
+#endif
+
+int kvz_backend_device_count(kvz_backend_kind kind, kvz_error *err)
+{
+    if (kind == KVZ_BACKEND_CPU)
+        return 1;
+#ifdef KVZ_HAVE_CUDA
+    if (kind == KVZ_BACKEND_CUDA)
+        return kvz_cuda_device_count(err);
+#endif
+    kvz_fail(err, KVZ_EUNSUPPORTED, "cuda: this kvzap was built without CUDA");
+    return 0;
+}
+
+int kvz_backend_device_info(kvz_backend_kind kind, int device, kvz_device_info *out,
+                            kvz_error *err)
+{
+#ifdef KVZ_HAVE_CUDA
+    if (kind == KVZ_BACKEND_CUDA)
+        return kvz_cuda_device_info_get(device, out, err);
+#endif
+    (void)device, (void)out;
+    return kvz_fail(err, KVZ_EUNSUPPORTED, "%s: no device information",
+                    kind == KVZ_BACKEND_CPU ? "cpu" : "cuda: this kvzap was built without CUDA;");
+}
+
+int kvz_backend_emulated(void)
+{
+#ifdef KVZ_HAVE_CUDA
+    return kvz_cuda_emulated();
+#else
+    return 0;
+#endif
+}
+
+kvz_backend_kind kvz_backend_auto_kind(void)
+{
+    if (kvz_backend_device_count(KVZ_BACKEND_CUDA, NULL) > 0 && !kvz_backend_emulated())
+        return KVZ_BACKEND_CUDA;
+    return KVZ_BACKEND_CPU;
+}
+
 /* ---------- memory ---------- */
+
+void *kvz_backend_host_alloc(kvz_backend *be, size_t bytes)
+{
+    return be->ops->host_alloc(be, bytes ? bytes : 1);
+}
+
+void kvz_backend_host_free(kvz_backend *be, void *p)
+{
+    if (p)
+        be->ops->host_free(be, p);
+}
 
 static int valid_dtype(kvz_dtype t)
 {
@@ -257,3 +317,9 @@ int kvz_op_fill(kvz_backend *be, kvz_buf b, uint64_t seed, uint64_t tensor, floa
     NEED(b.data && (b.dtype == KVZ_F32 || b.dtype == KVZ_BF16), "fill");
     return be->ops->fill(be, b, seed, tensor, bound, value, err);
 }
+
+/* ---------- KVzip+ score ops ---------- */
+/* (end of the KVzip+ score ops) */
+
+/* ---------- trainer ops ---------- */
+/* (end of the trainer ops) */

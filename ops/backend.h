@@ -100,7 +100,38 @@ void *kvz_backend_stream(const kvz_backend *be);
 size_t kvz_backend_bytes_held(const kvz_backend *be);
 size_t kvz_backend_peak_bytes(const kvz_backend *be);
 
+/* ---------- devices ---------- */
+
+/* What a device is (kvzap devices). */
+typedef struct kvz_device_info {
+    char name[256];
+    int major, minor;    /* cuda compute capability */
+    size_t total_memory; /* bytes */
+    int multiprocessors;
+} kvz_device_info;
+
+/* Usable devices of kind: cpu 1; cuda the driver's count, 0 when the build
+ * has no CUDA or there is no driver or device (the reason goes to err when
+ * given; never fails otherwise). */
+int kvz_backend_device_count(kvz_backend_kind kind, kvz_error *err);
+/* Device `device` of kind (cuda only; cpu: KVZ_EUNSUPPORTED). */
+int kvz_backend_device_info(kvz_backend_kind kind, int device, kvz_device_info *out,
+                            kvz_error *err);
+/* 1 when the cuda backend runs on the CPU emulator of tests/cuda_emu (build
+ * option KVZ_CUDA_EMU: a model of CUDA for CI; tests keep its work small). */
+int kvz_backend_emulated(void);
+/* What --device auto means everywhere: cuda when this build has it and a
+ * real device is visible (the emulator is a test device: only an explicit
+ * cuda uses it), else cpu. */
+kvz_backend_kind kvz_backend_auto_kind(void);
+
 /* ---------- memory ---------- */
+
+/* Host memory for staging transfers: page-locked on cuda (asynchronous
+ * copies), malloc on cpu; NULL when out of memory. Free with
+ * kvz_backend_host_free on the same backend (NULL is fine). */
+void *kvz_backend_host_alloc(kvz_backend *be, size_t bytes);
+void kvz_backend_host_free(kvz_backend *be, void *p);
 
 /* *out = numel elements of dtype (numel 0 allowed: a 1-element allocation);
  * `what` names the buffer in the error ("the K cache"). KVZ_ENOMEM says how
@@ -168,6 +199,12 @@ int kvz_op_convert(kvz_backend *be, kvz_buf dst, kvz_buf src, kvz_error *err);
 int kvz_op_fill(kvz_backend *be, kvz_buf b, uint64_t seed, uint64_t tensor, float bound,
                 float value, kvz_error *err);
 
+/* ---------- KVzip+ score ops (the oracle) ---------- */
+/* (end of the KVzip+ score ops) */
+
+/* ---------- trainer ops (the MLP and ridge surrogates) ---------- */
+/* (end of the trainer ops) */
+
 /* ---------- implementing a backend ---------- */
 
 /* The table a backend provides. Every entry is required; the kvz_op_* and
@@ -183,6 +220,8 @@ typedef struct kvz_backend_ops {
     int (*copy)(kvz_backend *be, void *dst, const void *src, size_t bytes, kvz_error *err);
     int (*sync)(kvz_backend *be, kvz_error *err);
     size_t (*peak_bytes)(const kvz_backend *be);
+    void *(*host_alloc)(kvz_backend *be, size_t bytes);
+    void (*host_free)(kvz_backend *be, void *p);
     int (*linear)(kvz_backend *be, const float *x, kvz_buf w, const float *bias, float *y,
                   size_t n, size_t n_in, size_t n_out, kvz_error *err);
     int (*rmsnorm)(kvz_backend *be, const float *x, const float *w, float *y, size_t n_rows,
@@ -201,6 +240,8 @@ typedef struct kvz_backend_ops {
     int (*convert)(kvz_backend *be, kvz_buf dst, kvz_buf src, kvz_error *err);
     int (*fill)(kvz_backend *be, kvz_buf b, uint64_t seed, uint64_t tensor, float bound,
                 float value, kvz_error *err);
+    /* KVzip+ score */
+    /* trainer */
 } kvz_backend_ops;
 
 /* The common head of every backend; an implementation embeds it first and

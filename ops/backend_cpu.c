@@ -256,13 +256,34 @@ static int cpu_fill(kvz_backend *be, kvz_buf b, uint64_t seed, uint64_t tensor, 
     return KVZ_OK;
 }
 
+static void *cpu_host_alloc(kvz_backend *be, size_t bytes)
+{
+    (void)be;
+    return malloc(bytes);
+}
+
+static void cpu_host_free(kvz_backend *be, void *p)
+{
+    (void)be;
+    free(p);
+}
+
+/* ---------- KVzip+ score (cpu) ---------- */
+/* (end of the KVzip+ score, cpu) */
+
+/* ---------- trainer ops (cpu) ---------- */
+/* (end of the trainer ops, cpu) */
+
 static const kvz_backend_ops CPU_OPS = {
     .close = cpu_close,         .alloc = cpu_alloc,       .free = cpu_free,
     .upload = cpu_copy,         .download = cpu_copy,     .copy = cpu_copy,
-    .sync = cpu_sync,           .peak_bytes = cpu_peak,   .linear = cpu_linear,
+    .sync = cpu_sync,           .peak_bytes = cpu_peak,   .host_alloc = cpu_host_alloc,
+    .host_free = cpu_host_free,   .linear = cpu_linear,
     .rmsnorm = cpu_rmsnorm,     .rope = cpu_rope,         .attention = cpu_attention,
     .swiglu = cpu_swiglu,       .add = cpu_add,           .embed = cpu_embed,
     .copy_rows = cpu_copy_rows, .convert = cpu_convert,   .fill = cpu_fill,
+    /* KVzip+ score */
+    /* trainer */
 };
 
 int kvz_backend_cpu_open(const kvz_backend_options *opt, kvz_backend **out, kvz_error *err)

@@ -37,7 +37,7 @@ static void check_device_hiding(void)
 
 int main(void)
 {
-    if (!kvz_cuda_compiled() || !kvz_cuda_emulated())
+    if (!kvz_backend_compiled(KVZ_BACKEND_CUDA) || !kvz_cuda_emulated())
         kvz_test_skip("not a KVZ_CUDA_EMU build: no emulator to test");
     kvz_error err = {0};
     if (kvz_cuda_device_count(&err) == 0)

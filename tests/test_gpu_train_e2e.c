@@ -301,7 +301,7 @@ static void test_train_run(void)
 
 int main(void)
 {
-    if (!kvz_cuda_compiled())
+    if (!kvz_backend_compiled(KVZ_BACKEND_CUDA))
         kvz_test_skip("built without CUDA");
     kvz_error err = {0};
     if (kvz_cuda_device_count(&err) == 0)

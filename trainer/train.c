@@ -432,7 +432,7 @@ static int choose_device(trainer *t, kvz_error *err)
     }
     if (want == KVZ_DEVICE_AUTO)
         return KVZ_OK;
-    if (!kvz_cuda_compiled())
+    if (!kvz_backend_compiled(KVZ_BACKEND_CUDA))
         return kvz_fail(err, KVZ_EUNSUPPORTED,
                         "model.device is cuda but this kvzap was built without CUDA (use "
                         "--device cpu or auto)");
