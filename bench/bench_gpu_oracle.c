@@ -3,12 +3,13 @@
  * (kvz_forward_create_random on the cuda backend: L=36, D=4096, H=32, Hkv=8, dh=128,
  * d_ff=12288, vocab 151936, rope theta 1e6, qk_norm, eps 1e-6), synthetic
  * repeat prompts [prefix 16][doc][middle 24][the same doc][suffix 6] of
- * random ids, and per document exactly what the CUDA oracle engine does
- * (kvzip_oracle/oracle_engine_cuda.c): one forward pass whose tap scores
- * every layer on the device (with the attention's lse) and gathers the
- * sampled rows, then the async copy into pinned host buffers of two
- * alternating slots, waited for as the writer thread would. No HDF5: the
- * store's append is not timed (the writer thread overlaps it).
+ * random ids, and per document the oracle engine itself
+ * (kvzip_oracle/oracle_engine.h, kvz_oracle_engine_wrap around the random
+ * forward): one forward pass whose tap scores every layer on the device
+ * (with the attention's lse) and gathers the sampled rows, then the async
+ * download into pinned host buffers of two alternating slots, waited for as
+ * the writer thread would. No HDF5: the store's append is not timed (the
+ * writer thread overlaps it).
  * Usage: bench_gpu_oracle [--tiny] [--docs N] [--doc-tokens T] [--samples S]
  *                         [--precision bfloat16|float32]
  * Prints one JSON line. --tiny: L=2, D=64, H=4, Hkv=2, dh=16, d_ff=128,
@@ -19,10 +20,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "kernels/kvz_cuda.h"
-#include "kernels/kvz_cuda_ops.h"
-#include "kernels/kvz_cuda_pipeline.h"
+#include "common/config.h"
 #include "kvzip_oracle/oracle_doc.h"
+#include "kvzip_oracle/oracle_engine.h"
 #include "model/forward.h"
 #include "ops/backend.h"
 
@@ -97,24 +97,12 @@ static void make_prompt(const bench_args *a, const kvz_model_config *c, size_t d
     memcpy(p->ids + p->repeat_start, p->ids + p->context_start, a->doc_tokens * sizeof(int32_t));
 }
 
-typedef struct doc_tap {
-    kvz_cuda_pipeline *pipe;
-    const kvz_model_config *cfg;
-    const kvz_oracle_prompt *p;
-} doc_tap;
-
-static int tap_fn(const kvz_layer_tap *tap, void *user, kvz_error *err)
-{
-    doc_tap *d = user;
-    return kvz_cuda_pipeline_layer(d->pipe, tap, d->cfg, d->p->context_start, d->p->context_end,
-                                   d->p->repeat_start, d->p->repeat_end, err);
-}
-
 typedef struct bench {
     bench_args a;
     kvz_model_config cfg;
-    kvz_forward *fwd;
-    kvz_cuda_pipeline *pipe;
+    kvz_forward *fwd; /* owned by the engine */
+    kvz_oracle_engine *engine;
+    kvz_backend *be;
     float *host_hidden[2], *host_scores[2];
     kvz_oracle_prompt prompt;
     size_t *positions;
@@ -125,20 +113,14 @@ typedef struct bench {
 static int run_doc(bench *b, size_t d, int *used, kvz_error *err)
 {
     size_t slot = d % 2;
-    int rc = used[slot] ? kvz_cuda_pipeline_wait(b->pipe, slot, err) : KVZ_OK;
+    int rc = used[slot] ? kvz_oracle_engine_ready(b->engine, slot, err) : KVZ_OK;
     make_prompt(&b->a, &b->cfg, d, &b->prompt);
     kvz_oracle_prompt *p = &b->prompt;
     size_t n = kvz_oracle_sample_positions(p->context_start, p->context_end, b->a.samples, 1, d,
                                            b->positions);
     rc = rc ? rc
-            : kvz_cuda_pipeline_begin(b->pipe, slot, b->positions, n, p->context_start,
-                                      p->context_end - p->context_start, err);
-    doc_tap t = {b->pipe, kvz_forward_config(b->fwd), p};
-    kvz_forward_reset(b->fwd);
-    rc = rc ? rc : kvz_forward_run(b->fwd, p->ids, p->n_ids, tap_fn, &t, 0, NULL, err);
-    rc = rc ? rc
-            : kvz_cuda_pipeline_copy_out(b->pipe, slot, b->host_hidden[slot],
-                                         b->host_scores[slot], err);
+            : kvz_oracle_engine_score(b->engine, p, b->positions, n, b->host_hidden[slot],
+                                      b->host_scores[slot], slot, err);
     used[slot] = 1;
     return rc;
 }
@@ -149,13 +131,16 @@ static int setup(bench *b, kvz_error *err)
     kvz_forward_options fo = {0};
     fo.device = KVZ_BACKEND_CUDA, fo.precision = b->a.bf16 ? KVZ_BF16 : KVZ_F32, fo.max_tokens = T;
     int rc = kvz_forward_create_random(&b->cfg, 1234, &fo, &b->fwd, err);
-    kvz_cuda_pipeline_shape sh = {2, b->a.samples, L, b->cfg.d_model, b->cfg.n_kv_heads, 1,
-                                  b->a.bf16};
-    rc = rc ? rc : kvz_cuda_pipeline_create(kvz_backend_stream(kvz_forward_backend(b->fwd)), &sh,
-                                            &b->pipe, err);
+    kvz_oracle_engine_options eo = {.scoring = KVZ_SCORING_KVZIP_PLUS, .n_slots = 2,
+                                    .n_max = b->a.samples, .with_hidden = 1};
+    rc = rc ? rc : kvz_oracle_engine_wrap(b->fwd, &eo, &b->engine, err);
+    if (rc)
+        b->fwd = NULL; /* freed by the engine */
+    else
+        b->be = kvz_forward_backend(b->fwd);
     for (int s = 0; rc == KVZ_OK && s < 2; s++) {
-        b->host_hidden[s] = kvz_cuda_pinned_alloc(L * b->a.samples * b->cfg.d_model * 4);
-        b->host_scores[s] = kvz_cuda_pinned_alloc(L * b->a.samples * b->cfg.n_kv_heads * 4);
+        b->host_hidden[s] = kvz_backend_host_alloc(b->be, L * b->a.samples * b->cfg.d_model * 4);
+        b->host_scores[s] = kvz_backend_host_alloc(b->be, L * b->a.samples * b->cfg.n_kv_heads * 4);
         if (!b->host_hidden[s] || !b->host_scores[s])
             rc = kvz_fail(err, KVZ_ENOMEM, "pinned host memory");
     }
@@ -168,10 +153,10 @@ static int setup(bench *b, kvz_error *err)
 
 static void teardown(bench *b)
 {
-    kvz_cuda_pipeline_free(b->pipe);
-    kvz_forward_free(b->fwd);
-    for (int s = 0; s < 2; s++)
-        kvz_cuda_pinned_free(b->host_hidden[s]), kvz_cuda_pinned_free(b->host_scores[s]);
+    for (int s = 0; b->be && s < 2; s++)
+        kvz_backend_host_free(b->be, b->host_hidden[s]),
+            kvz_backend_host_free(b->be, b->host_scores[s]);
+    kvz_oracle_engine_free(b->engine); /* and the forward */
     free(b->prompt.ids);
     free(b->positions);
 }
@@ -224,14 +209,14 @@ static int run(bench *b, kvz_error *err)
     for (size_t d = 1; rc == KVZ_OK && d <= b->a.docs; d++)
         rc = run_doc(b, d, used, err);
     for (size_t s = 0; rc == KVZ_OK && s < 2; s++)
-        rc = used[s] ? kvz_cuda_pipeline_wait(b->pipe, s, err) : KVZ_OK;
+        rc = used[s] ? kvz_oracle_engine_ready(b->engine, s, err) : KVZ_OK;
     double wall = now_s() - t0, fwd_s = 0;
     rc = rc ? rc : time_forward(b, b->a.docs, &fwd_s, err);
     if (rc != KVZ_OK)
         return rc;
-    kvz_cuda_device_info info;
+    kvz_device_info info;
     memset(&info, 0, sizeof info);
-    kvz_cuda_device_info_get(0, &info, NULL);
+    kvz_backend_device_info(KVZ_BACKEND_CUDA, 0, &info, NULL);
     const char *which = NULL;
     double peak = peak_tflops(info.name, &which) * 1e12;
     size_t T = b->prompt.n_ids;
@@ -260,7 +245,6 @@ int main(int argc, char **argv)
     kvz_error err = {0};
     int rc = run(&b, &err);
     teardown(&b);
-    kvz_cuda_ops_release();
     if (rc != KVZ_OK) {
         fprintf(stderr, "bench_gpu_oracle: %s\n", err.msg);
         return 1;

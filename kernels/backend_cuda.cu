@@ -23,6 +23,7 @@ extern "C" {
 #include "kvz_cuda_attention.h"
 #include "kvz_cuda_ops.h"
 }
+#include "cuda_score.cuh"
 
 typedef struct cuda_backend {
     kvz_backend head;
@@ -34,6 +35,15 @@ typedef struct cuda_backend {
     int32_t *ids;        /* embed's device ids, ids_cap elements */
     size_t ids_cap;
     size_t peak;         /* the largest used device memory sampled */
+    /* KVzip+ score scratch (value lognorms' Gram/Y, best's slice maxima) */
+    float *score_scratch;
+    size_t score_scratch_cap;
+    /* asynchronous downloads: a non-blocking copy stream (the legacy
+     * default stream would wait for it), created on first use */
+    cudaStream_t copy_stream;
+    cudaEvent_t compute_done, slot_done[KVZ_BACKEND_SLOTS];
+    int async_ready;
+    int slot_recorded[KVZ_BACKEND_SLOTS];
 } cuda_backend;
 
 enum { THREADS = 256 };
@@ -441,6 +451,137 @@ static void cuda_host_free(kvz_backend *be, void *p)
 }
 
 /* ---------- KVzip+ score (cuda) ---------- */
+/* The phases of kernels/cuda_score.cu on the legacy stream, with the
+ * backend's scratch; the sampled-row gather; asynchronous downloads. */
+
+static int cuda_row_lognorms(kvz_backend *be, const float *x, size_t ld, size_t width, size_t n,
+                             double *out, kvz_error *err)
+{
+    (void)be;
+    return kvz_cuda_score_row_lognorms(x, ld, width, n, out, 0, err);
+}
+
+static int cuda_value_lognorms(kvz_backend *be, const float *v, const float *w_o, size_t H,
+                               size_t Hkv, size_t dh, size_t D, size_t i0, size_t i1,
+                               double *out, kvz_error *err)
+{
+    cuda_backend *c = cb(be);
+    int rc = reserve(c, (void **)&c->score_scratch, &c->score_scratch_cap,
+                     kvz_cuda_score_value_scratch(H, Hkv, dh, i1 - i0), sizeof(float),
+                     "the score's GEMM scratch", err);
+    return rc ? rc
+              : kvz_cuda_score_value_lognorms(c->blas, c->score_scratch, v, w_o, H, Hkv, dh, D,
+                                              i0, i1, out, 0, err);
+}
+
+static int cuda_causal_lse(kvz_backend *be, const float *q, const float *k, const float *tap_lse,
+                           size_t H, size_t Hkv, size_t dh, float scale, size_t r0, size_t r1,
+                           double *lse, kvz_error *err)
+{
+    (void)be;
+    return kvz_cuda_score_causal_lse(q, k, tap_lse, H, Hkv, dh, scale, r0, r1, lse, 0, err);
+}
+
+static int cuda_kvzip_best(kvz_backend *be, const float *q, const float *k, size_t H,
+                           size_t Hkv, size_t dh, float scale, size_t p0, size_t p1, size_t r0,
+                           size_t r1, const double *lse, const double *log_xnorm,
+                           const double *lognorm, kvz_dtype compute, float *out,
+                           kvz_error *err)
+{
+    cuda_backend *c = cb(be);
+    int tc = compute == KVZ_BF16;
+    size_t need = kvz_cuda_score_best_scratch(Hkv, dh, p0, p1, r0, r1, tc);
+    int rc = need ? reserve(c, (void **)&c->score_scratch, &c->score_scratch_cap, need,
+                            sizeof(float), "the score's slice maxima", err)
+                  : KVZ_OK;
+    return rc ? rc
+              : kvz_cuda_score_best(q, k, H, Hkv, dh, scale, p0, p1, r0, r1, lse, log_xnorm,
+                                    lognorm, tc, need ? c->score_scratch : NULL, out, 0, err);
+}
+
+/* dst[s, :] = src[idx[s] - base, :]; blocks stride over rows, threads over
+ * columns. */
+static __global__ void gather_rows_kernel(const float *src, size_t ld, size_t width,
+                                          size_t base, const int64_t *idx, size_t n, float *dst)
+{
+    for (size_t s = blockIdx.x; s < n; s += gridDim.x) {
+        const float *row = src + ((size_t)idx[s] - base) * ld;
+        for (size_t c = threadIdx.x; c < width; c += blockDim.x)
+            dst[s * width + c] = row[c];
+    }
+}
+
+static int cuda_gather_rows(kvz_backend *be, const float *src, size_t ld, size_t width,
+                            size_t base, size_t n_src, const int64_t *idx, size_t n, float *dst,
+                            kvz_error *err)
+{
+    (void)be, (void)n_src; /* the indices stay on the device: the caller checked them */
+    gather_rows_kernel<<<kvz_cuda_blocks_for(n, 1), 128, 0, 0>>>(src, ld, width, base, idx, n,
+                                                                 dst);
+    return check_launch("gather_rows_kernel launch", err);
+}
+
+static int async_setup(cuda_backend *c, kvz_error *err)
+{
+    if (c->async_ready)
+        return KVZ_OK;
+    int rc = check(cudaStreamCreateWithFlags(&c->copy_stream, cudaStreamNonBlocking),
+                   "cudaStreamCreateWithFlags(copy stream)", err);
+    if (rc) {
+        c->copy_stream = NULL;
+        return rc;
+    }
+    rc = check(cudaEventCreateWithFlags(&c->compute_done, cudaEventDisableTiming),
+               "cudaEventCreate", err);
+    for (int s = 0; !rc && s < KVZ_BACKEND_SLOTS; s++)
+        rc = check(cudaEventCreateWithFlags(&c->slot_done[s], cudaEventDisableTiming),
+                   "cudaEventCreate", err);
+    c->async_ready = rc == KVZ_OK; /* (a failure leaks a few events: the device is broken) */
+    return rc;
+}
+
+static int cuda_download_async(kvz_backend *be, size_t slot, void *host_dst, const void *src,
+                               size_t bytes, kvz_error *err)
+{
+    (void)slot;
+    cuda_backend *c = cb(be);
+    int rc = async_setup(c, err);
+    rc = rc ? rc : check(cudaEventRecord(c->compute_done, 0), "cudaEventRecord", err);
+    rc = rc ? rc : check(cudaStreamWaitEvent(c->copy_stream, c->compute_done, 0),
+                         "cudaStreamWaitEvent(copy stream)", err);
+    return rc ? rc : check(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost,
+                                           c->copy_stream),
+                           "cudaMemcpyAsync(device to host, copy stream)", err);
+}
+
+static int cuda_slot_record(kvz_backend *be, size_t slot, kvz_error *err)
+{
+    cuda_backend *c = cb(be);
+    int rc = async_setup(c, err);
+    rc = rc ? rc : check(cudaEventRecord(c->slot_done[slot], c->copy_stream),
+                         "cudaEventRecord(slot)", err);
+    if (!rc)
+        c->slot_recorded[slot] = 1;
+    return rc;
+}
+
+static int cuda_slot_fence(kvz_backend *be, size_t slot, kvz_error *err)
+{
+    cuda_backend *c = cb(be);
+    if (!c->slot_recorded[slot])
+        return KVZ_OK;
+    return check(cudaStreamWaitEvent(0, c->slot_done[slot], 0), "cudaStreamWaitEvent(slot)",
+                 err);
+}
+
+static int cuda_slot_wait(kvz_backend *be, size_t slot, kvz_error *err)
+{
+    cuda_backend *c = cb(be);
+    if (!c->slot_recorded[slot])
+        return KVZ_OK;
+    return check(cudaEventSynchronize(c->slot_done[slot]),
+                 "waiting for the device (cudaEventSynchronize)", err);
+}
 /* (end of the KVzip+ score, cuda) */
 
 /* ---------- trainer ops (cuda) ---------- */
@@ -453,6 +594,14 @@ static void cuda_close(kvz_backend *be)
     cuda_backend *c = cb(be);
     cuda_free(be, c->x_bf16, 0);
     cuda_free(be, c->ids, 0);
+    cuda_free(be, c->score_scratch, 0);
+    if (c->async_ready) {
+        cudaStreamSynchronize(c->copy_stream);
+        for (int s = 0; s < KVZ_BACKEND_SLOTS; s++)
+            cudaEventDestroy(c->slot_done[s]);
+        cudaEventDestroy(c->compute_done);
+        cudaStreamDestroy(c->copy_stream);
+    }
     if (c->blas)
         cublasDestroy(c->blas);
     free(c);
@@ -464,6 +613,8 @@ static const kvz_backend_ops CUDA_OPS = {
     cuda_sync,    cuda_peak,      cuda_host_alloc, cuda_host_free, cuda_linear,    cuda_rmsnorm,  cuda_rope,     cuda_attention,
     cuda_swiglu,  cuda_add,       cuda_embed,     cuda_copy_rows, cuda_convert, cuda_fill,
     /* KVzip+ score */
+    cuda_row_lognorms, cuda_value_lognorms, cuda_causal_lse, cuda_kvzip_best, cuda_gather_rows,
+    cuda_download_async, cuda_slot_record, cuda_slot_fence, cuda_slot_wait,
     /* trainer */
 };
 

@@ -1,8 +1,8 @@
-/* cuda_score: kvz_cuda_kvzip_score_layer, the KVzip+ layer score of
- * kvzip_oracle/kvzip_score.h on the GPU (spec 1.2/1.3). Phases, all on the
- * default stream (kvz_cuda_kvzip_score_layer) or a given stream without
- * waiting (kvz_cuda_kvzip_score_layer_async, kvz_cuda_pipeline.h, with a
- * reusable workspace), everything after the logits in double and in the log
+/* cuda_score: the phases of the KVzip+ layer score (spec 1.2/1.3) on the
+ * GPU, behind the cuda backend's score ops (kernels/cuda_score.cuh; the
+ * algorithm that runs them is kvz_kvzip_score_layer in
+ * kvzip_oracle/kvzip_score.c). Each phase is queued on a given stream
+ * without waiting; everything after the logits in double and in the log
  * domain:
  *   1. ln ||x_j||           for the repeat queries          (row-norm kernel)
  *   2. ln ||W_O^g v_i^h||   for the context keys, through the head's Gram
@@ -25,18 +25,15 @@
  *      bf16 q and k, 64 keys x 64 queries per wmma tile) when head_dim is a
  *      multiple of 16 up to 256, unless KVZ_SCORE=fp32.
  * Never a T x T matrix; scratch O(H (|P| + |R|)) doubles + one GEMM buffer. */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cuda_ops_internal.cuh"
-#include "cuda_score_tc.cuh"
+#include "cuda_score.cuh"
 
-extern "C" {
-#include "kvz_cuda_ops.h"
-#include "kvz_cuda_pipeline.h"
-}
 
 enum {
     SCORE_TILE = 32,   /* threads per block (one warp) = rows per shared tile */
@@ -242,60 +239,6 @@ static __global__ void max_splits_kernel(const float *partial, size_t n_splits, 
 
 /* ---------- host side ---------- */
 
-typedef struct score_plan {
-    const kvz_layer_tap *tap;
-    size_t H, Hkv, G, dh, D, p0, p1, r0, r1, nP, nR;
-    size_t gemm_rows;   /* context keys per GEMM block */
-    size_t gemm_floats; /* gemm_out: G dh^2 (Gram) + G dh gemm_rows (Y) */
-    float scale;
-    double *log_xnorm; /* [nR] */
-    double *lse;       /* [H, nR] */
-    double *lognorm;   /* [H, nP] */
-    float *gemm_out;   /* [G, dh, dh] Gram matrices, then [G, gemm_rows, dh] Y */
-    float *out;        /* [nP, Hkv] */
-    size_t n_splits, r_len; /* repeat-query slices of the best kernel */
-    float *partial;    /* [n_splits, nP, Hkv] when n_splits > 1 */
-    int tensor_cores;  /* phase 4 on tensor cores (cuda_score_tc.cu) */
-    cudaStream_t stream; /* 0: the legacy default stream */
-} score_plan;
-
-/* The same checks and messages as the CPU op (kvzip_score.c), plus grid limits. */
-static int check_args(const kvz_layer_tap *tap, const kvz_model_config *cfg, size_t p0,
-                      size_t p1, size_t r0, size_t r1, const float *out, kvz_error *err)
-{
-    if (!tap || !cfg || !out || !tap->x || !tap->q || !tap->k || !tap->v || !tap->w_o)
-        return kvz_fail(err, KVZ_EINVAL,
-                        "kvzip score (cuda): NULL tap, config, tap array or output");
-    size_t L = tap->layer, T = tap->n_tokens;
-    if (cfg->n_heads == 0 || cfg->n_kv_heads == 0 || cfg->n_heads % cfg->n_kv_heads != 0 ||
-        cfg->head_dim == 0 || cfg->d_model == 0 || cfg->n_heads > 65535)
-        return kvz_fail(err, KVZ_EINVAL,
-                        "kvzip score (cuda): layer %zu: bad head config (%zu heads, %zu KV "
-                        "heads, head_dim %zu, d_model %zu)",
-                        L, cfg->n_heads, cfg->n_kv_heads, cfg->head_dim, cfg->d_model);
-    if (tap->pos0 != 0)
-        return kvz_fail(err, KVZ_EINVAL,
-                        "kvzip score (cuda): layer %zu: tap starts at position %zu; the score "
-                        "needs one full pass from position 0",
-                        L, tap->pos0);
-    if (p0 >= p1 || r0 >= r1)
-        return kvz_fail(err, KVZ_EINVAL,
-                        "kvzip score (cuda): layer %zu: empty range: context [%zu, %zu), "
-                        "repeat [%zu, %zu)",
-                        L, p0, p1, r0, r1);
-    if (p1 > r0)
-        return kvz_fail(err, KVZ_EINVAL,
-                        "kvzip score (cuda): layer %zu: context [%zu, %zu) must end at or "
-                        "before the repeat [%zu, %zu) starts",
-                        L, p0, p1, r0, r1);
-    if (r1 > T)
-        return kvz_fail(err, KVZ_EINVAL,
-                        "kvzip score (cuda): layer %zu: repeat [%zu, %zu) goes past the %zu "
-                        "tokens of the pass",
-                        L, r0, r1, T);
-    return KVZ_OK;
-}
-
 /* Dynamic shared memory of the two tiled kernels; opts in above 48 KiB. */
 static size_t lse_smem(size_t dh)
 {
@@ -307,149 +250,92 @@ static size_t best_smem(size_t dh)
     return SCORE_TILE * sizeof(double) + SCORE_TILE * (2 * dh + 1) * sizeof(float);
 }
 
-/* Phase 1: log_xnorm[j - r0] = ln ||x_j|| for j in R. */
-static int run_x_norms(const score_plan *sp, kvz_error *err)
+int kvz_cuda_score_row_lognorms(const float *x, size_t ld, size_t width, size_t n, double *out,
+                                cudaStream_t stream, kvz_error *err)
 {
-    log_row_norms_kernel<<<kvz_cuda_blocks_for(sp->nR, 1), NORM_THREADS, 0, sp->stream>>>(
-        sp->tap->x + sp->r0 * sp->D, sp->D, sp->D, 1, sp->nR, sp->log_xnorm, 0);
-    return kvz_cuda_check_launch("kvzip score (cuda): x norms launch", err);
+    log_row_norms_kernel<<<kvz_cuda_blocks_for(n, 1), NORM_THREADS, 0, stream>>>(
+        x, ld, width, 1, n, out, 0);
+    return kvz_cuda_check_launch("cuda: row lognorms launch", err);
 }
 
-/* Phase 2, step 1 for KV head h: gram[gl] = W_O^g^T W_O^g [dh, dh] for the
- * group's query heads g = h G + gl. W_O is row-major [D, H dh]; in cuBLAS's
- * column-major terms head g's slice A_g = W_O^g^T is [dh, D] with ld H dh,
- * dh columns apart from the next head's, and gram = A_g A_g^T. */
-static int run_gram(const score_plan *sp, cublasHandle_t blas, size_t h, float *gram,
-                    kvz_error *err)
+/* Keys per Y block: what fits in GEMM_BUFFER_FLOATS after the Gram matrices. */
+static size_t value_block_rows(size_t G, size_t dh, size_t n)
 {
+    size_t gram = G * dh * dh;
+    size_t rows = GEMM_BUFFER_FLOATS > gram ? (GEMM_BUFFER_FLOATS - gram) / (G * dh) : 0;
+    rows = rows ? rows : 1;
+    return rows < n ? rows : n;
+}
+
+size_t kvz_cuda_score_value_scratch(size_t H, size_t Hkv, size_t dh, size_t n)
+{
+    size_t G = H / Hkv;
+    return G * dh * dh + G * dh * value_block_rows(G, dh, n);
+}
+
+/* For KV head h: gram[gl] = W_O^g^T W_O^g [dh, dh] for the group's query
+ * heads g = h G + gl. W_O is row-major [D, H dh]; in cuBLAS's column-major
+ * terms head g's slice A_g = W_O^g^T is [dh, D] with ld H dh, dh columns
+ * apart from the next head's, and gram = A_g A_g^T. Then for blocks of keys
+ * y[gl] = gram[gl] V^T ([dh, nb] column-major; V's slice is [dh, nb] with
+ * ld Hkv dh, shared by the batch: stride 0), and the log-norms. */
+int kvz_cuda_score_value_lognorms(cublasHandle_t blas, float *scratch, const float *v,
+                                  const float *w_o, size_t H, size_t Hkv, size_t dh, size_t D,
+                                  size_t i0, size_t i1, double *out, cudaStream_t stream,
+                                  kvz_error *err)
+{
+    if (H * dh > INT_MAX || D > INT_MAX || i1 - i0 > INT_MAX)
+        return kvz_fail(err, KVZ_EINVAL, "cuda: value lognorms: too large for cuBLAS");
     const float one = 1.0f, zero = 0.0f;
-    int dh = (int)sp->dh, wo_ld = (int)(sp->H * sp->dh);
-    const float *w = sp->tap->w_o + h * sp->G * sp->dh;
-    return kvz_cublas_check(
-        cublasSgemmStridedBatched(blas, CUBLAS_OP_N, CUBLAS_OP_T, dh, dh, (int)sp->D, &one, w,
-                                  wo_ld, (long long)sp->dh, w, wo_ld, (long long)sp->dh, &zero,
-                                  gram, dh, (long long)(sp->dh * sp->dh), (int)sp->G),
-        "kvzip score (cuda): W_O Gram GEMM", err);
-}
-
-/* Phase 2, step 2 for context keys [b, b + nb) (relative to p0) of KV head
- * h: y[gl] = gram[gl] V^T ([dh, nb] column-major; V's slice is [dh, nb]
- * with ld Hkv dh, shared by the batch: stride 0), then the log-norms. */
-static int run_value_norms_block(const score_plan *sp, cublasHandle_t blas, const float *gram,
-                                 float *y, size_t b, size_t nb, size_t h, kvz_error *err)
-{
-    const float one = 1.0f, zero = 0.0f;
-    size_t kv_ld = sp->Hkv * sp->dh;
-    const float *v = sp->tap->v + (sp->p0 + b) * kv_ld + h * sp->dh;
-    int rc = kvz_cublas_check(
-        cublasSgemmStridedBatched(blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)sp->dh, (int)nb,
-                                  (int)sp->dh, &one, gram, (int)sp->dh,
-                                  (long long)(sp->dh * sp->dh), v, (int)kv_ld, 0, &zero, y,
-                                  (int)sp->dh, (long long)(sp->dh * nb), (int)sp->G),
-        "kvzip score (cuda): Gram V GEMM", err);
-    if (rc != KVZ_OK)
-        return rc;
-    log_gram_norms_kernel<<<kvz_cuda_blocks_for(sp->G * nb, NORM_THREADS), NORM_THREADS, 0,
-                            sp->stream>>>(v, kv_ld, y, sp->dh, sp->G, nb,
-                                          sp->lognorm + h * sp->G * sp->nP + b, sp->nP);
-    return kvz_cuda_check_launch("kvzip score (cuda): value norms launch", err);
-}
-
-static int run_value_norms(const score_plan *sp, kvz_error *err)
-{
-    cublasHandle_t blas;
-    int rc = kvz_cuda_blas(&blas, err);
-    if (rc == KVZ_OK) /* the shared handle: always name the stream (0 for the sync entry) */
-        rc = kvz_cublas_check(cublasSetStream(blas, sp->stream),
-                              "kvzip score (cuda): cublasSetStream", err);
-    float *gram = sp->gemm_out, *y = sp->gemm_out + sp->G * sp->dh * sp->dh;
-    for (size_t h = 0; rc == KVZ_OK && h < sp->Hkv; h++) {
-        rc = run_gram(sp, blas, h, gram, err);
-        for (size_t b = 0; rc == KVZ_OK && b < sp->nP; b += sp->gemm_rows) {
-            size_t nb = sp->nP - b < sp->gemm_rows ? sp->nP - b : sp->gemm_rows;
-            rc = run_value_norms_block(sp, blas, gram, y, b, nb, h, err);
+    size_t G = H / Hkv, n = i1 - i0, rows = value_block_rows(G, dh, n), kv_ld = Hkv * dh;
+    float *gram = scratch, *y = scratch + G * dh * dh;
+    int idh = (int)dh, wo_ld = (int)(H * dh);
+    int rc = kvz_cublas_check(cublasSetStream(blas, stream), "cuda: value lognorms: "
+                              "cublasSetStream", err);
+    for (size_t h = 0; rc == KVZ_OK && h < Hkv; h++) {
+        const float *w = w_o + h * G * dh;
+        rc = kvz_cublas_check(
+            cublasSgemmStridedBatched(blas, CUBLAS_OP_N, CUBLAS_OP_T, idh, idh, (int)D, &one, w,
+                                      wo_ld, (long long)dh, w, wo_ld, (long long)dh, &zero,
+                                      gram, idh, (long long)(dh * dh), (int)G),
+            "cuda: value lognorms: W_O Gram GEMM", err);
+        for (size_t b = 0; rc == KVZ_OK && b < n; b += rows) {
+            size_t nb = n - b < rows ? n - b : rows;
+            const float *vb = v + (i0 + b) * kv_ld + h * dh;
+            rc = kvz_cublas_check(
+                cublasSgemmStridedBatched(blas, CUBLAS_OP_N, CUBLAS_OP_N, idh, (int)nb, idh,
+                                          &one, gram, idh, (long long)(dh * dh), vb, (int)kv_ld,
+                                          0, &zero, y, idh, (long long)(dh * nb), (int)G),
+                "cuda: value lognorms: Gram V GEMM", err);
+            if (rc == KVZ_OK) {
+                log_gram_norms_kernel<<<kvz_cuda_blocks_for(G * nb, NORM_THREADS), NORM_THREADS,
+                                        0, stream>>>(vb, kv_ld, y, dh, G, nb,
+                                                     out + h * G * n + b, n);
+                rc = kvz_cuda_check_launch("cuda: value lognorms launch", err);
+            }
         }
     }
     return rc;
 }
 
-/* Phase 3 from the tap's lse (device [T, H] fp32) when it has one. */
-static int run_lse_from_tap(const score_plan *sp, kvz_error *err)
+int kvz_cuda_score_causal_lse(const float *q, const float *k, const float *tap_lse, size_t H,
+                              size_t Hkv, size_t dh, float scale, size_t r0, size_t r1,
+                              double *lse, cudaStream_t stream, kvz_error *err)
 {
-    lse_from_tap_kernel<<<kvz_cuda_blocks_for(sp->H * sp->nR, 256), 256, 0, sp->stream>>>(
-        sp->tap->lse, sp->H, sp->r0, sp->nR, sp->lse);
-    return kvz_cuda_check_launch("kvzip score (cuda): lse from tap launch", err);
-}
-
-/* Phase 4 into sp->out, or into sp->partial when the repeat queries are
- * sliced: the tensor-core kernel or the exact fp32 one. */
-static int run_best(const score_plan *sp, kvz_error *err)
-{
-    const kvz_layer_tap *t = sp->tap;
-    float *dst = sp->n_splits > 1 ? sp->partial : sp->out;
-    if (sp->tensor_cores) {
-        kvz_score_best_args a = {t->q, t->k, sp->H, sp->Hkv, sp->dh, sp->p0, sp->p1,
-                                 sp->r0, sp->r1, sp->scale, sp->lse, sp->log_xnorm,
-                                 sp->lognorm, sp->r_len, sp->n_splits, sp->nP * sp->Hkv,
-                                 dst, sp->stream};
-        return kvz_cuda_score_best_tc(&a, err);
+    size_t nR = r1 - r0;
+    if (tap_lse) {
+        lse_from_tap_kernel<<<kvz_cuda_blocks_for(H * nR, 256), 256, 0, stream>>>(tap_lse, H, r0,
+                                                                                nR, lse);
+        return kvz_cuda_check_launch("cuda: lse from the tap launch", err);
     }
-    int rc = kvz_cuda_allow_smem((const void *)context_best_kernel, best_smem(sp->dh),
-                        "kvzip score (cuda): best kernel", err);
+    int rc = kvz_cuda_allow_smem((const void *)causal_lse_kernel, lse_smem(dh),
+                                 "cuda: causal lse kernel", err);
     if (rc != KVZ_OK)
         return rc;
-    dim3 best_grid((unsigned)((sp->nP + SCORE_TILE - 1) / SCORE_TILE), (unsigned)sp->Hkv,
-                   (unsigned)sp->n_splits);
-    context_best_kernel<<<best_grid, SCORE_TILE, best_smem(sp->dh), sp->stream>>>(
-        t->q, t->k, sp->H, sp->Hkv, sp->dh, sp->p0, sp->p1, sp->r0, sp->r1, sp->scale, sp->lse,
-        sp->log_xnorm, sp->lognorm, sp->r_len, sp->nP * sp->Hkv, dst);
-    return kvz_cuda_check_launch("kvzip score (cuda): best launch", err);
-}
-
-/* Phases 3 and 4. */
-static int run_scores(const score_plan *sp, kvz_error *err)
-{
-    const kvz_layer_tap *t = sp->tap;
-    int rc = t->lse ? run_lse_from_tap(sp, err) : KVZ_OK;
-    if (rc == KVZ_OK && !t->lse)
-        rc = kvz_cuda_allow_smem((const void *)causal_lse_kernel, lse_smem(sp->dh),
-                        "kvzip score (cuda): lse kernel", err);
-    if (rc != KVZ_OK)
-        return rc;
-    dim3 lse_grid((unsigned)((sp->nR + SCORE_TILE - 1) / SCORE_TILE), (unsigned)sp->H);
-    if (!t->lse) {
-        causal_lse_kernel<<<lse_grid, SCORE_TILE, lse_smem(sp->dh), sp->stream>>>(
-            t->q, t->k, sp->H, sp->Hkv, sp->dh, sp->r0, sp->r1, sp->scale, sp->lse);
-        rc = kvz_cuda_check_launch("kvzip score (cuda): lse launch", err);
-    }
-    if (rc != KVZ_OK)
-        return rc;
-    rc = run_best(sp, err);
-    if (rc != KVZ_OK || sp->n_splits == 1)
-        return rc;
-    size_t n = sp->nP * sp->Hkv;
-    max_splits_kernel<<<kvz_cuda_blocks_for(n, 256), 256, 0, sp->stream>>>(sp->partial,
-                                                                         sp->n_splits, n, sp->out);
-    return kvz_cuda_check_launch("kvzip score (cuda): max of slices launch", err);
-}
-
-/* Slices of the repeat queries for the best kernel: enough blocks to fill
- * the device (about BEST_TARGET_BLOCKS), each slice a whole number of query
- * tiles, at most BEST_MAX_SPLITS slices. Tiles: SCORE_TILE keys and queries
- * (fp32 kernel) or KVZ_SCORE_TC_TILE (tensor cores). */
-static void plan_splits(score_plan *sp)
-{
-    const size_t BEST_TARGET_BLOCKS = 1024, BEST_MAX_SPLITS = 32;
-    const size_t tile = sp->tensor_cores ? (size_t)KVZ_SCORE_TC_TILE : (size_t)SCORE_TILE;
-    size_t blocks = (sp->nP + tile - 1) / tile * sp->Hkv;
-    size_t q_tiles = (sp->nR + tile - 1) / tile;
-    size_t want = (BEST_TARGET_BLOCKS + blocks - 1) / blocks;
-    want = want < q_tiles ? want : q_tiles;
-    want = want < BEST_MAX_SPLITS ? want : BEST_MAX_SPLITS;
-    want = want ? want : 1;
-    size_t tiles_per_split = (q_tiles + want - 1) / want;
-    sp->r_len = tiles_per_split * tile;
-    sp->n_splits = (sp->nR + sp->r_len - 1) / sp->r_len;
+    dim3 grid((unsigned)((nR + SCORE_TILE - 1) / SCORE_TILE), (unsigned)H);
+    causal_lse_kernel<<<grid, SCORE_TILE, lse_smem(dh), stream>>>(q, k, H, Hkv, dh, r0, r1,
+                                                                  scale, lse);
+    return kvz_cuda_check_launch("cuda: causal lse launch", err);
 }
 
 /* The tensor-core phase 4 when asked for, head_dim suits it and the
@@ -462,122 +348,70 @@ static int use_tensor_cores(int requested, size_t dh)
     return requested && kvz_cuda_score_tc_supported(dh);
 }
 
-static void plan_score(score_plan *sp, const kvz_layer_tap *tap, const kvz_model_config *cfg,
-                       size_t p0, size_t p1, size_t r0, size_t r1, float *out, int tensor_cores)
+/* Slices of the repeat queries for the best kernel: enough blocks to fill
+ * the device (about BEST_TARGET_BLOCKS), each slice a whole number of query
+ * tiles, at most BEST_MAX_SPLITS slices. Tiles: SCORE_TILE keys and queries
+ * (fp32 kernel) or KVZ_SCORE_TC_TILE (tensor cores). */
+static void plan_splits(size_t Hkv, size_t nP, size_t nR, int tc, size_t *r_len,
+                        size_t *n_splits)
 {
-    memset(sp, 0, sizeof *sp);
-    sp->tap = tap, sp->out = out;
-    sp->H = cfg->n_heads, sp->Hkv = cfg->n_kv_heads, sp->G = sp->H / sp->Hkv;
-    sp->dh = cfg->head_dim, sp->D = cfg->d_model;
-    sp->p0 = p0, sp->p1 = p1, sp->r0 = r0, sp->r1 = r1, sp->nP = p1 - p0, sp->nR = r1 - r0;
-    sp->scale = (float)(1.0 / sqrt((double)sp->dh));
-    sp->tensor_cores = use_tensor_cores(tensor_cores, sp->dh);
-    /* gemm_out: the group's Gram matrices, then Y for a block of keys */
-    size_t gram = sp->G * sp->dh * sp->dh;
-    size_t rows = GEMM_BUFFER_FLOATS > gram ? (GEMM_BUFFER_FLOATS - gram) / (sp->G * sp->dh) : 0;
-    rows = rows ? rows : 1;
-    sp->gemm_rows = rows < sp->nP ? rows : sp->nP;
-    sp->gemm_floats = gram + sp->G * sp->dh * sp->gemm_rows;
-    plan_splits(sp);
+    const size_t BEST_TARGET_BLOCKS = 1024, BEST_MAX_SPLITS = 32;
+    const size_t tile = tc ? (size_t)KVZ_SCORE_TC_TILE : (size_t)SCORE_TILE;
+    size_t blocks = (nP + tile - 1) / tile * Hkv;
+    size_t q_tiles = (nR + tile - 1) / tile;
+    size_t want = (BEST_TARGET_BLOCKS + blocks - 1) / blocks;
+    want = want < q_tiles ? want : q_tiles;
+    want = want < BEST_MAX_SPLITS ? want : BEST_MAX_SPLITS;
+    want = want ? want : 1;
+    *r_len = (q_tiles + want - 1) / want * tile;
+    *n_splits = (nR + *r_len - 1) / *r_len;
 }
 
-/* ---------- the pipelined entry (kernels/kvz_cuda_pipeline.h) ---------- */
-
-struct kvz_cuda_score_ws {
-    size_t cap_nR, cap_lse, cap_lognorm, cap_gemm, cap_partial; /* elements */
-    double *log_xnorm, *lse, *lognorm;
-    float *gemm_out, *partial;
-};
-
-void kvz_cuda_score_ws_free(kvz_cuda_score_ws *ws)
+size_t kvz_cuda_score_best_scratch(size_t Hkv, size_t dh, size_t p0, size_t p1, size_t r0,
+                                   size_t r1, int tensor_cores)
 {
-    if (!ws)
-        return;
-    kvz_cuda_free(ws->log_xnorm);
-    kvz_cuda_free(ws->lse);
-    kvz_cuda_free(ws->lognorm);
-    kvz_cuda_free(ws->gemm_out);
-    kvz_cuda_free(ws->partial);
-    free(ws);
+    size_t r_len, n_splits, nP = p1 - p0;
+    plan_splits(Hkv, nP, r1 - r0, use_tensor_cores(tensor_cores, dh), &r_len, &n_splits);
+    return n_splits > 1 ? n_splits * nP * Hkv : 0;
 }
 
-/* Makes *buf hold at least need elements of size elem (freeing the old one
- * first: cudaFree waits for the device, so in-flight users are done). */
-static int grow(void **buf, size_t *cap, size_t need, size_t elem, kvz_error *err)
+int kvz_cuda_score_best(const float *q, const float *k, size_t H, size_t Hkv, size_t dh,
+                        float scale, size_t p0, size_t p1, size_t r0, size_t r1,
+                        const double *lse, const double *log_xnorm, const double *lognorm,
+                        int tensor_cores, float *scratch, float *out, cudaStream_t stream,
+                        kvz_error *err)
 {
-    if (need <= *cap)
-        return KVZ_OK;
-    kvz_cuda_free(*buf);
-    *buf = NULL;
-    *cap = 0;
-    int rc = kvz_cuda_alloc(buf, need * elem, err);
-    if (rc == KVZ_OK)
-        *cap = need;
-    return rc;
-}
-
-static int bind_workspace(score_plan *sp, kvz_cuda_score_ws **wsp, kvz_error *err)
-{
-    if (!*wsp && !(*wsp = (kvz_cuda_score_ws *)calloc(1, sizeof **wsp)))
-        return kvz_fail(err, KVZ_ENOMEM, "kvzip score (cuda): out of memory");
-    kvz_cuda_score_ws *ws = *wsp;
-    int rc = grow((void **)&ws->log_xnorm, &ws->cap_nR, sp->nR, sizeof(double), err);
-    if (rc == KVZ_OK)
-        rc = grow((void **)&ws->lse, &ws->cap_lse, sp->H * sp->nR, sizeof(double), err);
-    if (rc == KVZ_OK)
-        rc = grow((void **)&ws->lognorm, &ws->cap_lognorm, sp->H * sp->nP, sizeof(double), err);
-    if (rc == KVZ_OK)
-        rc = grow((void **)&ws->gemm_out, &ws->cap_gemm, sp->gemm_floats, sizeof(float), err);
-    if (rc == KVZ_OK && sp->n_splits > 1)
-        rc = grow((void **)&ws->partial, &ws->cap_partial, sp->n_splits * sp->nP * sp->Hkv,
-                  sizeof(float), err);
-    sp->log_xnorm = ws->log_xnorm, sp->lse = ws->lse, sp->lognorm = ws->lognorm;
-    sp->gemm_out = ws->gemm_out, sp->partial = ws->partial;
-    return rc;
-}
-
-extern "C" int kvz_cuda_kvzip_score_layer_async(const kvz_layer_tap *tap,
-                                                const kvz_model_config *cfg, size_t p0,
-                                                size_t p1, size_t r0, size_t r1,
-                                                float *out_logscores, void *stream,
-                                                int tensor_cores, kvz_cuda_score_ws **ws,
-                                                kvz_error *err)
-{
-    int rc = check_args(tap, cfg, p0, p1, r0, r1, out_logscores, err);
-    if (rc != KVZ_OK)
-        return rc;
-    if (!ws)
-        return kvz_fail(err, KVZ_EINVAL, "kvzip score (cuda): NULL workspace");
-    score_plan sp;
-    plan_score(&sp, tap, cfg, p0, p1, r0, r1, out_logscores, tensor_cores);
-    sp.stream = (cudaStream_t)stream;
-    rc = bind_workspace(&sp, ws, err);
-    if (rc == KVZ_OK)
-        rc = run_x_norms(&sp, err);
-    if (rc == KVZ_OK)
-        rc = run_value_norms(&sp, err);
-    if (rc == KVZ_OK)
-        rc = run_scores(&sp, err);
-    return rc;
-}
-
-/* The synchronous fp32 entry (kvz_cuda_ops.h): the pipelined one on the
- * legacy default stream with a workspace of its own, then a wait. */
-extern "C" int kvz_cuda_kvzip_score_layer(const kvz_layer_tap *tap, const kvz_model_config *cfg,
-                                          size_t p0, size_t p1, size_t r0, size_t r1,
-                                          float *out_logscores, kvz_error *err)
-{
-    kvz_cuda_score_ws *ws = NULL;
-    int rc = kvz_cuda_kvzip_score_layer_async(tap, cfg, p0, p1, r0, r1, out_logscores, NULL, 0,
-                                              &ws, err);
-    /* Always wait before freeing the scratch; keep the first error. */
-    kvz_error sync_err;
-    int sync_rc = kvz_cuda_check(cudaDeviceSynchronize(), "kvzip score (cuda): running", &sync_err);
-    if (rc == KVZ_OK && sync_rc != KVZ_OK) {
-        rc = sync_rc;
-        if (err)
-            *err = sync_err;
+    size_t nP = p1 - p0, nR = r1 - r0, r_len, n_splits;
+    int tc = use_tensor_cores(tensor_cores, dh);
+    plan_splits(Hkv, nP, nR, tc, &r_len, &n_splits);
+    if (n_splits > 1 && !scratch)
+        return kvz_fail(err, KVZ_EINVAL, "cuda: kvzip best: no scratch for %zu slices",
+                        n_splits);
+    if (Hkv > 65535 || n_splits > 65535 || (nP + SCORE_TILE - 1) / SCORE_TILE > INT_MAX)
+        return kvz_fail(err, KVZ_EINVAL, "cuda: kvzip best: grid too large (%zu keys, %zu KV "
+                        "heads)", nP, Hkv);
+    float *dst = n_splits > 1 ? scratch : out;
+    int rc;
+    if (tc) {
+        kvz_score_best_args a = {q, k, H, Hkv, dh, p0, p1, r0, r1, scale, lse, log_xnorm,
+                                 lognorm, r_len, n_splits, nP * Hkv, dst, stream};
+        rc = kvz_cuda_score_best_tc(&a, err);
+    } else {
+        rc = kvz_cuda_allow_smem((const void *)context_best_kernel, best_smem(dh),
+                                 "cuda: kvzip best kernel", err);
+        if (rc == KVZ_OK) {
+            dim3 grid((unsigned)((nP + SCORE_TILE - 1) / SCORE_TILE), (unsigned)Hkv,
+                      (unsigned)n_splits);
+            context_best_kernel<<<grid, SCORE_TILE, best_smem(dh), stream>>>(
+                q, k, H, Hkv, dh, p0, p1, r0, r1, scale, lse, log_xnorm, lognorm, r_len,
+                nP * Hkv, dst);
+            rc = kvz_cuda_check_launch("cuda: kvzip best launch", err);
+        }
     }
-    kvz_cuda_score_ws_free(ws);
-    return rc;
+    if (rc != KVZ_OK || n_splits == 1)
+        return rc;
+    size_t n = nP * Hkv;
+    max_splits_kernel<<<kvz_cuda_blocks_for(n, 256), 256, 0, stream>>>(scratch, n_splits, n,
+                                                                     out);
+    return kvz_cuda_check_launch("cuda: kvzip best: max of slices launch", err);
 }

@@ -22,7 +22,7 @@
 
 #include "cuda_ops_internal.cuh"
 #include "cuda_wmma_tiles.cuh"
-#include "cuda_score_tc.cuh"
+#include "cuda_score.cuh"
 
 using namespace nvcuda;
 

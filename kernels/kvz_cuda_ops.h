@@ -11,7 +11,7 @@
  * compared element by element with the CPU one. Work runs on the default
  * (legacy) stream of the current device. The elementwise launchers only
  * enqueue (a fault inside a kernel shows up in the next copy or
- * kvz_cuda_sync); kvz_cuda_kvzip_score_layer waits for its own work. */
+ * kvz_cuda_sync). */
 #ifndef KVZ_CUDA_OPS_H
 #define KVZ_CUDA_OPS_H
 
@@ -56,17 +56,5 @@ int kvz_cuda_rope_apply(float *x, size_t n_tokens, size_t n_heads, size_t head_d
  * the two halves of each gate_up [n_rows, 2*d_ff] row (gate first). */
 int kvz_cuda_swiglu(const float *gate_up, float *out, size_t n_rows, size_t d_ff,
                     kvz_error *err);
-
-/* ---------- KVzip+ score ---------- */
-/* kvz_kvzip_score_layer on the device: same arguments, ranges, shapes, errors
- * and results, but tap->x, q, k, v and w_o and out_logscores [(p1-p0), Hkv]
- * are DEVICE pointers (tap and cfg themselves are host structs). Scratch:
- * O(H x (|P| + |R|)) doubles plus a GEMM buffer of at most 64 MiB; never a
- * T x T matrix. Synchronous: returns once out_logscores is written.
- * Errors: KVZ_EINVAL (as the CPU op), KVZ_ENOMEM, KVZ_EIO (a CUDA or cuBLAS
- * failure, named in the message). */
-int kvz_cuda_kvzip_score_layer(const kvz_layer_tap *tap, const kvz_model_config *cfg,
-                               size_t p0, size_t p1, size_t r0, size_t r1,
-                               float *out_logscores, kvz_error *err);
 
 #endif

@@ -99,12 +99,6 @@ static void chunk_best(const chunk_job *jb, size_t nq, const float *sc, const do
         }
 }
 
-static void lognorm_item(void *ctx, size_t g)
-{
-    const chunk_job *jb = ctx;
-    jb->status[g] = kvz_kvzip_value_lognorms(jb->tap, jb->H, jb->Hkv, jb->dh, jb->D, g, jb->c0,
-                                             jb->c1, jb->lognorm + g * (jb->c1 - jb->c0));
-}
 
 /* Item = (query head, part of the repeat rows). */
 static void score_item(void *ctx, size_t item)
@@ -186,9 +180,11 @@ static int score_chunk_layer(const kvz_layer_tap *tap, const kvz_model_config *c
     jb.status = calloc(n_items > jb.H ? n_items : jb.H, sizeof *jb.status);
     int rc = KVZ_ENOMEM;
     if (jb.log_xnorm && jb.lognorm && jb.best && jb.status) {
-        kvz_kvzip_row_lognorms(tap->x, jb.D, rows, jb.log_xnorm);
-        kvz_parallel_for(jb.H, lognorm_item, &jb);
-        rc = first_failure(jb.status, jb.H);
+        kvz_backend *be = tap->backend ? tap->backend : kvz_backend_host();
+        rc = kvz_op_row_lognorms(be, tap->x, jb.D, jb.D, rows, jb.log_xnorm, err);
+        rc = rc ? rc
+                : kvz_op_value_lognorms(be, tap->v, tap->w_o, jb.H, jb.Hkv, jb.dh, jb.D, c0, c1,
+                                        jb.lognorm, err);
         if (rc == KVZ_OK) {
             kvz_parallel_for(n_items, score_item, &jb);
             rc = first_failure(jb.status, n_items);

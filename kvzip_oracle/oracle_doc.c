@@ -158,6 +158,7 @@ typedef struct score_ctx {
     float *out_hidden;    /* [L, n_pos, D] or NULL */
     float *out_logscores; /* [L, n_pos, Hkv] */
     float *all_scores;    /* [|P|, Hkv] scratch */
+    kvz_kvzip_ws ws;      /* the score's scratch, kept across layers */
 } score_ctx;
 
 static int score_tap(const kvz_layer_tap *tap, void *user, kvz_error *err)
@@ -166,7 +167,7 @@ static int score_tap(const kvz_layer_tap *tap, void *user, kvz_error *err)
     const kvz_oracle_prompt *p = c->p;
     size_t D = c->cfg->d_model, Hkv = c->cfg->n_kv_heads, l = tap->layer;
     int rc = kvz_kvzip_score_layer(tap, c->cfg, p->context_start, p->context_end, p->repeat_start,
-                                   p->repeat_end, c->all_scores, err);
+                                   p->repeat_end, KVZ_F32, &c->ws, c->all_scores, err);
     if (rc)
         return rc;
     float *scores = c->out_logscores + l * c->n_pos * Hkv;
@@ -204,14 +205,19 @@ int kvz_oracle_score_single(kvz_forward *f, const kvz_oracle_prompt *p, const si
     if (rc)
         return rc;
     const kvz_model_config *cfg = kvz_forward_config(f);
+    if (!kvz_backend_host_memory(kvz_forward_backend(f)))
+        return kvz_fail(err, KVZ_EINVAL, "kvz_oracle_score_single: the forward runs on %s; "
+                        "this needs host memory (the oracle engine runs any backend)",
+                        kvz_backend_name(kvz_forward_backend(f)));
     size_t nP = p->context_end - p->context_start;
-    score_ctx c = {p, cfg, positions, n_pos, out_hidden, out_logscores, NULL};
+    score_ctx c = {p, cfg, positions, n_pos, out_hidden, out_logscores, NULL, {0}};
     c.all_scores = malloc(nP * cfg->n_kv_heads * sizeof(float));
     if (!c.all_scores)
         return kvz_fail(err, KVZ_ENOMEM, "out of memory (%zu context scores)", nP);
     kvz_forward_reset(f);
     rc = kvz_forward_run(f, p->ids, p->n_ids, score_tap, &c, KVZ_LOGITS_NONE, NULL, err);
     kvz_forward_reset(f);
+    kvz_kvzip_ws_free(&c.ws);
     free(c.all_scores);
     return rc;
 }

@@ -41,7 +41,8 @@ size_t kvz_oracle_sample_positions(size_t p0, size_t p1, size_t n_tokens, uint64
 int kvz_oracle_check_positions(const kvz_oracle_prompt *p, const size_t *positions,
                                size_t n_pos, kvz_error *err);
 
-/* One causal pass over p->ids (f is reset first). positions: ascending,
+/* One causal pass over p->ids (f is reset first) on a host-memory backend
+ * (cpu; the oracle engine runs any backend). positions: ascending,
  * absolute, within P. out_hidden: [L, n_pos, D] x of each layer at those
  * positions (NULL to skip); out_logscores: [L, n_pos, Hkv] y = ln s. */
 int kvz_oracle_score_single(kvz_forward *f, const kvz_oracle_prompt *p, const size_t *positions,

@@ -1,12 +1,9 @@
-/* oracle_engine: where the oracle's per-document "score" step runs. One
- * small interface, two implementations:
- *   cpu   (oracle_engine_cpu.c)  kvz_forward + kvz_oracle_score_single, or
- *                                the chunked scorer; synchronous
- *   cuda  (oracle_engine_cuda.c) kvz_cuda_forward_run with a tap that scores
- *                                each layer on the device and gathers the
- *                                sampled rows; results land in the writer
- *                                slot's pinned buffers asynchronously, and
- *                                kvz_oracle_engine_ready waits for them
+/* oracle_engine: the oracle's per-document "score" step on a backend
+ * (ops/backend.h), written once: a kvz_forward whose layer tap scores the
+ * layer with the backend's score ops and gathers the sampled rows; on cuda
+ * the results land in the writer slot's pinned buffers asynchronously and
+ * kvz_oracle_engine_ready waits for them, on cpu they are complete when
+ * score returns (and the chunked scorer drives the cpu forward itself)
  * The harvest loop (oracle.c) calls score on the main thread and ready on
  * the writer thread (oracle_writer.h), once per slot, in order. */
 #ifndef KVZ_ORACLE_ENGINE_H
@@ -25,7 +22,7 @@ typedef struct kvz_oracle_engine_options {
     int precision;    /* KVZ_PRECISION_* (cuda only; the CPU is always float32) */
     size_t threads;   /* CPU threads (0: all) */
     int scoring;      /* KVZ_SCORING_*: cuda runs kvzip_plus only */
-    size_t n_slots;   /* writer slots (cuda: one completion event each) */
+    size_t n_slots;   /* writer slots, at most KVZ_BACKEND_SLOTS (0: 2) */
     size_t n_max;     /* most samples per document */
     int with_hidden;  /* hidden states are wanted */
 } kvz_oracle_engine_options;
@@ -36,6 +33,12 @@ typedef struct kvz_oracle_engine kvz_oracle_engine; /* opaque */
  * Errors: the forward's, KVZ_EUNSUPPORTED (cuda with chunked scoring, no
  * CUDA build or no device: the message says which). */
 int kvz_oracle_engine_open(const kvz_checkpoint *ck, const kvz_oracle_engine_options *opt,
+                           kvz_oracle_engine **out, kvz_error *err);
+/* An engine around a forward made elsewhere (e.g. kvz_forward_create_random
+ * for benchmarks and tests), taken over: freed with the engine, or at once
+ * on failure. The backend and precision are the forward's; opt->device and
+ * opt->precision are ignored. */
+int kvz_oracle_engine_wrap(kvz_forward *f, const kvz_oracle_engine_options *opt,
                            kvz_oracle_engine **out, kvz_error *err);
 void kvz_oracle_engine_free(kvz_oracle_engine *e);
 

@@ -294,6 +294,7 @@ void kvz_forward_free(kvz_forward *f)
 
 const kvz_model_config *kvz_forward_config(const kvz_forward *f) { return &f->cfg; }
 kvz_backend *kvz_forward_backend(const kvz_forward *f) { return f->be; }
+kvz_dtype kvz_forward_precision(const kvz_forward *f) { return f->dtype; }
 void kvz_forward_reset(kvz_forward *f) { f->n_cached = 0; }
 size_t kvz_forward_n_cached(const kvz_forward *f) { return f->n_cached; }
 size_t kvz_forward_device_bytes(const kvz_forward *f) { return kvz_backend_bytes_held(f->be); }

@@ -82,6 +82,8 @@ void kvz_forward_free(kvz_forward *f);
 const kvz_model_config *kvz_forward_config(const kvz_forward *f);
 /* The backend the pass runs on (owned by the forward). */
 kvz_backend *kvz_forward_backend(const kvz_forward *f);
+/* The precision the forward was made with (KVZ_F32 or KVZ_BF16). */
+kvz_dtype kvz_forward_precision(const kvz_forward *f);
 /* Backend memory held by this forward now (weights, cache, scratch), and the
  * backend's peak (kvz_backend_peak_bytes). */
 size_t kvz_forward_device_bytes(const kvz_forward *f);

@@ -10,12 +10,25 @@
 
 size_t kvz_dtype_size(kvz_dtype t)
 {
-    return t == KVZ_F32 ? 4 : 2;
+    switch (t) {
+    case KVZ_F32: case KVZ_I32: return 4;
+    case KVZ_BF16: case KVZ_F16: return 2;
+    case KVZ_F64: case KVZ_I64: return 8;
+    }
+    return 0;
 }
 
 const char *kvz_dtype_name(kvz_dtype t)
 {
-    return t == KVZ_F32 ? "float32" : t == KVZ_BF16 ? "bfloat16" : "float16";
+    switch (t) {
+    case KVZ_F32: return "float32";
+    case KVZ_BF16: return "bfloat16";
+    case KVZ_F16: return "float16";
+    case KVZ_F64: return "float64";
+    case KVZ_I32: return "int32";
+    case KVZ_I64: return "int64";
+    }
+    return "unknown";
 }
 
 kvz_buf kvz_buf_at(kvz_buf b, size_t first)
@@ -135,16 +148,22 @@ void kvz_backend_host_free(kvz_backend *be, void *p)
         be->ops->host_free(be, p);
 }
 
+/* The floating-point storage types of weights and conversions. */
 static int valid_dtype(kvz_dtype t)
 {
     return t == KVZ_F32 || t == KVZ_BF16 || t == KVZ_F16;
+}
+
+static int any_dtype(kvz_dtype t)
+{
+    return (unsigned)t <= (unsigned)KVZ_I64;
 }
 
 int kvz_backend_alloc(kvz_backend *be, kvz_dtype dtype, size_t numel, const char *what,
                       kvz_buf *out, kvz_error *err)
 {
     memset(out, 0, sizeof *out);
-    if (!valid_dtype(dtype))
+    if (!any_dtype(dtype))
         return kvz_fail(err, KVZ_EINVAL, "%s: alloc: unknown dtype %d", be->name, (int)dtype);
     size_t es = kvz_dtype_size(dtype), n = numel ? numel : 1;
     if (n > SIZE_MAX / es)
@@ -319,6 +338,90 @@ int kvz_op_fill(kvz_backend *be, kvz_buf b, uint64_t seed, uint64_t tensor, floa
 }
 
 /* ---------- KVzip+ score ops ---------- */
+
+/* The head layout every score op shares. */
+static int heads_ok(size_t H, size_t Hkv, size_t dh)
+{
+    return H && Hkv && dh && H % Hkv == 0 && H <= 65535 && dh <= 4096;
+}
+
+int kvz_op_row_lognorms(kvz_backend *be, const float *x, size_t ld, size_t width, size_t n,
+                        double *out, kvz_error *err)
+{
+    if (!n)
+        return KVZ_OK;
+    NEED(x && out && width && ld >= width, "row lognorms");
+    return be->ops->row_lognorms(be, x, ld, width, n, out, err);
+}
+
+int kvz_op_value_lognorms(kvz_backend *be, const float *v, const float *w_o, size_t H,
+                          size_t Hkv, size_t dh, size_t D, size_t i0, size_t i1, double *out,
+                          kvz_error *err)
+{
+    if (i0 == i1)
+        return KVZ_OK;
+    NEED(v && w_o && out && heads_ok(H, Hkv, dh) && D && i0 < i1, "value lognorms");
+    return be->ops->value_lognorms(be, v, w_o, H, Hkv, dh, D, i0, i1, out, err);
+}
+
+int kvz_op_causal_lse(kvz_backend *be, const float *q, const float *k, const float *tap_lse,
+                      size_t H, size_t Hkv, size_t dh, float scale, size_t r0, size_t r1,
+                      double *lse, kvz_error *err)
+{
+    if (r0 == r1)
+        return KVZ_OK;
+    NEED(lse && (tap_lse || (q && k)) && heads_ok(H, Hkv, dh) && r0 < r1, "causal lse");
+    return be->ops->causal_lse(be, q, k, tap_lse, H, Hkv, dh, scale, r0, r1, lse, err);
+}
+
+int kvz_op_kvzip_best(kvz_backend *be, const float *q, const float *k, size_t H, size_t Hkv,
+                      size_t dh, float scale, size_t p0, size_t p1, size_t r0, size_t r1,
+                      const double *lse, const double *log_xnorm, const double *lognorm,
+                      kvz_dtype compute, float *out, kvz_error *err)
+{
+    NEED(q && k && lse && log_xnorm && lognorm && out && heads_ok(H, Hkv, dh) && p0 < p1 &&
+             p1 <= r0 && r0 < r1 && (compute == KVZ_F32 || compute == KVZ_BF16),
+         "kvzip best");
+    return be->ops->kvzip_best(be, q, k, H, Hkv, dh, scale, p0, p1, r0, r1, lse, log_xnorm,
+                               lognorm, compute, out, err);
+}
+
+int kvz_op_gather_rows(kvz_backend *be, const float *src, size_t ld, size_t width,
+                       size_t base, size_t n_src, const int64_t *idx, size_t n, float *dst,
+                       kvz_error *err)
+{
+    if (!n || !width)
+        return KVZ_OK;
+    NEED(src && idx && dst && ld >= width && n_src, "gather rows");
+    return be->ops->gather_rows(be, src, ld, width, base, n_src, idx, n, dst, err);
+}
+
+int kvz_backend_download_async(kvz_backend *be, size_t slot, void *host_dst, const void *src,
+                               size_t bytes, kvz_error *err)
+{
+    if (!bytes)
+        return KVZ_OK;
+    NEED(host_dst && src && slot < KVZ_BACKEND_SLOTS, "download async");
+    return be->ops->download_async(be, slot, host_dst, src, bytes, err);
+}
+
+int kvz_backend_slot_record(kvz_backend *be, size_t slot, kvz_error *err)
+{
+    NEED(slot < KVZ_BACKEND_SLOTS, "slot record");
+    return be->ops->slot_record(be, slot, err);
+}
+
+int kvz_backend_slot_fence(kvz_backend *be, size_t slot, kvz_error *err)
+{
+    NEED(slot < KVZ_BACKEND_SLOTS, "slot fence");
+    return be->ops->slot_fence(be, slot, err);
+}
+
+int kvz_backend_slot_wait(kvz_backend *be, size_t slot, kvz_error *err)
+{
+    NEED(slot < KVZ_BACKEND_SLOTS, "slot wait");
+    return be->ops->slot_wait(be, slot, err);
+}
 /* (end of the KVzip+ score ops) */
 
 /* ---------- trainer ops ---------- */

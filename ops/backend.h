@@ -45,11 +45,15 @@
 typedef enum kvz_dtype {
     KVZ_F32 = 0,  /* IEEE binary32 */
     KVZ_BF16 = 1, /* bfloat16 bit patterns (the upper half of an fp32) */
-    KVZ_F16 = 2   /* IEEE binary16 */
+    KVZ_F16 = 2,  /* IEEE binary16 */
+    KVZ_F64 = 3,  /* IEEE binary64: reductions, log-domain scores, statistics */
+    KVZ_I32 = 4,  /* int32_t: indices */
+    KVZ_I64 = 5   /* int64_t: indices */
 } kvz_dtype;
 
 size_t kvz_dtype_size(kvz_dtype t);
-const char *kvz_dtype_name(kvz_dtype t); /* "float32", "bfloat16", "float16" */
+/* "float32", "bfloat16", "float16", "float64", "int32", "int64" */
+const char *kvz_dtype_name(kvz_dtype t);
 
 /* A buffer of backend memory: numel elements of dtype at data. A view into a
  * larger buffer is a kvz_buf too (kvz_buf_at); only what kvz_backend_alloc
@@ -82,6 +86,10 @@ typedef struct kvz_backend kvz_backend;
  * KVZ_ENOMEM, KVZ_EIO (a driver or cuBLAS failure, named). */
 int kvz_backend_open(const kvz_backend_options *opt, kvz_backend **out, kvz_error *err);
 void kvz_backend_close(kvz_backend *be);
+/* The process-wide cpu backend of plain host memory, for host arrays that
+ * no backend owns (taps with backend NULL, hand-made test data): always
+ * there, never closed, and getting it changes no thread setting. */
+kvz_backend *kvz_backend_host(void);
 /* 1 when this build registers kind (cpu: always; cuda: CUDA builds). */
 int kvz_backend_compiled(kvz_backend_kind kind);
 
@@ -200,6 +208,74 @@ int kvz_op_fill(kvz_backend *be, kvz_buf b, uint64_t seed, uint64_t tensor, floa
                 float value, kvz_error *err);
 
 /* ---------- KVzip+ score ops (the oracle) ---------- */
+/* The phases of the KVzip+ layer score (spec 1.2/1.3), which
+ * kvz_kvzip_score_layer (kvzip_oracle/kvzip_score.h) runs in order:
+ *   1 kvz_op_row_lognorms     ln ||x_j||           repeat queries j in R
+ *   2 kvz_op_value_lognorms   ln ||W_O^g v_i^h||   context keys i in P
+ *   3 kvz_op_causal_lse       lse_g(j) of query j's full causal row
+ *   4 kvz_op_kvzip_best       y[i, h] = max over g in group(h), j in R of
+ *                             scale q_j.k_i - lse_g(j) - ln||x_j|| + ln||W_O^g v_i||
+ * Shapes of one layer's tap (a single pass from position 0): q [T, H, dh],
+ * k and v [T, Hkv, dh], w_o [D, H dh] (row-major fp32), H % Hkv == 0, head
+ * g reads KV head g / (H / Hkv). Everything after the q.k products is
+ * float64 (`double *` arrays in KVZ_F64 backend buffers), in the log domain,
+ * so tiny attention weights do not underflow; never a T x T matrix. */
+
+/* out[r] = 0.5 ln(sum_c x[r * ld + c]^2) for r < n, c < width (float64
+ * sums; a zero row gives -inf). */
+int kvz_op_row_lognorms(kvz_backend *be, const float *x, size_t ld, size_t width, size_t n,
+                        double *out, kvz_error *err);
+/* out[g * (i1 - i0) + (i - i0)] = ln ||W_O^g v_i^h|| for every query head
+ * g < H and key i in [i0, i1): W_O^g = w_o[:, g dh : (g+1) dh] [D, dh].
+ * cpu: the products W_O^g v_i by sgemm, then their norms; cuda: through the
+ * head's Gram matrix (||W v||^2 = v^T W^T W v, dh x dh, about 6x fewer
+ * flops at Qwen3-8B shapes). -inf for a zero product. */
+int kvz_op_value_lognorms(kvz_backend *be, const float *v, const float *w_o, size_t H,
+                          size_t Hkv, size_t dh, size_t D, size_t i0, size_t i1, double *out,
+                          kvz_error *err);
+/* lse[g * (r1 - r0) + (j - r0)] for g < H, j in [r0, r1): the log-sum-exp
+ * over keys 0..j of scale q_j.k_i (online, float64 sums). When tap_lse (the
+ * forward attention's own [T, H] fp32 log-normalizers) is not NULL it is
+ * copied instead (no second pass over the rows). */
+int kvz_op_causal_lse(kvz_backend *be, const float *q, const float *k, const float *tap_lse,
+                      size_t H, size_t Hkv, size_t dh, float scale, size_t r0, size_t r1,
+                      double *lse, kvz_error *err);
+/* out [p1 - p0, Hkv] (fp32) = phase 4 above, for p0 < p1 <= r0 < r1 (every
+ * repeat query sees every context key: no mask). lse [H, r1 - r0],
+ * log_xnorm [r1 - r0], lognorm [H, p1 - p0] from phases 1-3. compute
+ * KVZ_BF16 lets a backend round q and k to bf16 for the products (cuda:
+ * tensor cores where head_dim % 16 == 0 and head_dim <= 256; log-scores
+ * within about 1e-2); the cpu backend always computes in fp32. */
+int kvz_op_kvzip_best(kvz_backend *be, const float *q, const float *k, size_t H, size_t Hkv,
+                      size_t dh, float scale, size_t p0, size_t p1, size_t r0, size_t r1,
+                      const double *lse, const double *log_xnorm, const double *lognorm,
+                      kvz_dtype compute, float *out, kvz_error *err);
+/* dst[s * width + c] = src[(idx[s] - base) * ld + c] for s < n, c < width:
+ * the sampled rows (positions idx, an int64 backend array [n], each in
+ * [base, base + n_src)) of a [n_src, ld] fp32 array. */
+int kvz_op_gather_rows(kvz_backend *be, const float *src, size_t ld, size_t width,
+                       size_t base, size_t n_src, const int64_t *idx, size_t n, float *dst,
+                       kvz_error *err);
+
+/* ---------- asynchronous downloads into host slots ---------- */
+/* For producers that overlap the download of one result with the compute
+ * of the next (the oracle: document i is written while i+1 is scored).
+ * A slot (0 <= slot < KVZ_BACKEND_SLOTS) names a set of downloads. cuda:
+ * a copy stream of its own and one event per slot; cpu: memcpy, and the
+ * waits return at once. */
+enum { KVZ_BACKEND_SLOTS = 8 };
+/* Queues host_dst (from kvz_backend_host_alloc) <- src after all work
+ * queued so far, in slot's set. */
+int kvz_backend_download_async(kvz_backend *be, size_t slot, void *host_dst, const void *src,
+                               size_t bytes, kvz_error *err);
+/* Marks the end of slot's set (after its downloads). */
+int kvz_backend_slot_record(kvz_backend *be, size_t slot, kvz_error *err);
+/* Work queued after this waits until slot's recorded downloads are done
+ * (reusing the backend memory they read). */
+int kvz_backend_slot_fence(kvz_backend *be, size_t slot, kvz_error *err);
+/* Blocks the calling thread (any thread) until slot's recorded downloads
+ * are complete; reports a fault they hit. */
+int kvz_backend_slot_wait(kvz_backend *be, size_t slot, kvz_error *err);
 /* (end of the KVzip+ score ops) */
 
 /* ---------- trainer ops (the MLP and ridge surrogates) ---------- */
@@ -241,6 +317,25 @@ typedef struct kvz_backend_ops {
     int (*fill)(kvz_backend *be, kvz_buf b, uint64_t seed, uint64_t tensor, float bound,
                 float value, kvz_error *err);
     /* KVzip+ score */
+    int (*row_lognorms)(kvz_backend *be, const float *x, size_t ld, size_t width, size_t n,
+                        double *out, kvz_error *err);
+    int (*value_lognorms)(kvz_backend *be, const float *v, const float *w_o, size_t H,
+                          size_t Hkv, size_t dh, size_t D, size_t i0, size_t i1, double *out,
+                          kvz_error *err);
+    int (*causal_lse)(kvz_backend *be, const float *q, const float *k, const float *tap_lse,
+                      size_t H, size_t Hkv, size_t dh, float scale, size_t r0, size_t r1,
+                      double *lse, kvz_error *err);
+    int (*kvzip_best)(kvz_backend *be, const float *q, const float *k, size_t H, size_t Hkv,
+                      size_t dh, float scale, size_t p0, size_t p1, size_t r0, size_t r1,
+                      const double *lse, const double *log_xnorm, const double *lognorm,
+                      kvz_dtype compute, float *out, kvz_error *err);
+    int (*gather_rows)(kvz_backend *be, const float *src, size_t ld, size_t width, size_t base,
+                       size_t n_src, const int64_t *idx, size_t n, float *dst, kvz_error *err);
+    int (*download_async)(kvz_backend *be, size_t slot, void *host_dst, const void *src,
+                          size_t bytes, kvz_error *err);
+    int (*slot_record)(kvz_backend *be, size_t slot, kvz_error *err);
+    int (*slot_fence)(kvz_backend *be, size_t slot, kvz_error *err);
+    int (*slot_wait)(kvz_backend *be, size_t slot, kvz_error *err);
     /* trainer */
 } kvz_backend_ops;
 

@@ -5,6 +5,8 @@
  * not depend on the thread count). bf16 weights and tables are widened to
  * fp32 (linear: a block of output rows at a time); attention always
  * computes in fp32. */
+#include <cblas.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -269,6 +271,275 @@ static void cpu_host_free(kvz_backend *be, void *p)
 }
 
 /* ---------- KVzip+ score (cpu) ---------- */
+/* The phases of kvzip_oracle/kvzip_score.c's algorithm with OpenBLAS sgemm
+ * in blocks (queries SCORE_QBLOCK, keys SCORE_KBLOCK, values SCORE_VBLOCK)
+ * and the ops' thread pool over (head, block) items, BLAS single-threaded
+ * inside them. Every result is per (head, query block) or a max, so it does
+ * not depend on the thread count. */
+
+enum { SCORE_QBLOCK = 64, SCORE_KBLOCK = 256, SCORE_VBLOCK = 64 };
+
+typedef struct score_args {
+    const float *q, *k, *v, *w_o, *tap_lse;
+    size_t H, Hkv, dh, D;
+    size_t p0, p1, r0, r1, i0, i1;
+    float scale;
+    const double *lse, *log_xnorm, *lognorm;
+    double *out64;           /* value lognorms [H, i1 - i0] / causal lse [H, |R|] */
+    size_t n_chunks, chunk_len; /* best: repeat queries split per head */
+    double *best;            /* best: [H * n_chunks, |P|] */
+    int *status;             /* per item KVZ_OK / KVZ_ENOMEM */
+} score_args;
+
+/* The threads stay out of BLAS while items run in parallel. */
+static void score_parallel(size_t n_items, kvz_parallel_fn fn, score_args *a)
+{
+    int blas_threads = kvz_ops_threads();
+    openblas_set_num_threads(1);
+    kvz_parallel_for(n_items, fn, a);
+    openblas_set_num_threads(blas_threads);
+}
+
+static int first_failure(const int *status, size_t n)
+{
+    for (size_t e = 0; e < n; e++)
+        if (status[e] != KVZ_OK)
+            return status[e];
+    return KVZ_OK;
+}
+
+static void row_lognorms(const float *x, size_t ld, size_t width, size_t n, double *out)
+{
+    for (size_t r = 0; r < n; r++) {
+        double ss = 0.0;
+        for (size_t c = 0; c < width; c++)
+            ss += (double)x[r * ld + c] * x[r * ld + c];
+        out[r] = 0.5 * log(ss);
+    }
+}
+
+static int cpu_row_lognorms(kvz_backend *be, const float *x, size_t ld, size_t width, size_t n,
+                            double *out, kvz_error *err)
+{
+    (void)be, (void)err;
+    row_lognorms(x, ld, width, n, out);
+    return KVZ_OK;
+}
+
+/* Item g: the keys' W_O^g v_i in blocks of SCORE_VBLOCK rows, then norms. */
+static void value_lognorms_head(void *ctx, size_t g)
+{
+    score_args *a = ctx;
+    size_t h = g / (a->H / a->Hkv), kv_stride = a->Hkv * a->dh, n = a->i1 - a->i0;
+    float *buf = malloc(SCORE_VBLOCK * a->D * sizeof *buf);
+    a->status[g] = buf ? KVZ_OK : KVZ_ENOMEM;
+    for (size_t b = a->i0; buf && b < a->i1; b += SCORE_VBLOCK) {
+        size_t nb = a->i1 - b < SCORE_VBLOCK ? a->i1 - b : SCORE_VBLOCK;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)nb, (blasint)a->D,
+                    (blasint)a->dh, 1.0f, a->v + b * kv_stride + h * a->dh, (blasint)kv_stride,
+                    a->w_o + g * a->dh, (blasint)(a->H * a->dh), 0.0f, buf, (blasint)a->D);
+        row_lognorms(buf, a->D, a->D, nb, a->out64 + g * n + (b - a->i0));
+    }
+    free(buf);
+}
+
+static int cpu_value_lognorms(kvz_backend *be, const float *v, const float *w_o, size_t H,
+                              size_t Hkv, size_t dh, size_t D, size_t i0, size_t i1,
+                              double *out, kvz_error *err)
+{
+    (void)be;
+    score_args a = {.v = v, .w_o = w_o, .H = H, .Hkv = Hkv, .dh = dh, .D = D, .i0 = i0,
+                    .i1 = i1, .out64 = out};
+    if (!(a.status = calloc(H, sizeof *a.status)))
+        return kvz_fail(err, KVZ_ENOMEM, "cpu: value lognorms: out of memory");
+    score_parallel(H, value_lognorms_head, &a);
+    int rc = first_failure(a.status, H);
+    free(a.status);
+    return rc ? kvz_fail(err, rc, "cpu: value lognorms: out of memory") : KVZ_OK;
+}
+
+/* s[nq, nk] = scale * q_j . k_i for queries [j0, j0+nq) of head g, keys [i0, i0+nk). */
+static void block_logits(const score_args *a, size_t g, size_t j0, size_t nq, size_t i0,
+                         size_t nk, float *s)
+{
+    size_t h = g / (a->H / a->Hkv);
+    size_t q_stride = a->H * a->dh, kv_stride = a->Hkv * a->dh;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)nq, (blasint)nk,
+                (blasint)a->dh, a->scale, a->q + j0 * q_stride + g * a->dh, (blasint)q_stride,
+                a->k + i0 * kv_stride + h * a->dh, (blasint)kv_stride, 0.0f, s, (blasint)nk);
+}
+
+/* Item = (head g, query block): lse of queries [j0, j0 + nq) over keys
+ * 0..j, SCORE_KBLOCK keys at a time with an online max (double sums). */
+static void causal_lse_block(void *ctx, size_t item)
+{
+    score_args *a = ctx;
+    size_t nR = a->r1 - a->r0, n_qblocks = (nR + SCORE_QBLOCK - 1) / SCORE_QBLOCK;
+    size_t g = item / n_qblocks, j0 = a->r0 + (item % n_qblocks) * SCORE_QBLOCK;
+    size_t nq = a->r1 - j0 < SCORE_QBLOCK ? a->r1 - j0 : SCORE_QBLOCK;
+    double *lse = a->out64 + g * nR + (j0 - a->r0);
+    float *s = malloc((size_t)SCORE_QBLOCK * SCORE_KBLOCK * sizeof *s);
+    a->status[item] = s ? KVZ_OK : KVZ_ENOMEM;
+    if (!s)
+        return;
+    double m[SCORE_QBLOCK], l[SCORE_QBLOCK];
+    for (size_t r = 0; r < nq; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0.0;
+    }
+    size_t end = j0 + nq;
+    for (size_t i0 = 0; i0 < end; i0 += SCORE_KBLOCK) {
+        size_t nk = end - i0 < SCORE_KBLOCK ? end - i0 : SCORE_KBLOCK;
+        block_logits(a, g, j0, nq, i0, nk, s);
+        for (size_t r = 0; r < nq; r++) {
+            size_t j = j0 + r;
+            if (j < i0)
+                continue;
+            size_t nvalid = j + 1 - i0 < nk ? j + 1 - i0 : nk;
+            const float *row = s + r * nk;
+            double bm = -INFINITY;
+            for (size_t c = 0; c < nvalid; c++)
+                bm = row[c] > bm ? row[c] : bm;
+            if (bm > m[r]) {
+                l[r] *= exp(m[r] - bm);
+                m[r] = bm;
+            }
+            float mf = (float)m[r];
+            l[r] += kvz_vexp_sum(row, nvalid, mf);
+        }
+    }
+    for (size_t r = 0; r < nq; r++)
+        lse[r] = m[r] + log(l[r]);
+    free(s);
+}
+
+static int cpu_causal_lse(kvz_backend *be, const float *q, const float *k, const float *tap_lse,
+                          size_t H, size_t Hkv, size_t dh, float scale, size_t r0, size_t r1,
+                          double *lse, kvz_error *err)
+{
+    (void)be;
+    size_t nR = r1 - r0;
+    if (tap_lse) { /* the forward attention's normalizers: no second pass */
+        for (size_t g = 0; g < H; g++)
+            for (size_t r = 0; r < nR; r++)
+                lse[g * nR + r] = (double)tap_lse[(r0 + r) * H + g];
+        return KVZ_OK;
+    }
+    size_t n_items = H * ((nR + SCORE_QBLOCK - 1) / SCORE_QBLOCK);
+    score_args a = {.q = q, .k = k, .H = H, .Hkv = Hkv, .dh = dh, .scale = scale, .r0 = r0,
+                    .r1 = r1, .out64 = lse};
+    if (!(a.status = calloc(n_items, sizeof *a.status)))
+        return kvz_fail(err, KVZ_ENOMEM, "cpu: causal lse: out of memory");
+    score_parallel(n_items, causal_lse_block, &a);
+    int rc = first_failure(a.status, n_items);
+    free(a.status);
+    return rc ? kvz_fail(err, rc, "cpu: causal lse: out of memory") : KVZ_OK;
+}
+
+/* Item = (head g, chunk of repeat queries): best[i - p0] = max over the
+ * chunk's queries of the log-score of key i (before ln||W_O^g v_i||, which
+ * is added in the reduction), SCORE_QBLOCK queries x SCORE_KBLOCK keys of
+ * logits at a time. */
+static void best_chunk(void *ctx, size_t item)
+{
+    score_args *a = ctx;
+    size_t nP = a->p1 - a->p0, nR = a->r1 - a->r0, g = item / a->n_chunks;
+    size_t j_begin = a->r0 + (item % a->n_chunks) * a->chunk_len;
+    size_t j_end = a->r1 - j_begin < a->chunk_len ? a->r1 : j_begin + a->chunk_len;
+    double *best = a->best + item * nP;
+    const double *lognorm = a->lognorm + g * nP;
+    for (size_t i = 0; i < nP; i++)
+        best[i] = -INFINITY;
+    float *s = malloc((size_t)SCORE_QBLOCK * SCORE_KBLOCK * sizeof *s);
+    a->status[item] = s ? KVZ_OK : KVZ_ENOMEM;
+    for (size_t j0 = j_begin; s && j0 < j_end; j0 += SCORE_QBLOCK) {
+        size_t nq = j_end - j0 < SCORE_QBLOCK ? j_end - j0 : SCORE_QBLOCK;
+        for (size_t i0 = a->p0; i0 < a->p1; i0 += SCORE_KBLOCK) {
+            size_t nk = a->p1 - i0 < SCORE_KBLOCK ? a->p1 - i0 : SCORE_KBLOCK;
+            block_logits(a, g, j0, nq, i0, nk, s);
+            for (size_t r = 0; r < nq; r++) {
+                double shift = a->lse[g * nR + (j0 + r - a->r0)] + a->log_xnorm[j0 + r - a->r0];
+                for (size_t c = 0; c < nk; c++) {
+                    double y = (double)s[r * nk + c] - shift + lognorm[i0 + c - a->p0];
+                    double *b = &best[i0 + c - a->p0];
+                    if (y > *b)
+                        *b = y;
+                }
+            }
+        }
+    }
+    free(s);
+}
+
+static int cpu_kvzip_best(kvz_backend *be, const float *q, const float *k, size_t H,
+                          size_t Hkv, size_t dh, float scale, size_t p0, size_t p1, size_t r0,
+                          size_t r1, const double *lse, const double *log_xnorm,
+                          const double *lognorm, kvz_dtype compute, float *out,
+                          kvz_error *err)
+{
+    (void)be, (void)compute; /* always fp32 products */
+    score_args a = {.q = q, .k = k, .H = H, .Hkv = Hkv, .dh = dh, .scale = scale, .p0 = p0,
+                    .p1 = p1, .r0 = r0, .r1 = r1, .lse = lse, .log_xnorm = log_xnorm,
+                    .lognorm = lognorm};
+    /* Enough (head, chunk) items to keep about twice the threads busy;
+     * chunks are whole query blocks. */
+    size_t n_qblocks = (r1 - r0 + SCORE_QBLOCK - 1) / SCORE_QBLOCK;
+    size_t threads = (size_t)(kvz_ops_threads() > 0 ? kvz_ops_threads() : 1);
+    size_t want = (2 * threads + H - 1) / H;
+    size_t nc = want < n_qblocks ? want : n_qblocks;
+    nc = nc ? nc : 1;
+    a.chunk_len = (n_qblocks + nc - 1) / nc * SCORE_QBLOCK;
+    a.n_chunks = (r1 - r0 + a.chunk_len - 1) / a.chunk_len;
+    size_t nP = p1 - p0, n_items = H * a.n_chunks;
+    a.best = malloc(n_items * nP * sizeof *a.best);
+    a.status = calloc(n_items, sizeof *a.status);
+    int rc = a.best && a.status ? KVZ_OK : KVZ_ENOMEM;
+    if (rc == KVZ_OK) {
+        score_parallel(n_items, best_chunk, &a);
+        rc = first_failure(a.status, n_items);
+    }
+    if (rc == KVZ_OK) { /* out[i, h] = max over the group's heads and chunks */
+        size_t per_h = (H / Hkv) * a.n_chunks;
+        for (size_t i = 0; i < nP; i++)
+            for (size_t h = 0; h < Hkv; h++) {
+                double b = -INFINITY;
+                for (size_t it = h * per_h; it < (h + 1) * per_h; it++)
+                    b = a.best[it * nP + i] > b ? a.best[it * nP + i] : b;
+                out[i * Hkv + h] = (float)b;
+            }
+    }
+    free(a.best);
+    free(a.status);
+    return rc ? kvz_fail(err, rc, "cpu: kvzip best: out of memory") : KVZ_OK;
+}
+
+static int cpu_gather_rows(kvz_backend *be, const float *src, size_t ld, size_t width,
+                           size_t base, size_t n_src, const int64_t *idx, size_t n, float *dst,
+                           kvz_error *err)
+{
+    for (size_t s = 0; s < n; s++)
+        if (idx[s] < (int64_t)base || (uint64_t)idx[s] - base >= n_src)
+            return kvz_fail(err, KVZ_EINVAL,
+                            "%s: gather rows: index %lld (#%zu) outside [%zu, %zu)", be->name,
+                            (long long)idx[s], s, base, base + n_src);
+    for (size_t s = 0; s < n; s++)
+        memcpy(dst + s * width, src + ((size_t)idx[s] - base) * ld, width * sizeof *dst);
+    return KVZ_OK;
+}
+
+static int cpu_download_async(kvz_backend *be, size_t slot, void *host_dst, const void *src,
+                              size_t bytes, kvz_error *err)
+{
+    (void)be, (void)slot, (void)err;
+    memcpy(host_dst, src, bytes);
+    return KVZ_OK;
+}
+
+static int cpu_slot_nop(kvz_backend *be, size_t slot, kvz_error *err)
+{
+    (void)be, (void)slot, (void)err;
+    return KVZ_OK;
+}
 /* (end of the KVzip+ score, cpu) */
 
 /* ---------- trainer ops (cpu) ---------- */
@@ -283,8 +554,20 @@ static const kvz_backend_ops CPU_OPS = {
     .swiglu = cpu_swiglu,       .add = cpu_add,           .embed = cpu_embed,
     .copy_rows = cpu_copy_rows, .convert = cpu_convert,   .fill = cpu_fill,
     /* KVzip+ score */
+    .row_lognorms = cpu_row_lognorms, .value_lognorms = cpu_value_lognorms,
+    .causal_lse = cpu_causal_lse,     .kvzip_best = cpu_kvzip_best,
+    .gather_rows = cpu_gather_rows,   .download_async = cpu_download_async,
+    .slot_record = cpu_slot_nop,      .slot_fence = cpu_slot_nop,
+    .slot_wait = cpu_slot_nop,
     /* trainer */
 };
+
+kvz_backend *kvz_backend_host(void)
+{
+    static cpu_backend host = {.head = {.ops = &CPU_OPS, .kind = KVZ_BACKEND_CPU,
+                                        .host_memory = 1, .name = "cpu"}};
+    return &host.head;
+}
 
 int kvz_backend_cpu_open(const kvz_backend_options *opt, kvz_backend **out, kvz_error *err)
 {

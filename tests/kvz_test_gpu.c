@@ -4,8 +4,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels/kvz_cuda_ops.h"
 #include "kvz_test.h"
+
+kvz_backend *kvz_test_cuda(void)
+{
+    static kvz_backend *be;
+    static int tried;
+    if (!tried) {
+        tried = 1;
+        kvz_backend_options o = {KVZ_BACKEND_CUDA, 0, 0};
+        kvz_error err = {0};
+        if (kvz_backend_open(&o, &be, &err) != KVZ_OK)
+            be = NULL;
+    }
+    return be;
+}
 
 void kvz_test_fill_guard(float *v, size_t n)
 {
@@ -35,9 +48,12 @@ int kvz_guarded_create(kvz_guarded *g, const float *host, size_t n)
     kvz_test_fill_guard(tmp, total);
     if (host)
         memcpy(tmp + KVZ_GUARD, host, n * sizeof *host);
-    int rc = kvz_cuda_alloc((void **)&g->base, total * sizeof *tmp, &err);
+    kvz_backend *be = kvz_test_cuda();
+    int rc = be ? kvz_backend_alloc(be, KVZ_F32, total, "a guarded test array", &g->buf, &err)
+                : kvz_fail(&err, KVZ_EUNSUPPORTED, "no cuda backend");
+    g->base = kvz_buf_f32(g->buf);
     if (rc == KVZ_OK)
-        rc = kvz_cuda_upload(g->base, tmp, total * sizeof *tmp, &err);
+        rc = kvz_backend_upload(be, g->base, tmp, total * sizeof *tmp, &err);
     KVZ_CHECK_OK(rc, err);
     free(tmp);
     g->data = g->base ? g->base + KVZ_GUARD : NULL;
@@ -54,7 +70,7 @@ static float *download_checked(const kvz_guarded *g, const char *what)
     KVZ_CHECK(tmp != NULL, "%s: no device array or out of memory", what);
     if (!tmp)
         return NULL;
-    int rc = kvz_cuda_download(tmp, g->base, total * sizeof *tmp, &err);
+    int rc = kvz_backend_download(kvz_test_cuda(), tmp, g->base, total * sizeof *tmp, &err);
     KVZ_CHECK_OK(rc, err);
     KVZ_CHECK(kvz_test_guard_intact(tmp, KVZ_GUARD), "%s: front guard overwritten", what);
     KVZ_CHECK(kvz_test_guard_intact(tmp + KVZ_GUARD + g->n, KVZ_GUARD),
@@ -82,7 +98,8 @@ void kvz_guarded_check_free(kvz_guarded *g, const float *host, const char *what)
 
 void kvz_guarded_free(kvz_guarded *g)
 {
-    kvz_cuda_free(g->base);
+    if (g->buf.data)
+        kvz_backend_free(kvz_test_cuda(), &g->buf);
     memset(g, 0, sizeof *g);
 }
 

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ops/backend.h"
+
 enum { KVZ_GUARD = 64 };                 /* guard floats on each side */
 #define KVZ_GUARD_BITS 0x7fa5a5a5u       /* the guard pattern: a NaN */
 
@@ -16,10 +18,16 @@ void kvz_test_fill_guard(float *v, size_t n);
 /* 1 when v[0..n) all still hold the guard pattern. */
 int kvz_test_guard_intact(const float *v, size_t n);
 
+/* The process's cuda backend for these helpers (opened on first use; NULL
+ * when the build or the machine has none). Device pointers it hands out
+ * work with any cuda backend of the process. */
+kvz_backend *kvz_test_cuda(void);
+
 /* n floats at data on the device, KVZ_GUARD pattern floats before and after. */
 typedef struct kvz_guarded {
     float *base, *data;
     size_t n;
+    kvz_buf buf; /* the allocation (kvz_test_cuda's) */
 } kvz_guarded;
 
 /* Uploads host[n] (NULL: the pattern, so unwritten outputs read as NaN).

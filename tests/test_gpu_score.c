@@ -1,10 +1,11 @@
-/* test_gpu_score: kvz_cuda_kvzip_score_layer against the CPU
- * kvz_kvzip_score_layer on random layer taps of awkward shapes (GQA groups of
+/* test_gpu_score: kvz_kvzip_score_layer on a cuda backend (the score
+ * phases as the cuda backend's ops) against the same function on the cpu
+ * backend (host taps) on random layer taps of awkward shapes (GQA groups of
  * 1..5 heads, ranges that split tiles, a head_dim that needs more than 48 KiB
  * of shared memory, a zero value vector giving -inf): log-scores within 1e-4
  * absolute, infinities identical, the output's guard floats untouched, the
  * CPU op's argument errors reproduced. Then the tensor-core variant
- * (kvz_cuda_kvzip_score_layer_async with tensor_cores = 1: bf16 q.k) on
+ * (compute KVZ_BF16: bf16 q.k) on
  * |P| 37, |R| 53 with GQA groups 1, 2, 4, head_dim 64 and 128, a zero value
  * vector, and a case with several key blocks and repeat slices: within
  * TC_ATOL (see there) of the CPU op, same infinities, no NaN, guards intact,
@@ -16,9 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels/kvz_cuda.h"
-#include "kernels/kvz_cuda_ops.h"
-#include "kernels/kvz_cuda_pipeline.h"
 #include "kvz_test.h"
 #include "kvz_test_gpu.h"
 #include "kvzip_oracle/kvzip_score.h"
@@ -40,6 +38,7 @@ typedef struct score_case {
 /* The host tap's arrays and their device copies. */
 typedef struct tap_arrays {
     float *host[5], *dev[5]; /* x, q, k, v, w_o */
+    kvz_buf buf[5];          /* the device allocations */
     size_t n[5];
 } tap_arrays;
 
@@ -66,15 +65,18 @@ static int make_tap(const score_case *c, tap_arrays *ta, kvz_layer_tap *host_tap
         random_fill(ta->host[a], n[a], scales[a]);
         if (a == 3 && c->zero_value)
             memset(ta->host[3] + (c->p0 + 1) * c->Hkv * c->dh, 0, c->dh * sizeof(float));
-        rc = kvz_cuda_alloc((void **)&ta->dev[a], n[a] * sizeof(float), err);
+        rc = kvz_backend_alloc(kvz_test_cuda(), KVZ_F32, n[a], "a test tap array", &ta->buf[a],
+                               err);
+        ta->dev[a] = kvz_buf_f32(ta->buf[a]);
         if (rc == KVZ_OK)
-            rc = kvz_cuda_upload(ta->dev[a], ta->host[a], n[a] * sizeof(float), err);
+            rc = kvz_backend_upload(kvz_test_cuda(), ta->dev[a], ta->host[a],
+                                    n[a] * sizeof(float), err);
     }
     kvz_layer_tap t = {3, 0, c->T, ta->host[0], ta->host[1], ta->host[2], ta->host[3],
                        ta->host[4], NULL, NULL};
     *host_tap = t;
     kvz_layer_tap d = {3, 0, c->T, ta->dev[0], ta->dev[1], ta->dev[2], ta->dev[3], ta->dev[4],
-                       NULL, NULL};
+                       NULL, kvz_test_cuda()};
     *dev_tap = d;
     return rc;
 }
@@ -83,22 +85,26 @@ static void free_tap(tap_arrays *ta)
 {
     for (int a = 0; a < 5; a++) {
         free(ta->host[a]);
-        kvz_cuda_free(ta->dev[a]);
+        if (ta->buf[a].data)
+            kvz_backend_free(kvz_test_cuda(), &ta->buf[a]);
     }
 }
 
-/* The synchronous fp32 scorer, or the async one with tensor cores. */
+/* fp32, or bf16 q.k products on tensor cores; with a workspace of its own
+ * every other case (then a sync), else scratch for the one call. */
 static int run_gpu(const kvz_layer_tap *dev_tap, const kvz_model_config *cfg,
                    const score_case *c, float *dev_out, kvz_error *err)
 {
-    if (!c->tc)
-        return kvz_cuda_kvzip_score_layer(dev_tap, cfg, c->p0, c->p1, c->r0, c->r1, dev_out,
-                                          err);
-    kvz_cuda_score_ws *ws = NULL;
-    int rc = kvz_cuda_kvzip_score_layer_async(dev_tap, cfg, c->p0, c->p1, c->r0, c->r1,
-                                              dev_out, NULL, 1, &ws, err);
-    rc = rc ? rc : kvz_cuda_sync(err);
-    kvz_cuda_score_ws_free(ws);
+    static int flip;
+    kvz_dtype compute = c->tc ? KVZ_BF16 : KVZ_F32;
+    if (flip++ % 2 == 0)
+        return kvz_kvzip_score_layer(dev_tap, cfg, c->p0, c->p1, c->r0, c->r1, compute, NULL,
+                                     dev_out, err);
+    kvz_kvzip_ws ws = {0};
+    int rc = kvz_kvzip_score_layer(dev_tap, cfg, c->p0, c->p1, c->r0, c->r1, compute, &ws,
+                                   dev_out, err);
+    rc = rc ? rc : kvz_backend_sync(dev_tap->backend, err);
+    kvz_kvzip_ws_free(&ws);
     return rc;
 }
 
@@ -200,7 +206,7 @@ static void run_case(const score_case *c)
     KVZ_CHECK_OK(rc, err);
     if (rc == KVZ_OK)
         KVZ_CHECK_OK(rc = kvz_kvzip_score_layer(&host_tap, &cfg, c->p0, c->p1, c->r0, c->r1,
-                                                ref, &err),
+                                                KVZ_F32, NULL, ref, &err),
                      err);
     if (rc == KVZ_OK)
         KVZ_CHECK_OK(rc = gpu_score(&dev_tap, &cfg, c, got, n, &err), err);
@@ -226,16 +232,16 @@ static void test_bad_arguments(void)
     kvz_error err = {0};
     KVZ_CHECK_OK(make_tap(&c, &ta, &host_tap, &dev_tap, &err), err);
     float *out = ta.dev[0]; /* any device buffer; never written on these errors */
-    KVZ_CHECK(kvz_cuda_kvzip_score_layer(&dev_tap, &cfg, 0, 12, 10, 40, out, &err) ==
+    KVZ_CHECK(kvz_kvzip_score_layer(&dev_tap, &cfg, 0, 12, 10, 40, KVZ_F32, NULL, out, &err) ==
                   KVZ_EINVAL && strstr(err.msg, "must end") != NULL,
               "overlapping ranges: %s", err.msg);
-    KVZ_CHECK(kvz_cuda_kvzip_score_layer(&dev_tap, &cfg, 0, 10, 10, 41, out, &err) ==
+    KVZ_CHECK(kvz_kvzip_score_layer(&dev_tap, &cfg, 0, 10, 10, 41, KVZ_F32, NULL, out, &err) ==
                   KVZ_EINVAL && strstr(err.msg, "goes past") != NULL,
               "repeat past T: %s", err.msg);
-    KVZ_CHECK(kvz_cuda_kvzip_score_layer(&dev_tap, &cfg, 0, 10, 10, 40, NULL, &err) ==
+    KVZ_CHECK(kvz_kvzip_score_layer(&dev_tap, &cfg, 0, 10, 10, 40, KVZ_F32, NULL, NULL, &err) ==
                   KVZ_EINVAL, "NULL output");
     cfg.n_kv_heads = 3;
-    KVZ_CHECK(kvz_cuda_kvzip_score_layer(&dev_tap, &cfg, 0, 10, 10, 40, out, &err) ==
+    KVZ_CHECK(kvz_kvzip_score_layer(&dev_tap, &cfg, 0, 10, 10, 40, KVZ_F32, NULL, out, &err) ==
                   KVZ_EINVAL && strstr(err.msg, "bad head config") != NULL,
               "bad head config: %s", err.msg);
     free_tap(&ta);
@@ -246,7 +252,7 @@ int main(void)
     if (!kvz_backend_compiled(KVZ_BACKEND_CUDA))
         kvz_test_skip("built without CUDA");
     kvz_error err = {0};
-    if (kvz_cuda_device_count(&err) == 0)
+    if (kvz_backend_device_count(KVZ_BACKEND_CUDA, &err) == 0 || !kvz_test_cuda())
         kvz_test_skip(err.msg[0] ? err.msg : "no CUDA device");
     const score_case cases[] = {
         {77, 72, 6, 3, 40, 3, 41, 45, 77, 0, 0},     /* G 2, tiles split everywhere */
@@ -264,6 +270,6 @@ int main(void)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_case(&cases[i]);
     test_bad_arguments();
-    kvz_cuda_ops_release();
+    kvz_backend_close(kvz_test_cuda());
     return kvz_test_done();
 }

@@ -93,7 +93,7 @@ static void compare(const char *what, const kvz_layer_tap *t, const kvz_model_co
     float *got = malloc(n * sizeof *got), *reff = malloc(n * sizeof *reff);
     double *ref = malloc(n * sizeof *ref);
     kvz_error err = {0};
-    KVZ_CHECK_OK(kvz_kvzip_score_layer(t, c, p0, p1, r0, r1, got, &err), err);
+    KVZ_CHECK_OK(kvz_kvzip_score_layer(t, c, p0, p1, r0, r1, KVZ_F32, NULL, got, &err), err);
     ref_scores(t, c, p0, p1, r0, r1, ref);
     for (size_t e = 0; e < n; e++) {
         reff[e] = (float)ref[e];
@@ -208,7 +208,7 @@ static void expect_einval(const kvz_layer_tap *t, const kvz_model_config *c, siz
 {
     float out[64];
     kvz_error err = {0};
-    int rc = kvz_kvzip_score_layer(t, c, p0, p1, r0, r1, out, &err);
+    int rc = kvz_kvzip_score_layer(t, c, p0, p1, r0, r1, KVZ_F32, NULL, out, &err);
     KVZ_CHECK(rc == KVZ_EINVAL, "P=[%zu,%zu) R=[%zu,%zu): rc %d", p0, p1, r0, r1, rc);
     KVZ_CHECK(strstr(err.msg, needle) != NULL, "message '%s' lacks '%s'", err.msg, needle);
 }
