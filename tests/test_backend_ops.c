@@ -14,9 +14,12 @@
  *  2. Every other compiled backend that opens (cuda) against the cpu backend
  *     on the same inputs (upload, run, download, compare); one that is
  *     compiled but does not open (no device) is reported as SKIP and the cpu
- *     part still runs. On the CUDA emulator (kvz_cuda_emulated()) attention
+ *     part still runs. On the CUDA emulator (kvz_backend_emulated()) attention
  *     cases above ATTN_EMU_MAX_WORK = n_q * keys * heads * head_dim run on
  *     the cpu only.
+ *     The KVzip+ score phases (row and value log-norms, causal lse, the
+ *     best log-score; fp32 and bf16 compute), the row gather and the
+ *     asynchronous slot downloads likewise (see their section).
  *  3. The argument errors of the generic layer (ops/backend.c) on every
  *     backend: KVZ_EINVAL with a message naming the op, and opening cuda in
  *     a build without CUDA: KVZ_EUNSUPPORTED "... built without CUDA ...".
@@ -77,7 +80,7 @@ static const char *short_name(const kvz_backend *be)
 
 static int emulated(const kvz_backend *be)
 {
-    return kvz_backend_kind_of(be) == KVZ_BACKEND_CUDA && kvz_cuda_emulated();
+    return kvz_backend_kind_of(be) == KVZ_BACKEND_CUDA && kvz_backend_emulated();
 }
 
 /* ---------- random inputs ---------- */
@@ -261,8 +264,12 @@ static void guard_fill(void *p, kvz_dtype dt, size_t n)
 {
     const uint32_t b32 = KVZ_GUARD_BITS;
     const uint16_t b16 = (uint16_t)(KVZ_GUARD_BITS >> 16); /* 0x7fa5: a bf16 NaN */
+    const uint64_t b64 = ((uint64_t)0x7ff4a5a5u << 32) | KVZ_GUARD_BITS; /* a double NaN */
+    size_t es = kvz_dtype_size(dt);
     for (size_t i = 0; i < n; i++) {
-        if (dt == KVZ_F32)
+        if (es == 8)
+            memcpy((char *)p + 8 * i, &b64, 8);
+        else if (es == 4)
             memcpy((char *)p + 4 * i, &b32, 4);
         else
             memcpy((char *)p + 2 * i, &b16, 2);
@@ -1229,8 +1236,392 @@ static void test_open_errors(void)
 /* ================= the cases ================= */
 
 /* ---------- KVzip+ score ops ---------- */
+/* The four phases of ops/backend.h's KVzip+ score and the row gather, on
+ * random layer taps (x 1, q and k 1.5, v 1, w_o 0.2: logits of order 1):
+ * the cpu backend against naive double re-derivations (all keys of the
+ * causal row, W_O^g v_i as a double product), every other backend against
+ * the cpu backend with each phase fed the cpu's results of the earlier
+ * ones. Log-domain values compare by absolute error (equal infinities are
+ * equal); budgets below, worst seen in brackets (cuda: the emulator). */
+#define ATOL_CPU_ROWNORM 1e-12   /* double sums [0] */
+#define ATOL_CPU_LOGNORM 1e-5    /* fp32 products W v, double norms [1.3e-7] */
+#define ATOL_CPU_LSE 1e-5        /* fp32 logits, double sums [2.4e-7] */
+#define ATOL_CPU_BEST 1e-4       /* fp32 logits; out fp32 [9.7e-7] */
+#define ATOL_BE_ROWNORM 1e-9     /* another reduction order [0] */
+#define ATOL_BE_LOGNORM 1e-4     /* cuda: through fp32 Gram matrices [1.6e-7] */
+#define ATOL_BE_LSE 1e-5         /* [2.1e-7] */
+#define ATOL_BE_BEST 1e-4        /* [1.2e-6] */
+#define ATOL_BE_BEST_BF16 2e-2   /* bf16 q and k (tensor cores; test_gpu_score.c) [5.5e-3] */
+
+typedef struct score_case {
+    size_t T, H, Hkv, dh, D, p0, p1, r0, r1;
+    int zero_v; /* the value vector of key p0 + 1, KV head 0, is zero: -inf */
+} score_case;
+
+/* |got - ref| <= atol elementwise; infinities must match exactly. */
+static void check_abs(const char *stat_name, const char *what, const double *got,
+                      const double *ref, size_t n, double atol)
+{
+    double worst = 0.0;
+    size_t wi = 0, bad_inf = 0, nan = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(got[i])) {
+            nan++;
+            continue;
+        }
+        if (isinf(got[i]) || isinf(ref[i])) {
+            bad_inf += got[i] != ref[i];
+            continue;
+        }
+        double d = fabs(got[i] - ref[i]);
+        if (d > worst)
+            worst = d, wi = i;
+    }
+    record(stat_name, atol, nan || bad_inf ? NAN : worst);
+    if (g_verbose)
+        printf("  %-44s %9.3g  %s\n", stat_name, worst, what);
+    KVZ_CHECK(nan == 0 && bad_inf == 0, "%s: %zu NaN, %zu infinities that differ", what, nan,
+              bad_inf);
+    KVZ_CHECK(worst <= atol, "%s: worst |diff| %.3g > %.0e at [%zu]: got %.12g expected %.12g",
+              what, worst, atol, wi, n ? got[wi] : 0.0, n ? ref[wi] : 0.0);
+}
+
+static void check_abs_f32(const char *stat_name, const char *what, const float *got,
+                          const double *ref, size_t n, double atol)
+{
+    double *g = widen_array(got, n);
+    check_abs(stat_name, what, g, ref, n, atol);
+    free(g);
+}
+
+/* The tap's inputs of one case. */
+typedef struct score_in {
+    float *x, *q, *k, *v, *w_o, *tap_lse;
+    size_t nx, nq, nkv, nw;
+    float scale;
+} score_in;
+
+static void score_in_make(const score_case *c, score_in *in)
+{
+    in->nx = c->T * c->D, in->nq = c->T * c->H * c->dh, in->nkv = c->T * c->Hkv * c->dh;
+    in->nw = c->D * c->H * c->dh;
+    in->x = rand_array(in->nx, 1.0f), in->q = rand_array(in->nq, 1.5f);
+    in->k = rand_array(in->nkv, 1.5f), in->v = rand_array(in->nkv, 1.0f);
+    in->w_o = rand_array(in->nw, 0.2f);
+    if (c->zero_v)
+        memset(in->v + (c->p0 + 1) * c->Hkv * c->dh, 0, c->dh * sizeof(float));
+    in->scale = (float)(1.0 / sqrt((double)c->dh));
+    in->tap_lse = malloc(c->T * c->H * sizeof(float)); /* filled from the naive lse */
+}
+
+static void score_in_free(score_in *in)
+{
+    free(in->x), free(in->q), free(in->k), free(in->v), free(in->w_o), free(in->tap_lse);
+}
+
+/* Naive phases in double. lse_all [H, T] (every query row, for tap_lse). */
+static void score_naive(const score_case *c, const score_in *in, double *rown, double *lognorm,
+                        double *lse, double *lse_all, double *best)
+{
+    size_t H = c->H, G = c->H / c->Hkv, dh = c->dh, D = c->D, nP = c->p1 - c->p0;
+    size_t nR = c->r1 - c->r0;
+    for (size_t j = 0; j < nR; j++) {
+        double s = 0;
+        for (size_t d = 0; d < D; d++)
+            s += (double)in->x[(c->r0 + j) * D + d] * in->x[(c->r0 + j) * D + d];
+        rown[j] = 0.5 * log(s);
+    }
+    for (size_t g = 0; g < H; g++) {
+        size_t h = g / G;
+        for (size_t i = 0; i < nP; i++) {
+            const float *vi = in->v + ((c->p0 + i) * c->Hkv + h) * dh;
+            double ss = 0;
+            for (size_t r = 0; r < D; r++) {
+                double y = 0;
+                for (size_t e = 0; e < dh; e++)
+                    y += (double)in->w_o[r * H * dh + g * dh + e] * vi[e];
+                ss += y * y;
+            }
+            lognorm[g * nP + i] = 0.5 * log(ss);
+        }
+        for (size_t j = 0; j < c->T; j++) {
+            double m = -INFINITY, l = 0;
+            const float *qj = in->q + (j * H + g) * dh;
+            double *logit = malloc((j + 1) * sizeof *logit);
+            for (size_t i = 0; i <= j; i++) {
+                const float *ki = in->k + (i * c->Hkv + h) * dh;
+                double s = 0;
+                for (size_t e = 0; e < dh; e++)
+                    s += (double)qj[e] * ki[e];
+                logit[i] = s * in->scale;
+                m = logit[i] > m ? logit[i] : m;
+            }
+            for (size_t i = 0; i <= j; i++)
+                l += exp(logit[i] - m);
+            free(logit);
+            lse_all[g * c->T + j] = m + log(l);
+            if (j >= c->r0 && j < c->r1)
+                lse[g * nR + (j - c->r0)] = lse_all[g * c->T + j];
+        }
+    }
+    for (size_t i = 0; i < nP; i++)
+        for (size_t h = 0; h < c->Hkv; h++) {
+            double b = -INFINITY;
+            const float *ki = in->k + ((c->p0 + i) * c->Hkv + h) * dh;
+            for (size_t g = h * G; g < (h + 1) * G; g++)
+                for (size_t j = 0; j < nR; j++) {
+                    const float *qj = in->q + ((c->r0 + j) * H + g) * dh;
+                    double s = 0;
+                    for (size_t e = 0; e < dh; e++)
+                        s += (double)qj[e] * ki[e];
+                    double y = s * in->scale - lse[g * nR + j] - rown[j] + lognorm[g * nP + i];
+                    b = y > b ? y : b;
+                }
+            best[i * c->Hkv + h] = b;
+        }
+}
+
+/* Results of the phases on one backend. */
+typedef struct score_out {
+    double *rown, *lognorm, *lse, *lse_tap;
+    float *best, *best_bf16;
+} score_out;
+
+static void score_out_alloc(const score_case *c, score_out *o)
+{
+    size_t nP = c->p1 - c->p0, nR = c->r1 - c->r0;
+    o->rown = malloc(nR * sizeof *o->rown);
+    o->lognorm = malloc(c->H * nP * sizeof *o->lognorm);
+    o->lse = malloc(c->H * nR * sizeof *o->lse);
+    o->lse_tap = malloc(c->H * nR * sizeof *o->lse_tap);
+    o->best = malloc(nP * c->Hkv * sizeof *o->best);
+    o->best_bf16 = malloc(nP * c->Hkv * sizeof *o->best_bf16);
+}
+
+static void score_out_free(score_out *o)
+{
+    free(o->rown), free(o->lognorm), free(o->lse), free(o->lse_tap), free(o->best);
+    free(o->best_bf16);
+}
+
+/* Every phase on be; best is fed `feed` (the cpu's phases 1-3). */
+static void score_run(kvz_backend *be, const score_case *c, const score_in *in,
+                      const score_out *feed, score_out *o, const char *what)
+{
+    size_t nP = c->p1 - c->p0, nR = c->r1 - c->r0, H = c->H, Hkv = c->Hkv;
+    gbuf gx, gq, gk, gv, gw, gl, grn, gln, glse, glt, gf[3], gbest, gbb;
+    gb_make(be, KVZ_F32, in->nx, in->x, "x", &gx);
+    gb_make(be, KVZ_F32, in->nq, in->q, "q", &gq);
+    gb_make(be, KVZ_F32, in->nkv, in->k, "k", &gk);
+    gb_make(be, KVZ_F32, in->nkv, in->v, "v", &gv);
+    gb_make(be, KVZ_F32, in->nw, in->w_o, "w_o", &gw);
+    gb_make(be, KVZ_F32, c->T * H, in->tap_lse, "tap lse", &gl);
+    gb_make(be, KVZ_F64, nR, NULL, "row lognorms", &grn);
+    gb_make(be, KVZ_F64, H * nP, NULL, "value lognorms", &gln);
+    gb_make(be, KVZ_F64, H * nR, NULL, "lse", &glse);
+    gb_make(be, KVZ_F64, H * nR, NULL, "lse from the tap", &glt);
+    gb_make(be, KVZ_F64, H * nR, feed ? feed->lse : NULL, "fed lse", &gf[0]);
+    gb_make(be, KVZ_F64, nR, feed ? feed->rown : NULL, "fed row lognorms", &gf[1]);
+    gb_make(be, KVZ_F64, H * nP, feed ? feed->lognorm : NULL, "fed value lognorms", &gf[2]);
+    gb_make(be, KVZ_F32, nP * Hkv, NULL, "best", &gbest);
+    gb_make(be, KVZ_F32, nP * Hkv, NULL, "best bf16", &gbb);
+    kvz_error err = {0};
+    char lab[300];
+    snprintf(lab, sizeof lab, "%s: row lognorms", what);
+    op_ok(be, kvz_op_row_lognorms(be, f32p(&gx) + c->r0 * c->D, c->D, c->D, nR, grn.buf.data,
+                                  &err), &err, lab);
+    snprintf(lab, sizeof lab, "%s: value lognorms", what);
+    op_ok(be, kvz_op_value_lognorms(be, f32p(&gv), f32p(&gw), H, Hkv, c->dh, c->D, c->p0, c->p1,
+                                    gln.buf.data, &err), &err, lab);
+    snprintf(lab, sizeof lab, "%s: causal lse", what);
+    op_ok(be, kvz_op_causal_lse(be, f32p(&gq), f32p(&gk), NULL, H, Hkv, c->dh, in->scale, c->r0,
+                                c->r1, glse.buf.data, &err), &err, lab);
+    snprintf(lab, sizeof lab, "%s: lse from the tap", what);
+    op_ok(be, kvz_op_causal_lse(be, f32p(&gq), f32p(&gk), f32p(&gl), H, Hkv, c->dh, in->scale,
+                                c->r0, c->r1, glt.buf.data, &err), &err, lab);
+    const gbuf *src_lse = feed ? &gf[0] : &glse, *src_rn = feed ? &gf[1] : &grn;
+    const gbuf *src_ln = feed ? &gf[2] : &gln;
+    snprintf(lab, sizeof lab, "%s: kvzip best f32", what);
+    op_ok(be, kvz_op_kvzip_best(be, f32p(&gq), f32p(&gk), H, Hkv, c->dh, in->scale, c->p0, c->p1,
+                                c->r0, c->r1, src_lse->buf.data, src_rn->buf.data,
+                                src_ln->buf.data, KVZ_F32, f32p(&gbest), &err), &err, lab);
+    snprintf(lab, sizeof lab, "%s: kvzip best bf16", what);
+    op_ok(be, kvz_op_kvzip_best(be, f32p(&gq), f32p(&gk), H, Hkv, c->dh, in->scale, c->p0, c->p1,
+                                c->r0, c->r1, src_lse->buf.data, src_rn->buf.data,
+                                src_ln->buf.data, KVZ_BF16, f32p(&gbb), &err), &err, lab);
+    gb_finish(be, &grn, o->rown, NULL, "row lognorms");
+    gb_finish(be, &gln, o->lognorm, NULL, "value lognorms");
+    gb_finish(be, &glse, o->lse, NULL, "lse");
+    gb_finish(be, &glt, o->lse_tap, NULL, "lse from the tap");
+    gb_finish(be, &gbest, o->best, NULL, "best");
+    gb_finish(be, &gbb, o->best_bf16, NULL, "best bf16");
+    gb_finish(be, &gf[0], NULL, feed ? feed->lse : NULL, "fed lse");
+    gb_finish(be, &gf[1], NULL, feed ? feed->rown : NULL, "fed row lognorms");
+    gb_finish(be, &gf[2], NULL, feed ? feed->lognorm : NULL, "fed value lognorms");
+    gb_finish(be, &gx, NULL, in->x, "x");
+    gb_finish(be, &gq, NULL, in->q, "q");
+    gb_finish(be, &gk, NULL, in->k, "k");
+    gb_finish(be, &gv, NULL, in->v, "v");
+    gb_finish(be, &gw, NULL, in->w_o, "w_o");
+    gb_finish(be, &gl, NULL, in->tap_lse, "tap lse");
+}
+
+static int score_emu_ok(const score_case *c)
+{
+    double work = (double)(c->p1 - c->p0) * (double)(c->r1 - c->r0) * (double)c->H *
+                  (double)c->dh;
+    return work <= ATTN_EMU_MAX_WORK;
+}
+
+static void test_score_case(const score_case *c)
+{
+    size_t nP = c->p1 - c->p0, nR = c->r1 - c->r0, H = c->H;
+    score_in in;
+    score_in_make(c, &in);
+    double *rown = malloc(nR * sizeof *rown), *lognorm = malloc(H * nP * sizeof *lognorm);
+    double *lse = malloc(H * nR * sizeof *lse), *lse_all = malloc(H * c->T * sizeof *lse_all);
+    double *best = malloc(nP * c->Hkv * sizeof *best);
+    score_naive(c, &in, rown, lognorm, lse, lse_all, best);
+    for (size_t j = 0; j < c->T; j++) /* the tap's [T, H] fp32 lse */
+        for (size_t g = 0; g < H; g++)
+            in.tap_lse[j * H + g] = (float)lse_all[g * c->T + j];
+    double *lse_tap_ref = malloc(H * nR * sizeof *lse_tap_ref);
+    for (size_t g = 0; g < H; g++)
+        for (size_t j = 0; j < nR; j++)
+            lse_tap_ref[g * nR + j] = (double)in.tap_lse[(c->r0 + j) * H + g];
+    char what[200], wl[240], st[96];
+    snprintf(what, sizeof what, "score T%zu H%zu/%zu dh%zu D%zu P[%zu,%zu) R[%zu,%zu)%s", c->T,
+             H, c->Hkv, c->dh, c->D, c->p0, c->p1, c->r0, c->r1, c->zero_v ? " zero v" : "");
+    score_out cpu, got;
+    score_out_alloc(c, &cpu);
+    score_out_alloc(c, &got);
+    snprintf(wl, sizeof wl, "cpu %s", what);
+    score_run(g_cpu, c, &in, NULL, &cpu, wl);
+    check_abs("row lognorms f64: cpu vs naive", wl, cpu.rown, rown, nR, ATOL_CPU_ROWNORM);
+    check_abs("value lognorms f64: cpu vs naive", wl, cpu.lognorm, lognorm, H * nP,
+              ATOL_CPU_LOGNORM);
+    check_abs("causal lse f64: cpu vs naive", wl, cpu.lse, lse, H * nR, ATOL_CPU_LSE);
+    check_abs("causal lse from the tap: cpu (exact)", wl, cpu.lse_tap, lse_tap_ref, H * nR, 0.0);
+    check_abs_f32("kvzip best f32: cpu vs naive", wl, cpu.best, best, nP * c->Hkv,
+                  ATOL_CPU_BEST);
+    check_bits("kvzip best: cpu bf16 compute = f32", cpu.best_bf16, cpu.best, nP * c->Hkv, 4);
+    if (c->zero_v)
+        KVZ_CHECK(isinf(cpu.best[c->Hkv]) && cpu.best[c->Hkv] < 0, "%s: zero v is not -inf", wl);
+    for (int b = 0; b < g_n_other; b++) {
+        kvz_backend *be = g_other[b];
+        if (emulated(be) && !score_emu_ok(c))
+            continue;
+        const char *bn = short_name(be);
+        snprintf(wl, sizeof wl, "%s %s", bn, what);
+        score_run(be, c, &in, &cpu, &got, wl);
+        double *cpu_best = widen_array(cpu.best, nP * c->Hkv);
+        snprintf(st, sizeof st, "row lognorms f64: %s vs cpu", bn);
+        check_abs(st, wl, got.rown, cpu.rown, nR, ATOL_BE_ROWNORM);
+        snprintf(st, sizeof st, "value lognorms f64: %s vs cpu", bn);
+        check_abs(st, wl, got.lognorm, cpu.lognorm, H * nP, ATOL_BE_LOGNORM);
+        snprintf(st, sizeof st, "causal lse f64: %s vs cpu", bn);
+        check_abs(st, wl, got.lse, cpu.lse, H * nR, ATOL_BE_LSE);
+        snprintf(st, sizeof st, "causal lse from the tap: %s (exact)", bn);
+        check_abs(st, wl, got.lse_tap, lse_tap_ref, H * nR, 0.0);
+        snprintf(st, sizeof st, "kvzip best f32: %s vs cpu", bn);
+        check_abs_f32(st, wl, got.best, cpu_best, nP * c->Hkv, ATOL_BE_BEST);
+        snprintf(st, sizeof st, "kvzip best bf16: %s vs cpu f32", bn);
+        check_abs_f32(st, wl, got.best_bf16, cpu_best, nP * c->Hkv, ATOL_BE_BEST_BF16);
+        free(cpu_best);
+    }
+    score_out_free(&cpu), score_out_free(&got);
+    score_in_free(&in);
+    free(rown), free(lognorm), free(lse), free(lse_all), free(best), free(lse_tap_ref);
+}
+
+/* gather rows: exact on every backend; the cpu refuses an index outside the source. */
+static void test_gather(kvz_backend *be, size_t n_src, size_t ld, size_t width, size_t base,
+                        size_t n)
+{
+    float *src = rand_array(n_src * ld, 1.0f);
+    int64_t *idx = malloc(n * sizeof *idx);
+    float *ref = malloc(n * width * sizeof *ref), *got = malloc(n * width * sizeof *got);
+    for (size_t s = 0; s < n; s++) {
+        idx[s] = (int64_t)(base + (s * 7919 + 3) % n_src);
+        memcpy(ref + s * width, src + ((size_t)idx[s] - base) * ld, width * sizeof *ref);
+    }
+    char what[160];
+    snprintf(what, sizeof what, "%s gather rows n_src=%zu ld=%zu width=%zu base=%zu n=%zu",
+             short_name(be), n_src, ld, width, base, n);
+    gbuf gs, gi, gd;
+    gb_make(be, KVZ_F32, n_src * ld, src, "src", &gs);
+    gb_make(be, KVZ_I64, n, idx, "idx", &gi);
+    gb_make(be, KVZ_F32, n * width, NULL, "dst", &gd);
+    kvz_error err = {0};
+    op_ok(be, kvz_op_gather_rows(be, f32p(&gs), ld, width, base, n_src, gi.buf.data, n,
+                                 f32p(&gd), &err), &err, what);
+    gb_finish(be, &gd, got, NULL, what);
+    gb_finish(be, &gs, NULL, src, what);
+    gb_finish(be, &gi, NULL, idx, what);
+    check_bits(what, got, ref, n * width, 4);
+    if (kvz_backend_host_memory(be)) {
+        int64_t bad = (int64_t)(base + n_src);
+        int rc = kvz_op_gather_rows(be, src, ld, width, base, n_src, &bad, 1, got, &err);
+        KVZ_CHECK(rc == KVZ_EINVAL && strstr(err.msg, "gather rows"), "%s: index past the end: "
+                  "rc %d (%s)", what, rc, err.msg);
+    }
+    free(src), free(idx), free(ref), free(got);
+}
+
+/* download_async into host memory and the slot calls, on every backend. */
+static void test_slots(kvz_backend *be)
+{
+    size_t n = 1000;
+    float *src = rand_array(n, 1.0f);
+    gbuf gs;
+    gb_make(be, KVZ_F32, n, src, "src", &gs);
+    float *host[2] = {kvz_backend_host_alloc(be, n * sizeof(float)),
+                      kvz_backend_host_alloc(be, n * sizeof(float))};
+    kvz_error err = {0};
+    KVZ_CHECK(host[0] && host[1], "%s: host_alloc", short_name(be));
+    for (size_t slot = 0; host[0] && host[1] && slot < 2; slot++) {
+        int rc = kvz_backend_slot_fence(be, slot, &err);
+        rc = rc ? rc : kvz_backend_download_async(be, slot, host[slot], f32p(&gs),
+                                                  n * sizeof(float), &err);
+        rc = rc ? rc : kvz_backend_slot_record(be, slot, &err);
+        rc = rc ? rc : kvz_backend_slot_wait(be, slot, &err);
+        KVZ_CHECK(rc == KVZ_OK, "%s: slot %zu: %s", short_name(be), slot, err.msg);
+        if (rc == KVZ_OK)
+            check_bits("download_async", host[slot], src, n, 4);
+    }
+    KVZ_CHECK(kvz_backend_slot_wait(be, KVZ_BACKEND_SLOTS, &err) == KVZ_EINVAL,
+              "%s: slot %d accepted", short_name(be), KVZ_BACKEND_SLOTS);
+    kvz_backend_host_free(be, host[0]);
+    kvz_backend_host_free(be, host[1]);
+    gb_finish(be, &gs, NULL, src, "slots src");
+    free(src);
+}
+
 static void test_score_ops(void)
 {
+    /* T, H, Hkv, dh, D, p0, p1, r0, r1, zero v */
+    static const score_case sc[] = {
+        {77, 6, 3, 40, 72, 3, 41, 45, 77, 0},    /* G 2, sizes that split every tile */
+        {100, 5, 1, 24, 37, 0, 64, 64, 100, 1},  /* G 5, P of two whole tiles, zero v */
+        {130, 4, 4, 72, 50, 10, 75, 75, 130, 0}, /* MHA, head_dim 72 */
+        {50, 2, 1, 200, 64, 1, 20, 20, 50, 0},   /* head_dim 200: > 48 KiB shared memory */
+        {3, 2, 1, 64, 16, 0, 1, 1, 3, 0},        /* one context key */
+        {40, 14, 2, 64, 96, 2, 17, 19, 40, 1},   /* G 7 */
+        {70, 4, 2, 128, 64, 5, 30, 33, 70, 0},   {60, 2, 2, 256, 32, 0, 25, 26, 60, 0},
+        {50, 4, 2, 80, 40, 4, 20, 22, 50, 0},
+        {600, 2, 1, 64, 48, 10, 290, 300, 580, 0}, /* several cpu key/query blocks, slices */
+    };
+    for (size_t i = 0; i < sizeof sc / sizeof sc[0]; i++)
+        test_score_case(&sc[i]);
+    kvz_backend *all[5] = {g_cpu};
+    for (int b = 0; b < g_n_other; b++)
+        all[b + 1] = g_other[b];
+    for (int b = 0; b <= g_n_other; b++) {
+        test_gather(all[b], 37, 5, 5, 11, 13);
+        test_gather(all[b], 300, 576, 576, 0, 1);
+        test_gather(all[b], 9, 3, 2, 100, 40); /* width < ld, repeated rows */
+        test_slots(all[b]);
+    }
 }
 /* (end of the KVzip+ score op tests) */
 
@@ -1261,7 +1652,7 @@ int main(void)
         if (rc == KVZ_OK) {
             g_other[g_n_other++] = be;
             printf("backend: %s%s\n", kvz_backend_name(be),
-                   kvz_cuda_emulated() ? " (the CPU emulator: large attention cases cpu only)"
+                   kvz_backend_emulated() ? " (the CPU emulator: large attention cases cpu only)"
                                        : "");
         } else {
             KVZ_CHECK(rc == KVZ_EUNSUPPORTED, "open cuda: rc %d: %s", rc, err.msg);

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "kernels/kvz_cuda.h"
+#include "ops/backend.h"
 #include "kvz_test.h"
 
 #ifdef KVZ_CUDA_EMU
@@ -29,18 +29,18 @@ static void check_device_hiding(void)
 {
     kvz_error err = {0};
     setenv("KVZ_CUDA_EMU_DEVICES", "0", 1);
-    KVZ_CHECK(kvz_cuda_device_count(&err) == 0, "KVZ_CUDA_EMU_DEVICES=0 still shows a device");
+    KVZ_CHECK(kvz_backend_device_count(KVZ_BACKEND_CUDA, &err) == 0, "KVZ_CUDA_EMU_DEVICES=0 still shows a device");
     unsetenv("KVZ_CUDA_EMU_DEVICES");
-    KVZ_CHECK(kvz_cuda_device_count(&err) == 1, "the device did not come back");
+    KVZ_CHECK(kvz_backend_device_count(KVZ_BACKEND_CUDA, &err) == 1, "the device did not come back");
 }
 #endif
 
 int main(void)
 {
-    if (!kvz_backend_compiled(KVZ_BACKEND_CUDA) || !kvz_cuda_emulated())
+    if (!kvz_backend_compiled(KVZ_BACKEND_CUDA) || !kvz_backend_emulated())
         kvz_test_skip("not a KVZ_CUDA_EMU build: no emulator to test");
     kvz_error err = {0};
-    if (kvz_cuda_device_count(&err) == 0)
+    if (kvz_backend_device_count(KVZ_BACKEND_CUDA, &err) == 0)
         kvz_test_skip(err.msg[0] ? err.msg : "no CUDA device");
 #ifdef KVZ_CUDA_EMU
     run_cases();

@@ -31,7 +31,7 @@
  * kernel, checked numerically instead).
  * Skipped (77) in a build without CUDA or without a device, after checking
  * that a cuda forward then fails cleanly. Under the CPU emulator
- * (kvz_cuda_emulated() == 1) the sizes shrink (fewer T=130 attention cases;
+ * (kvz_backend_emulated() == 1) the sizes shrink (fewer T=130 attention cases;
  * default model: 16 tokens). */
 #include <math.h>
 #include <stdint.h>
@@ -39,7 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels/kvz_cuda.h"
+#include "ops/backend.h"
 #include "kvz_test.h"
 #include "kvz_test_gpu.h"
 #include "model/checkpoint.h"
@@ -67,7 +67,7 @@ static double g_tc_worst_nmse, g_tc_worst_lse;
 
 static int emulated(void)
 {
-    return kvz_cuda_emulated();
+    return kvz_backend_emulated();
 }
 
 /* ---------- random numbers ---------- */
@@ -709,7 +709,7 @@ static void test_no_device(void)
 int main(void)
 {
     kvz_error err = {0};
-    if (!kvz_backend_compiled(KVZ_BACKEND_CUDA) || kvz_cuda_device_count(&err) == 0) {
+    if (!kvz_backend_compiled(KVZ_BACKEND_CUDA) || kvz_backend_device_count(KVZ_BACKEND_CUDA, &err) == 0) {
         test_no_device();
         if (kvz_test_failed)
             return kvz_test_done();

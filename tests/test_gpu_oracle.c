@@ -15,14 +15,14 @@
 #include <string.h>
 
 #include "common/config.h"
-#include "kernels/kvz_cuda.h"
+#include "ops/backend.h"
 #include "kvz_test.h"
 #include "kvzip_oracle/oracle.h"
 #include "kvzip_oracle/oracle_store.h"
 
 static int emulated(void)
 {
-    return kvz_cuda_emulated();
+    return kvz_backend_emulated();
 }
 
 typedef struct dataset {
@@ -310,7 +310,7 @@ int main(void)
     const char *as_cpu = getenv("KVZ_TEST_GPU_AS_CPU");
     if (as_cpu && !strcmp(as_cpu, "1"))
         gpu_device = "cpu";
-    else if (kvz_cuda_device_count(&err) <= 0)
+    else if (kvz_backend_device_count(KVZ_BACKEND_CUDA, &err) <= 0)
         kvz_test_skip("no CUDA device");
     int emu = emulated();
     printf("device: %s\n", emu ? "emulated" : "real");
