@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cuda_fp16.h>
+
 #include "cuda_ops_internal.cuh"
 
 extern "C" {
@@ -35,6 +37,8 @@ typedef struct cuda_backend {
     int32_t *ids;        /* embed's device ids, ids_cap elements */
     size_t ids_cap;
     size_t peak;         /* the largest used device memory sampled */
+    int tc_attention;    /* 0 when KVZ_ATTENTION=fp32 at open: no tensor-core attention */
+    int tc_score;        /* 0 when KVZ_SCORE=fp32 at open: no tensor-core score */
     /* KVzip+ score scratch (value lognorms' Gram/Y, best's slice maxima) */
     float *score_scratch;
     size_t score_scratch_cap;
@@ -246,6 +250,35 @@ static __global__ void from_bf16_kernel(const uint16_t *src, float *dst, size_t 
         dst[e] = bf16_widen_dev(src[e]);
 }
 
+/* Between any two of fp32 / bf16 / fp16 (dtype codes of ops/backend.h) via
+ * fp32; fp16 with cuda_fp16.h's round-to-nearest-even conversions, a NaN
+ * made quiet with the source's sign and payload top bits (the host rule). */
+static __global__ void convert_kernel(const void *src, int sdt, void *dst, int ddt, size_t n)
+{
+    GRID_STRIDE(e, n) {
+        float x;
+        if (sdt == KVZ_F32)
+            x = ((const float *)src)[e];
+        else if (sdt == KVZ_BF16)
+            x = bf16_widen_dev(((const uint16_t *)src)[e]);
+        else
+            x = __half2float(__ushort_as_half(((const unsigned short *)src)[e]));
+        if (ddt == KVZ_F32) {
+            ((float *)dst)[e] = x;
+        } else if (ddt == KVZ_BF16) {
+            ((uint16_t *)dst)[e] = f32_to_bf16_dev(x);
+        } else {
+            unsigned bits = (unsigned)__float_as_int(x);
+            unsigned short h;
+            if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu))
+                h = (unsigned short)(((bits >> 16) & 0x8000u) | 0x7e00u | ((bits >> 13) & 0x3ffu));
+            else
+                h = __half_as_ushort(__float2half_rn(x));
+            ((unsigned short *)dst)[e] = h;
+        }
+    }
+}
+
 /* kvz_splitmix64 of ops/backend.h, on the device. */
 static __device__ uint64_t splitmix64_dev(uint64_t x)
 {
@@ -343,14 +376,13 @@ static int cuda_rope(kvz_backend *be, float *x, size_t n_tokens, size_t n_heads,
 }
 
 /* compute bf16 takes the tensor-core kernel where the head_dim allows it,
- * unless KVZ_ATTENTION=fp32 (the safety valve); otherwise the fp32 kernel. */
+ * unless KVZ_ATTENTION=fp32 was set when the backend opened (the safety
+ * valve); otherwise the fp32 kernel. */
 static int cuda_attention(kvz_backend *be, const kvz_attn_args *a, kvz_dtype compute,
                           kvz_error *err)
 {
-    (void)be;
-    const char *env = getenv("KVZ_ATTENTION");
-    int tc = compute == KVZ_BF16 && kvz_cuda_attention_bf16_supported(a->head_dim) &&
-             !(env && strcmp(env, "fp32") == 0);
+    int tc = compute == KVZ_BF16 && cb(be)->tc_attention &&
+             kvz_cuda_attention_bf16_supported(a->head_dim);
     return tc ? kvz_cuda_attention_bf16(a, err) : kvz_cuda_attention(a, err);
 }
 
@@ -415,8 +447,9 @@ static int cuda_convert(kvz_backend *be, kvz_buf dst, kvz_buf src, kvz_error *er
             (const uint16_t *)src.data, (float *)dst.data, n);
         return check_launch("from_bf16_kernel launch", err);
     }
-    return kvz_fail(err, KVZ_EUNSUPPORTED, "cuda: convert: %s to %s is not supported",
-                    kvz_dtype_name(src.dtype), kvz_dtype_name(dst.dtype));
+    convert_kernel<<<kvz_cuda_blocks_for(n, THREADS), THREADS, 0, 0>>>(
+        src.data, (int)src.dtype, dst.data, (int)dst.dtype, n);
+    return check_launch("convert_kernel launch", err);
 }
 
 static int cuda_fill(kvz_backend *be, kvz_buf b, uint64_t seed, uint64_t tensor, float bound,
@@ -489,7 +522,7 @@ static int cuda_kvzip_best(kvz_backend *be, const float *q, const float *k, size
                            kvz_error *err)
 {
     cuda_backend *c = cb(be);
-    int tc = compute == KVZ_BF16;
+    int tc = compute == KVZ_BF16 && c->tc_score;
     size_t need = kvz_cuda_score_best_scratch(Hkv, dh, p0, p1, r0, r1, tc);
     int rc = need ? reserve(c, (void **)&c->score_scratch, &c->score_scratch_cap, need,
                             sizeof(float), "the score's slice maxima", err)
@@ -664,6 +697,9 @@ extern "C" int kvz_backend_cuda_open(const kvz_backend_options *opt, kvz_backend
     c->head.host_memory = 0;
     c->head.stream = NULL;
     c->device = opt ? opt->device : 0;
+    const char *env_att = getenv("KVZ_ATTENTION"), *env_score = getenv("KVZ_SCORE");
+    c->tc_attention = !(env_att && strcmp(env_att, "fp32") == 0);
+    c->tc_score = !(env_score && strcmp(env_score, "fp32") == 0);
     snprintf(c->head.name, sizeof c->head.name, "cuda:%d", c->device);
     int rc = setup(c, err);
     if (rc) {

@@ -23,7 +23,7 @@
  *      In the oracle's BF16 mode (the async entry's tensor_cores flag) the
  *      q.k products run on tensor cores instead (kernels/cuda_score_tc.cu,
  *      bf16 q and k, 64 keys x 64 queries per wmma tile) when head_dim is a
- *      multiple of 16 up to 256, unless KVZ_SCORE=fp32.
+ *      multiple of 16 up to 256, unless KVZ_SCORE=fp32 when the backend opened.
  * Never a T x T matrix; scratch O(H (|P| + |R|)) doubles + one GEMM buffer. */
 #include <limits.h>
 #include <math.h>
@@ -338,13 +338,10 @@ int kvz_cuda_score_causal_lse(const float *q, const float *k, const float *tap_l
     return kvz_cuda_check_launch("cuda: causal lse launch", err);
 }
 
-/* The tensor-core phase 4 when asked for, head_dim suits it and the
- * environment does not force fp32 (KVZ_SCORE=fp32, the safety valve). */
+/* The tensor-core phase 4 when asked for (the backend folds in its
+ * KVZ_SCORE=fp32 safety valve) and head_dim suits it. */
 static int use_tensor_cores(int requested, size_t dh)
 {
-    const char *env = getenv("KVZ_SCORE");
-    if (env && strcmp(env, "fp32") == 0)
-        return 0;
     return requested && kvz_cuda_score_tc_supported(dh);
 }
 

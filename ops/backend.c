@@ -322,9 +322,6 @@ int kvz_op_convert(kvz_backend *be, kvz_buf dst, kvz_buf src, kvz_error *err)
     if (dst.dtype == src.dtype)
         return kvz_backend_copy(be, dst.data, src.data, src.numel * kvz_dtype_size(src.dtype),
                                 err);
-    if (dst.dtype == KVZ_F16 || src.dtype == KVZ_F16)
-        return kvz_fail(err, KVZ_EUNSUPPORTED, "%s: convert: float16 is not supported yet",
-                        be->name);
     return be->ops->convert(be, dst, src, err);
 }
 

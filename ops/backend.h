@@ -28,6 +28,10 @@
  * the op and the problem ("cuda: cannot allocate 12582912 bytes for the K cache
  * on device 0 (3145728 bytes free of 85899345920)"); callers add the model.
  *
+ * Environment (read once, when a cuda backend opens): KVZ_ATTENTION=fp32
+ * keeps compute KVZ_BF16 attention off the tensor cores, KVZ_SCORE=fp32 the
+ * score's last phase (safety valves; results then match fp32 compute).
+ *
  * Numerics: each op states its contract; the cpu backend follows
  * transformers' fp32 eager path. Backends agree within the per-op budgets
  * of tests/test_backend_ops.c (NMSE per op and dtype), not bit for bit. */
@@ -196,8 +200,9 @@ int kvz_op_embed(kvz_backend *be, kvz_buf table, size_t dim, const int32_t *ids,
  * blocks out of a fused q/k/v row. */
 int kvz_op_copy_rows(kvz_backend *be, float *dst, size_t dst_stride, const float *src,
                      size_t src_stride, size_t n_rows, size_t width, kvz_error *err);
-/* dst = src converted element by element (dst.numel >= src.numel): fp32
- * to bf16 rounds to nearest even (NaN stays NaN); bf16 to fp32 is exact;
+/* dst = src converted element by element (dst.numel >= src.numel) between
+ * fp32, bf16 and fp16: narrowing rounds to nearest even (NaN stays NaN; fp16
+ * overflows to inf; bf16 <-> fp16 goes through fp32), widening is exact;
  * same dtype copies. */
 int kvz_op_convert(kvz_backend *be, kvz_buf dst, kvz_buf src, kvz_error *err);
 /* Random fill of b, reproducible on every backend: element i is uniform in
@@ -368,6 +373,49 @@ static inline uint16_t kvz_f32_to_bf16(float x)
 static inline float kvz_bf16_widen(uint16_t b)
 {
     union { uint32_t u; float f; } v = {(uint32_t)b << 16};
+    return v.f;
+}
+
+/* Host float16 conversions (IEEE binary16; the rule of kvz_op_convert):
+ * round to nearest even with subnormals, overflow to inf (from 65520 up),
+ * NaN stays a quiet NaN of the same sign; widening is exact. */
+static inline uint16_t kvz_f32_to_f16(float x)
+{
+    union { float f; uint32_t u; } v = {x};
+    uint32_t sign = (v.u >> 16) & 0x8000u, a = v.u & 0x7fffffffu;
+    if (a >= 0x7f800000u) /* inf, NaN */
+        return (uint16_t)(sign | 0x7c00u | (a > 0x7f800000u ? 0x0200u | ((a >> 13) & 0x3ffu) : 0));
+    if (a >= 0x477ff000u) /* >= 65520: inf */
+        return (uint16_t)(sign | 0x7c00u);
+    if (a < 0x38800000u) { /* below 2^-14: a subnormal (or 0) of 2^-24 units */
+        if (a < 0x33000000u)
+            return (uint16_t)sign;
+        uint32_t m = (a & 0x7fffffu) | 0x800000u, s = 126 - (a >> 23);
+        uint32_t r = m >> s, rem = m & ((1u << s) - 1), half = 1u << (s - 1);
+        r += rem > half || (rem == half && (r & 1u));
+        return (uint16_t)(sign | r);
+    }
+    uint32_t h = (((a >> 23) - 112) << 10) | ((a & 0x7fffffu) >> 13), rem = a & 0x1fffu;
+    h += rem > 0x1000u || (rem == 0x1000u && (h & 1u));
+    return (uint16_t)(sign | h);
+}
+
+static inline float kvz_f16_widen(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu, u;
+    if (e == 0x1f)
+        u = sign | 0x7f800000u | (m << 13);
+    else if (e)
+        u = sign | ((e + 112) << 23) | (m << 13);
+    else if (!m)
+        u = sign;
+    else { /* subnormal: normalize */
+        e = 113;
+        while (!(m & 0x400u))
+            m <<= 1, e--;
+        u = sign | (e << 23) | ((m & 0x3ffu) << 13);
+    }
+    union { uint32_t u; float f; } v = {u};
     return v.f;
 }
 

@@ -224,16 +224,17 @@ static int cpu_convert(kvz_backend *be, kvz_buf dst, kvz_buf src, kvz_error *err
 {
     (void)be;
     (void)err;
-    if (src.dtype == KVZ_F32) { /* -> bf16 */
-        const float *s = src.data;
-        uint16_t *d = dst.data;
-        for (size_t i = 0; i < src.numel; i++)
-            d[i] = kvz_f32_to_bf16(s[i]);
-    } else { /* bf16 -> f32 */
-        const uint16_t *s = src.data;
-        float *d = dst.data;
-        for (size_t i = 0; i < src.numel; i++)
-            d[i] = kvz_bf16_widen(s[i]);
+    /* (the generic layer sent same-dtype copies to copy) */
+    for (size_t i = 0; i < src.numel; i++) {
+        float x = src.dtype == KVZ_F32    ? ((const float *)src.data)[i]
+                  : src.dtype == KVZ_BF16 ? kvz_bf16_widen(((const uint16_t *)src.data)[i])
+                                          : kvz_f16_widen(((const uint16_t *)src.data)[i]);
+        if (dst.dtype == KVZ_F32)
+            ((float *)dst.data)[i] = x;
+        else if (dst.dtype == KVZ_BF16)
+            ((uint16_t *)dst.data)[i] = kvz_f32_to_bf16(x);
+        else
+            ((uint16_t *)dst.data)[i] = kvz_f32_to_f16(x);
     }
     return KVZ_OK;
 }

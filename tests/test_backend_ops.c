@@ -7,7 +7,7 @@
  *     attention with scale and per-row log-sum-exp (pos0 = 0 and > 0, decode
  *     and prefill, cpu blocks that do not divide the length), SwiGLU; and,
  *     bit for bit, add, embed (fp32 and bf16 tables), copy_rows, convert
- *     f32 <-> bf16 (round to nearest even: hand-picked bit patterns incl.
+ *     f32 <-> bf16 <-> f16 (round to nearest even: hand-picked bit patterns incl.
  *     halfway cases, subnormals, inf, NaN; every bf16 pattern; random fp32
  *     patterns against an RNE written here) and fill (splitmix64, checked
  *     against its published outputs).
@@ -1185,8 +1185,10 @@ static void test_errors(kvz_backend *be)
     rc = kvz_op_convert(be, small, x, &err);
     expect_err(be, rc, KVZ_EINVAL, &err, "convert", "convert into a too small dst");
     kvz_error_clear(&err);
-    rc = kvz_op_convert(be, f16, x, &err);
-    expect_err(be, rc, KVZ_EUNSUPPORTED, &err, "convert", "convert to float16");
+    kvz_buf as_int = f16; /* not a float dtype: refused before any access */
+    as_int.dtype = KVZ_I32, as_int.numel /= 2;
+    rc = kvz_op_convert(be, as_int, x, &err);
+    expect_err(be, rc, KVZ_EINVAL, &err, "convert", "convert to int32");
     kvz_error_clear(&err);
     rc = kvz_op_fill(be, f16, 1, 2, 0.1f, 0.0f, &err);
     expect_err(be, rc, KVZ_EINVAL, &err, "fill", "fill of a float16 buffer");
@@ -1234,6 +1236,116 @@ static void test_open_errors(void)
 }
 
 /* ================= the cases ================= */
+
+/* ---------- float16 conversions ---------- */
+
+/* f16 bits of x by the compiler's own conversion (_Float16: IEEE binary16,
+ * round to nearest even on x86-64), the reference for kvz_f32_to_f16. */
+#ifdef __FLT16_MAX__
+static uint16_t ref_f16(uint32_t u)
+{
+    _Float16 h = (_Float16)bits_f32(u);
+    uint16_t b;
+    memcpy(&b, &h, sizeof b);
+    return b;
+}
+
+static uint32_t ref_f16_widen(uint16_t b)
+{
+    _Float16 h;
+    memcpy(&h, &b, sizeof h);
+    return f32_bits((float)h);
+}
+#endif
+
+static int f16_nan(uint16_t b)
+{
+    return (b & 0x7c00u) == 0x7c00u && (b & 0x03ffu) != 0;
+}
+
+static void test_convert_f16(void)
+{
+#ifndef __FLT16_MAX__
+    printf("SKIP float16 conversions: this compiler has no _Float16 to check against\n");
+#else
+    /* f32 -> f16: hand-picked edges, then random patterns biased to the f16 range */
+    static const uint32_t hand[] = {
+        0x3f800000u, 0x477fe000u /* 65504 */, 0x477fefffu /* just below 65520: 65504 */,
+        0x477ff000u /* 65520: inf */, 0x38800000u /* 2^-14 */, 0x38000000u /* 2^-15 */,
+        0x33800000u /* 2^-24 */, 0x33000000u /* 2^-25: ties to 0 */, 0x33000001u /* up */,
+        0x33c00000u /* 1.5 x 2^-24: ties to even 2^-23 */, 0x387fe000u /* largest subnormal */,
+        0x387ff000u /* rounds up to 2^-14 */, 0x3f801000u /* halfway, even: down */,
+        0x3f803000u /* halfway, odd: up */, 0x80000000u, 0x7f800000u, 0xff800000u,
+        0x7fc00000u, 0x7f800001u, 0xffffffffu, 0x7f7fffffu, 0x00000001u,
+    };
+    enum { NH = sizeof hand / sizeof hand[0], NR = 100003, N16 = 65536, EXTRA = 3 };
+    uint32_t *in = malloc((NH + NR) * sizeof *in), *got32 = malloc((N16 + EXTRA) * 4);
+    uint16_t *got16 = malloc((NH + NR + EXTRA) * 2), *all16 = malloc(N16 * 2);
+    uint16_t *back = malloc(N16 * 2), *dst16 = malloc((NH + NR + EXTRA) * 2);
+    uint32_t *dst32 = malloc((N16 + EXTRA) * 4);
+    memcpy(in, hand, sizeof hand);
+    for (size_t i = 0; i < NR; i++) {
+        uint32_t u = (uint32_t)(rand_u64() >> 32);
+        if (i % 2) /* exponents near the f16 range, many halfway cases */
+            u = (u & 0x807fffffu) | ((uint32_t)(100 + i % 45) << 23);
+        if (i % 5 == 0)
+            u = (u & 0xffffe000u) | 0x1000u;
+        in[NH + i] = u;
+    }
+    for (size_t i = 0; i < NH + NR + EXTRA; i++)
+        dst16[i] = (uint16_t)(0x5a5a + i);
+    for (size_t i = 0; i < N16; i++)
+        all16[i] = (uint16_t)i;
+    for (size_t i = 0; i < N16 + EXTRA; i++)
+        dst32[i] = 0x3f800000u + (uint32_t)i;
+    kvz_backend *all[5] = {g_cpu};
+    for (int b = 0; b < g_n_other; b++)
+        all[b + 1] = g_other[b];
+    for (int b = 0; b <= g_n_other; b++) {
+        kvz_backend *be = all[b];
+        char what[160];
+        snprintf(what, sizeof what, "%s convert f32->f16 (%d patterns)", short_name(be),
+                 (int)(NH + NR));
+        run_convert(be, KVZ_F16, KVZ_F32, in, NH + NR, dst16, EXTRA, got16, what);
+        size_t bad = 0, first = 0;
+        for (size_t i = 0; i < NH + NR; i++) {
+            int ok = f32_bits_nan(in[i]) ? f16_nan(got16[i]) && (got16[i] & 0x0200u) &&
+                                               (got16[i] & 0x8000u) == (in[i] >> 16 & 0x8000u)
+                                         : got16[i] == ref_f16(in[i]);
+            if (!ok && !bad++)
+                first = i;
+        }
+        KVZ_CHECK(bad == 0, "%s: %zu differ; first 0x%08x -> got 0x%04x expected 0x%04x", what,
+                  bad, in[first], got16[first], ref_f16(in[first]));
+        KVZ_CHECK(memcmp(got16 + NH + NR, dst16 + NH + NR, EXTRA * 2) == 0,
+                  "%s: dst past the source written", what);
+        snprintf(what, sizeof what, "%s convert f16->f32 all 65536 patterns", short_name(be));
+        run_convert(be, KVZ_F32, KVZ_F16, all16, N16, dst32, EXTRA, got32, what);
+        bad = 0;
+        for (size_t i = 0; i < N16; i++) {
+            int ok = f16_nan(all16[i]) ? f32_bits_nan(got32[i]) : got32[i] == ref_f16_widen(all16[i]);
+            if (!ok && !bad++)
+                first = i;
+        }
+        KVZ_CHECK(bad == 0, "%s: %zu differ; first 0x%04x -> got 0x%08x expected 0x%08x", what,
+                  bad, all16[first], got32[first], ref_f16_widen(all16[first]));
+        snprintf(what, sizeof what, "%s convert f16->bf16->f16 round trip", short_name(be));
+        run_convert(be, KVZ_BF16, KVZ_F16, all16, N16, NULL, 0, got16, what);
+        run_convert(be, KVZ_F16, KVZ_BF16, got16, N16, NULL, 0, back, what);
+        bad = 0;
+        for (size_t i = 0; i < N16; i++) { /* bf16 holds 8 bits: exact up to that */
+            float x = bits_f32(ref_f16_widen(all16[i]));
+            uint16_t want = ref_f16(f32_bits(ref_widen(ref_bf16(f32_bits(x)))));
+            int ok = f16_nan(all16[i]) ? f16_nan(back[i]) : back[i] == want;
+            if (!ok && !bad++)
+                first = i;
+        }
+        KVZ_CHECK(bad == 0, "%s: %zu differ; first 0x%04x -> 0x%04x", what, bad, all16[first],
+                  back[first]);
+    }
+    free(in), free(got32), free(got16), free(all16), free(back), free(dst16), free(dst32);
+#endif
+}
 
 /* ---------- KVzip+ score ops ---------- */
 /* The four phases of ops/backend.h's KVzip+ score and the row gather, on
@@ -1732,6 +1844,7 @@ int main(void)
         test_copy_rows(&cp[i]);
 
     test_convert();
+    test_convert_f16();
 
     static const fill_case fl[] = {
         {1, 0, 0, 0, 0.02f, 0.0f},          {1001, 0, 42, 7, 0.5f, 0.0f},

@@ -82,34 +82,6 @@ static uint32_t f32_bits(float f)
 }
 
 /* Half subnormal (or zero) from a float magnitude below 2^-14. */
-static uint32_t f16_subnormal(uint32_t a)
-{
-    uint32_t e = a >> 23;
-    if (e < 102)
-        return 0; /* below half of the smallest subnormal */
-    uint32_t m = (a & 0x7fffffu) | 0x800000u;
-    uint32_t s = 126 - e; /* 14..24 */
-    uint32_t r = m >> s, rem = m & ((1u << s) - 1), half = 1u << (s - 1);
-    if (rem > half || (rem == half && (r & 1u)))
-        r++;
-    return r;
-}
-
-unsigned short kvz_f32_to_f16(float f)
-{
-    uint32_t u = f32_bits(f);
-    uint32_t sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
-    if (a > 0x7f800000u)
-        return (unsigned short)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
-    if (a >= 0x477ff000u) /* >= 65520 rounds to infinity */
-        return (unsigned short)(sign | 0x7c00u);
-    if (a >= 0x38800000u) { /* normal half */
-        a += 0xfffu + ((a >> 13) & 1u);
-        return (unsigned short)(sign | ((a - 0x38000000u) >> 13));
-    }
-    return (unsigned short)(sign | f16_subnormal(a));
-}
-
 void kvz_export_encode(const float *src, size_t n, kvz_export_dtype dtype, unsigned char *dst)
 {
     for (size_t i = 0; i < n; i++) {

@@ -90,8 +90,7 @@ int kvz_export_dtype_parse(const char *text, kvz_export_dtype *out, kvz_error *e
 /* Accepts "kvpress" (also "dir", "safetensors") and "gguf". */
 int kvz_export_format_parse(const char *text, kvz_export_format *out, kvz_error *err);
 
-/* float32 -> bfloat16 bits: kvz_f32_to_bf16 of ops/backend.h. */
-/* float32 -> IEEE half bits, round to nearest even (subnormals, +-inf). */
-unsigned short kvz_f32_to_f16(float f);
+/* float32 -> bfloat16 / IEEE half bits: kvz_f32_to_bf16 and kvz_f32_to_f16
+ * of ops/backend.h (round to nearest even). */
 
 #endif
