@@ -18,7 +18,7 @@ static const char USAGE[] =
     "                    [--threads N] [--device D] [--precision P] [--bench [--repeat N]]\n";
 
 static const char HELP[] =
-    "\nRuns the fp32 CPU forward pass (batch 1) and writes the logits as raw\n"
+    "\nRuns the forward pass (batch 1; cpu or cuda) and writes the logits as raw\n"
     "little-endian float32: [vocab] for the last position, or [n_tokens, vocab]\n"
     "row-major with --all. Prints the shape and the argmax of every written row.\n\n"
     "  MODEL         GGUF file or HF directory (default: the cached SmolLM2 GGUF)\n"
