@@ -26,6 +26,7 @@ extern "C" {
 #include "kvz_cuda_ops.h"
 }
 #include "cuda_score.cuh"
+#include "cuda_train.cuh"
 
 typedef struct cuda_backend {
     kvz_backend head;
@@ -42,6 +43,12 @@ typedef struct cuda_backend {
     /* KVzip+ score scratch (value lognorms' Gram/Y, best's slice maxima) */
     float *score_scratch;
     size_t score_scratch_cap;
+    /* trainer: reduction partials (+ a result slot) and the ridge's
+     * finiteness flag in one allocation; the bf16 GEMM's two inputs */
+    double *train_partial;
+    unsigned long long *train_flag;
+    uint16_t *gemm_bf16;
+    size_t gemm_bf16_cap;
     /* asynchronous downloads: a non-blocking copy stream (the legacy
      * default stream would wait for it), created on first use */
     cudaStream_t copy_stream;
@@ -313,6 +320,17 @@ static __global__ void fill_kernel(float *d32, uint16_t *d16, size_t n, uint64_t
  * column-major n_in x n_out, hence op(W) = T: C(n_out x n) = W^T x. fp32:
  * pedantic math and compute (strict fp32); bf16: default math (tensor cores)
  * with fp32 accumulation, as the previous GPU pass did per precision. */
+/* The handle's math mode (every GEMM user sets the one it needs, except
+ * that fp32 users accept default and pedantic alike). */
+static int set_math(cuda_backend *c, cublasMath_t math, kvz_error *err)
+{
+    if (math == c->math)
+        return KVZ_OK;
+    int rc = check_blas(cublasSetMathMode(c->blas, math), "cublasSetMathMode", err);
+    c->math = rc ? c->math : math;
+    return rc;
+}
+
 static int cuda_linear(kvz_backend *be, const float *x, kvz_buf w, const float *bias, float *y,
                        size_t n, size_t n_in, size_t n_out, kvz_error *err)
 {
@@ -499,9 +517,10 @@ static int cuda_value_lognorms(kvz_backend *be, const float *v, const float *w_o
                                double *out, kvz_error *err)
 {
     cuda_backend *c = cb(be);
-    int rc = reserve(c, (void **)&c->score_scratch, &c->score_scratch_cap,
-                     kvz_cuda_score_value_scratch(H, Hkv, dh, i1 - i0), sizeof(float),
-                     "the score's GEMM scratch", err);
+    int rc = c->math == CUBLAS_TF32_TENSOR_OP_MATH ? set_math(c, CUBLAS_PEDANTIC_MATH, err) : 0;
+    rc = rc ? rc : reserve(c, (void **)&c->score_scratch, &c->score_scratch_cap,
+                           kvz_cuda_score_value_scratch(H, Hkv, dh, i1 - i0), sizeof(float),
+                           "the score's GEMM scratch", err);
     return rc ? rc
               : kvz_cuda_score_value_lognorms(c->blas, c->score_scratch, v, w_o, H, Hkv, dh, D,
                                               i0, i1, out, 0, err);
@@ -618,6 +637,146 @@ static int cuda_slot_wait(kvz_backend *be, size_t slot, kvz_error *err)
 /* (end of the KVzip+ score, cuda) */
 
 /* ---------- trainer ops (cuda) ---------- */
+
+/* The partials and the flag, allocated on first use. */
+static int train_scratch(cuda_backend *c, kvz_error *err)
+{
+    if (c->train_partial)
+        return KVZ_OK;
+    void *p = NULL;
+    int rc = cuda_alloc(&c->head, KVZ_TRAIN_PARTIALS * sizeof(double) + sizeof(unsigned long long),
+                        "the trainer's reduction scratch", &p, err);
+    if (rc)
+        return rc;
+    c->train_partial = (double *)p;
+    c->train_flag = (unsigned long long *)(c->train_partial + KVZ_TRAIN_PARTIALS);
+    return KVZ_OK;
+}
+
+/* Row-major c [m, n] = op(a) op(b) + beta c is column-major c^T [n, m] =
+ * op(b)^T op(a)^T: b's row-major [k, n] is the column-major [n, k] it
+ * needs (no transpose), a^T likewise. */
+static int cuda_gemm(kvz_backend *be, int trans_a, int trans_b, size_t m, size_t n, size_t k,
+                     const float *a, const float *b, float beta, float *cm,
+                     kvz_gemm_precision prec, kvz_error *err)
+{
+    cuda_backend *c = cb(be);
+    cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    int lda = (int)(trans_a ? m : k), ldb = (int)(trans_b ? k : n);
+    const float one = 1.0f;
+    if (prec != KVZ_GEMM_BF16) {
+        int rc = set_math(c, prec == KVZ_GEMM_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                   : CUBLAS_PEDANTIC_MATH, err);
+        return rc ? rc : check_blas(cublasSgemm(c->blas, op_b, op_a, (int)n, (int)m, (int)k, &one,
+                                                b, ldb, a, lda, &beta, cm, (int)n),
+                                    "cublasSgemm(trainer)", err);
+    }
+    size_t na = m * k, nb = k * n, off = (na + 63) / 64 * 64; /* b's copy 128-byte aligned */
+    int rc = reserve(c, (void **)&c->gemm_bf16, &c->gemm_bf16_cap, off + nb, sizeof(uint16_t),
+                     "the bf16 GEMM inputs", err);
+    if (rc)
+        return rc;
+    to_bf16_kernel<<<kvz_cuda_blocks_for(na, THREADS), THREADS, 0, 0>>>(a, c->gemm_bf16, na);
+    rc = check_launch("to_bf16_kernel launch", err);
+    if (!rc) {
+        to_bf16_kernel<<<kvz_cuda_blocks_for(nb, THREADS), THREADS, 0, 0>>>(b, c->gemm_bf16 + off,
+                                                                           nb);
+        rc = check_launch("to_bf16_kernel launch", err);
+    }
+    rc = rc ? rc : set_math(c, CUBLAS_DEFAULT_MATH, err);
+    return rc ? rc : check_blas(cublasGemmEx(c->blas, op_b, op_a, (int)n, (int)m, (int)k, &one,
+                                             c->gemm_bf16 + off, CUDA_R_16BF, ldb, c->gemm_bf16,
+                                             CUDA_R_16BF, lda, &beta, cm, CUDA_R_32F, (int)n,
+                                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                                "cublasGemmEx(trainer, bf16)", err);
+}
+
+static int cuda_bias_rows(kvz_backend *be, float *out, const float *bias, size_t n, size_t m,
+                          kvz_error *err)
+{
+    (void)be;
+    return kvz_cuda_train_bias_rows(out, bias, n, m, err);
+}
+
+static int cuda_col_sums(kvz_backend *be, const float *v, size_t n, size_t m, float *out,
+                         kvz_error *err)
+{
+    (void)be;
+    return kvz_cuda_train_col_sums(v, n, m, out, err);
+}
+
+static int cuda_gelu(kvz_backend *be, const float *h, float *a, size_t count, kvz_error *err)
+{
+    (void)be;
+    return kvz_cuda_train_gelu(h, a, count, err);
+}
+
+static int cuda_gelu_backward(kvz_backend *be, const float *h, float *da, size_t count,
+                              kvz_error *err)
+{
+    (void)be;
+    return kvz_cuda_train_gelu_backward(h, da, count, err);
+}
+
+/* The reductions share one partials buffer: ops are ordered on the one
+ * stream, so a later op's partials never overwrite an earlier op's before
+ * its final block has read them. */
+static int cuda_mse(kvz_backend *be, const float *pred, const float *y, size_t count, float *dy,
+                    double *loss, kvz_error *err)
+{
+    cuda_backend *c = cb(be);
+    int rc = train_scratch(c, err);
+    return rc ? rc : kvz_cuda_train_mse(pred, y, count, dy, loss, c->train_partial, err);
+}
+
+static int cuda_clip_grad_norm(kvz_backend *be, float *g, size_t count, double max_norm,
+                               double *norm, kvz_error *err)
+{
+    cuda_backend *c = cb(be);
+    int rc = train_scratch(c, err);
+    return rc ? rc : kvz_cuda_train_clip(g, count, max_norm, norm, c->train_partial, err);
+}
+
+static int cuda_adamw(kvz_backend *be, float *param, const float *grad, float *m, float *v,
+                      size_t count, const kvz_adamw_args *a, kvz_error *err)
+{
+    (void)be;
+    return kvz_cuda_train_adamw(param, grad, m, v, count, a, err);
+}
+
+static int cuda_combine_parts(kvz_backend *be, float *dst, const float *const *src,
+                              const float *weight, size_t n_src, size_t count, double *loss_dst,
+                              const double *loss, const size_t *rows, kvz_error *err)
+{
+    (void)be;
+    return kvz_cuda_train_combine(dst, src, weight, n_src, count, loss_dst, loss, rows, err);
+}
+
+static int cuda_take_rows(kvz_backend *be, kvz_buf src, size_t width, const int64_t *idx,
+                          size_t row0, size_t n, float *dst, kvz_error *err)
+{
+    (void)be;
+    return kvz_cuda_train_take_rows(src.data, src.dtype == KVZ_F16, width, idx, row0, n, dst,
+                                    err);
+}
+
+static int cuda_ridge_add(kvz_backend *be, const float *x, const float *y, size_t n, size_t D,
+                          size_t H, kvz_buf scratch, kvz_buf sums, kvz_error *err)
+{
+    cuda_backend *c = cb(be);
+    int rc = train_scratch(c, err);
+    rc = rc ? rc : set_math(c, CUBLAS_PEDANTIC_MATH, err);
+    return rc ? rc : kvz_cuda_train_ridge_add(c->blas, x, y, n, D, H, (double *)scratch.data,
+                                              scratch.numel / (D + H), (double *)sums.data,
+                                              c->train_flag, err);
+}
+
+static int cuda_memory(kvz_backend *be, size_t *free_bytes, size_t *total_bytes, kvz_error *err)
+{
+    (void)be;
+    return check(cudaMemGetInfo(free_bytes, total_bytes), "cudaMemGetInfo", err);
+}
 /* (end of the trainer ops, cuda) */
 
 /* ---------- the table, opening and closing ---------- */
@@ -628,6 +787,8 @@ static void cuda_close(kvz_backend *be)
     cuda_free(be, c->x_bf16, 0);
     cuda_free(be, c->ids, 0);
     cuda_free(be, c->score_scratch, 0);
+    cuda_free(be, c->train_partial, 0);
+    cuda_free(be, c->gemm_bf16, 0);
     if (c->async_ready) {
         cudaStreamSynchronize(c->copy_stream);
         for (int s = 0; s < KVZ_BACKEND_SLOTS; s++)
@@ -649,6 +810,9 @@ static const kvz_backend_ops CUDA_OPS = {
     cuda_row_lognorms, cuda_value_lognorms, cuda_causal_lse, cuda_kvzip_best, cuda_gather_rows,
     cuda_download_async, cuda_slot_record, cuda_slot_fence, cuda_slot_wait,
     /* trainer */
+    cuda_gemm, cuda_bias_rows, cuda_col_sums, cuda_gelu, cuda_gelu_backward, cuda_mse,
+    cuda_clip_grad_norm, cuda_adamw, cuda_combine_parts, cuda_take_rows, cuda_ridge_add,
+    cuda_memory,
 };
 
 static int setup(cuda_backend *c, kvz_error *err)

@@ -1,8 +1,8 @@
 /* kvz_cuda_ops: the plain-C face of the CUDA oracle's per-layer ops (no CUDA
  * headers here): device buffers, RMSNorm, per-head RMSNorm (Qwen3 q/k norm),
- * rotate-half RoPE, SwiGLU and the KVzip+ layer score. Implemented by
- * kernels/cuda_ops.cu in CUDA builds and by kernels/cuda_ops_nocuda.c (every
- * function fails with KVZ_EUNSUPPORTED) otherwise.
+ * rotate-half RoPE, SwiGLU and the KVzip+ layer score, implemented by
+ * kernels/cuda_ops.cu; internal to the cuda backend (kernels/backend_cuda.cu),
+ * which exists only in CUDA builds.
  *
  * Conventions: every array pointer passed to a launcher is a DEVICE pointer
  * (from kvz_cuda_alloc) unless the comment says host; arrays are row-major

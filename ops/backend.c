@@ -422,4 +422,133 @@ int kvz_backend_slot_wait(kvz_backend *be, size_t slot, kvz_error *err)
 /* (end of the KVzip+ score ops) */
 
 /* ---------- trainer ops ---------- */
+
+const char *kvz_gemm_precision_name(kvz_gemm_precision p)
+{
+    return p == KVZ_GEMM_TF32 ? "tf32" : p == KVZ_GEMM_BF16 ? "bfloat16" : "float32";
+}
+
+/* BLAS sizes are int. */
+static int blas_size(size_t v)
+{
+    return v <= (size_t)0x7fffffff;
+}
+
+int kvz_op_gemm(kvz_backend *be, int trans_a, int trans_b, size_t m, size_t n, size_t k,
+                const float *a, const float *b, float beta, float *c, kvz_gemm_precision prec,
+                kvz_error *err)
+{
+    if (!m || !n)
+        return KVZ_OK;
+    NEED(a && b && c && k && blas_size(m) && blas_size(n) && blas_size(k) &&
+             (prec == KVZ_GEMM_FP32 || prec == KVZ_GEMM_TF32 || prec == KVZ_GEMM_BF16),
+         "gemm");
+    return be->ops->gemm(be, trans_a != 0, trans_b != 0, m, n, k, a, b, beta, c, prec, err);
+}
+
+int kvz_op_bias_rows(kvz_backend *be, float *out, const float *bias, size_t n, size_t m,
+                     kvz_error *err)
+{
+    if (!n || !m)
+        return KVZ_OK;
+    NEED(out && bias, "bias rows");
+    return be->ops->bias_rows(be, out, bias, n, m, err);
+}
+
+int kvz_op_col_sums(kvz_backend *be, const float *v, size_t n, size_t m, float *out,
+                    kvz_error *err)
+{
+    if (!m)
+        return KVZ_OK;
+    NEED(out && (v || !n) && m <= (size_t)0x7fffffff, "column sums");
+    return be->ops->col_sums(be, v, n, m, out, err);
+}
+
+int kvz_op_gelu(kvz_backend *be, const float *h, float *a, size_t count, kvz_error *err)
+{
+    if (!count)
+        return KVZ_OK;
+    NEED(h && a, "gelu");
+    return be->ops->gelu(be, h, a, count, err);
+}
+
+int kvz_op_gelu_backward(kvz_backend *be, const float *h, float *da, size_t count,
+                         kvz_error *err)
+{
+    if (!count)
+        return KVZ_OK;
+    NEED(h && da, "gelu backward");
+    return be->ops->gelu_backward(be, h, da, count, err);
+}
+
+int kvz_op_mse(kvz_backend *be, const float *pred, const float *y, size_t count, float *dy,
+               double *loss, kvz_error *err)
+{
+    NEED(pred && y && loss && count, "mse");
+    return be->ops->mse(be, pred, y, count, dy, loss, err);
+}
+
+int kvz_op_clip_grad_norm(kvz_backend *be, float *g, size_t count, double max_norm,
+                          double *norm, kvz_error *err)
+{
+    NEED(g && count, "clip grad norm");
+    return be->ops->clip_grad_norm(be, g, count, max_norm, norm, err);
+}
+
+int kvz_op_adamw(kvz_backend *be, float *param, const float *grad, float *m, float *v,
+                 size_t count, const kvz_adamw_args *a, kvz_error *err)
+{
+    if (!count)
+        return KVZ_OK;
+    NEED(param && grad && m && v && a && a->t >= 1, "adamw");
+    return be->ops->adamw(be, param, grad, m, v, count, a, err);
+}
+
+int kvz_op_combine_parts(kvz_backend *be, float *dst, const float *const *src,
+                         const float *weight, size_t n_src, size_t count, double *loss_dst,
+                         const double *loss, const size_t *rows, kvz_error *err)
+{
+    NEED(n_src && (!dst || (src && weight)) && (!loss_dst || (loss && rows)),
+         "combine parts");
+    for (size_t p = 0; dst && p < n_src; p++)
+        NEED(src[p], "combine parts");
+    return be->ops->combine_parts(be, dst, src, weight, n_src, count, loss_dst, loss, rows, err);
+}
+
+int kvz_op_take_rows(kvz_backend *be, kvz_buf src, size_t width, const int64_t *idx,
+                     size_t row0, size_t n, float *dst, kvz_error *err)
+{
+    if (!n || !width)
+        return KVZ_OK;
+    NEED(src.data && dst && (src.dtype == KVZ_F32 || src.dtype == KVZ_F16), "take rows");
+    size_t rows = src.numel / width;
+    if (!idx && (row0 > rows || n > rows - row0))
+        return kvz_fail(err, KVZ_EINVAL, "%s: take rows: rows %zu..%zu of %zu", be->name, row0,
+                        row0 + n, rows);
+    return be->ops->take_rows(be, src, width, idx, row0, n, dst, err);
+}
+
+int kvz_op_ridge_add(kvz_backend *be, const float *x, const float *y, size_t n, size_t D,
+                     size_t H, kvz_buf scratch, kvz_buf sums, kvz_error *err)
+{
+    if (!n)
+        return KVZ_OK;
+    NEED(x && y && D && H && blas_size(D) && blas_size(H) && scratch.data &&
+             scratch.dtype == KVZ_F64 && scratch.numel >= D + H && sums.data &&
+             sums.dtype == KVZ_F64 && sums.numel >= D * D + D * H + D + 2 * H,
+         "ridge add");
+    return be->ops->ridge_add(be, x, y, n, D, H, scratch, sums, err);
+}
+
+int kvz_backend_memory(kvz_backend *be, size_t *free_bytes, size_t *total_bytes,
+                       kvz_error *err)
+{
+    size_t f = 0, t = 0;
+    int rc = be->ops->memory(be, &f, &t, err);
+    if (free_bytes)
+        *free_bytes = f;
+    if (total_bytes)
+        *total_bytes = t;
+    return rc;
+}
 /* (end of the trainer ops) */

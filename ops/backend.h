@@ -284,6 +284,95 @@ int kvz_backend_slot_wait(kvz_backend *be, size_t slot, kvz_error *err);
 /* (end of the KVzip+ score ops) */
 
 /* ---------- trainer ops (the MLP and ridge surrogates) ---------- */
+/* What the trainer (trainer/mlp.c, mlp_train.c, ridge.c) writes once on:
+ * the MLP surrogate's forward/backward (GEMMs, bias, GELU, MSE), gradient
+ * clipping and AdamW, the batch gather, and the ridge's float64 sufficient
+ * statistics. fp32 elementwise work keeps the cpu trainer's operation order
+ * (cuda: explicit round-to-nearest intrinsics, no fused multiply-adds);
+ * reductions are float64, sequential on the cpu backend and fixed-order
+ * trees on cuda, so every backend is deterministic run to run. */
+
+/* GEMM arithmetic (train.gpu_precision); the cpu backend is always fp32. */
+typedef enum kvz_gemm_precision {
+    KVZ_GEMM_FP32 = 0, /* strict fp32 (cuda: CUBLAS_PEDANTIC_MATH, no TF32) */
+    KVZ_GEMM_TF32 = 1, /* cuda: TF32 tensor cores (about 1e-3 relative) */
+    KVZ_GEMM_BF16 = 2  /* cuda: both inputs rounded to bf16, fp32 accumulation */
+} kvz_gemm_precision;
+/* "float32", "tf32", "bfloat16" */
+const char *kvz_gemm_precision_name(kvz_gemm_precision p);
+
+/* Row-major c [m, n] = op(a) op(b) + beta c: op(a) [m, k] is a [m, k], or
+ * a^T of a [k, m] when trans_a; op(b) [k, n] is b [k, n], or b^T of b [n, k]
+ * when trans_b. beta 0 never reads c. cpu: cblas_sgemm. */
+int kvz_op_gemm(kvz_backend *be, int trans_a, int trans_b, size_t m, size_t n, size_t k,
+                const float *a, const float *b, float beta, float *c, kvz_gemm_precision prec,
+                kvz_error *err);
+/* out[r * m + j] = bias[j] for r < n, j < m (a layer's bias, before
+ * kvz_op_gemm with beta 1). */
+int kvz_op_bias_rows(kvz_backend *be, float *out, const float *bias, size_t n, size_t m,
+                     kvz_error *err);
+/* out[j] = (float) sum over r < n of v[r * m + j] (float64 sums), j < m:
+ * bias gradients. */
+int kvz_op_col_sums(kvz_backend *be, const float *v, size_t n, size_t m, float *out,
+                    kvz_error *err);
+/* a = gelu(h) (a may equal h), and da *= gelu'(h), for count elements
+ * (formulas in ops.h; cpu: libmvec, within 4 ulp; cuda: erff/expf). */
+int kvz_op_gelu(kvz_backend *be, const float *h, float *a, size_t count, kvz_error *err);
+int kvz_op_gelu_backward(kvz_backend *be, const float *h, float *da, size_t count,
+                         kvz_error *err);
+/* The MSE of pred against y over count elements: r = pred - y (fp32),
+ * dy = s r with s = 2.0f / (float)count when dy is not NULL, and the backend
+ * double *loss = (sum of r^2 in float64) / count. */
+int kvz_op_mse(kvz_backend *be, const float *pred, const float *y, size_t count, float *dy,
+               double *loss, kvz_error *err);
+/* torch.nn.utils.clip_grad_norm_: the backend double *norm = sqrt(sum g^2)
+ * (float64; norm NULL: backend scratch); when max_norm > 0 and coef =
+ * max_norm / (norm + 1e-6) < 1, g *= (float)coef, decided on the backend
+ * (nothing waits; a NaN norm leaves g alone). */
+int kvz_op_clip_grad_norm(kvz_backend *be, float *g, size_t count, double max_norm,
+                          double *norm, kvz_error *err);
+/* One torch.optim.AdamW step (amsgrad off), fp32, t >= 1 counting this step:
+ *   p *= 1 - lr wd; m += (g - m)(1 - b1); v = v b2 + (1 - b2) g g;
+ *   p -= (lr / (1 - b1^t)) (m / (sqrt(v) / sqrt(1 - b2^t) + eps))
+ * with every coefficient rounded to fp32 first. */
+typedef struct kvz_adamw_args {
+    size_t t;
+    double lr, beta1, beta2, eps, weight_decay;
+} kvz_adamw_args;
+int kvz_op_adamw(kvz_backend *be, float *param, const float *grad, float *m, float *v,
+                 size_t count, const kvz_adamw_args *a, kvz_error *err);
+/* dst[i] = sum over p < n_src (in p order, from 0) of weight[p] * src[p][i]
+ * (fp32), and the backend double *loss_dst = sum over p of (loss[p] *
+ * rows[p]) / total (float64) when loss_dst is not NULL: one batch's result
+ * from its parts (the cpu trainer splits a batch over its threads). src and
+ * weight, rows are HOST arrays (of backend pointers and numbers); loss
+ * [n_src] backend doubles; total = the sum of rows. dst may be NULL (loss
+ * only). */
+int kvz_op_combine_parts(kvz_backend *be, float *dst, const float *const *src,
+                         const float *weight, size_t n_src, size_t count, double *loss_dst,
+                         const double *loss, const size_t *rows, kvz_error *err);
+/* dst[k * width + c] = src[row(k) * width + c] for k < n, c < width, where
+ * row(k) = idx[k] (an int64 backend array) or row0 + k when idx is NULL;
+ * src [src.numel / width rows, width] fp32 or fp16 (widened). Rows outside
+ * src: KVZ_EINVAL (cpu, and the contiguous form everywhere; cuda does not
+ * check idx). */
+int kvz_op_take_rows(kvz_backend *be, kvz_buf src, size_t width, const int64_t *idx,
+                     size_t row0, size_t n, float *dst, kvz_error *err);
+/* The ridge's statistics += n rows x [n, D], y [n, H] (fp32), in float64.
+ * sums (KVZ_F64, D*D + D*H + D + 2H) holds, in order: xtx [D, D] (X^T X, the
+ * upper triangle of the row-major matrix; the strict lower part is never
+ * written), xty [D, H] row-major, x_sum [D], y_sum [H], y_sq_sum [H].
+ * scratch (KVZ_F64, at least D + H) takes float64 copies of
+ * scratch.numel / (D + H) rows at a time (cpu: 256 keeps them in cache;
+ * cuda: a few thousand). A non-finite value fails with KVZ_EINVAL ("ridge:
+ * row r feature k of the block is not finite", or "target") and leaves the
+ * sums unchanged (cuda waits for that check). */
+int kvz_op_ridge_add(kvz_backend *be, const float *x, const float *y, size_t n, size_t D,
+                     size_t H, kvz_buf scratch, kvz_buf sums, kvz_error *err);
+/* Free and total bytes of the backend's memory (cuda: its device,
+ * cudaMemGetInfo; cpu: available and total physical memory). */
+int kvz_backend_memory(kvz_backend *be, size_t *free_bytes, size_t *total_bytes,
+                       kvz_error *err);
 /* (end of the trainer ops) */
 
 /* ---------- implementing a backend ---------- */
@@ -342,6 +431,30 @@ typedef struct kvz_backend_ops {
     int (*slot_fence)(kvz_backend *be, size_t slot, kvz_error *err);
     int (*slot_wait)(kvz_backend *be, size_t slot, kvz_error *err);
     /* trainer */
+    int (*gemm)(kvz_backend *be, int trans_a, int trans_b, size_t m, size_t n, size_t k,
+                const float *a, const float *b, float beta, float *c, kvz_gemm_precision prec,
+                kvz_error *err);
+    int (*bias_rows)(kvz_backend *be, float *out, const float *bias, size_t n, size_t m,
+                     kvz_error *err);
+    int (*col_sums)(kvz_backend *be, const float *v, size_t n, size_t m, float *out,
+                    kvz_error *err);
+    int (*gelu)(kvz_backend *be, const float *h, float *a, size_t count, kvz_error *err);
+    int (*gelu_backward)(kvz_backend *be, const float *h, float *da, size_t count,
+                         kvz_error *err);
+    int (*mse)(kvz_backend *be, const float *pred, const float *y, size_t count, float *dy,
+               double *loss, kvz_error *err);
+    int (*clip_grad_norm)(kvz_backend *be, float *g, size_t count, double max_norm,
+                          double *norm, kvz_error *err);
+    int (*adamw)(kvz_backend *be, float *param, const float *grad, float *m, float *v,
+                 size_t count, const kvz_adamw_args *a, kvz_error *err);
+    int (*combine_parts)(kvz_backend *be, float *dst, const float *const *src,
+                         const float *weight, size_t n_src, size_t count, double *loss_dst,
+                         const double *loss, const size_t *rows, kvz_error *err);
+    int (*take_rows)(kvz_backend *be, kvz_buf src, size_t width, const int64_t *idx,
+                     size_t row0, size_t n, float *dst, kvz_error *err);
+    int (*ridge_add)(kvz_backend *be, const float *x, const float *y, size_t n, size_t D,
+                     size_t H, kvz_buf scratch, kvz_buf sums, kvz_error *err);
+    int (*memory)(kvz_backend *be, size_t *free_bytes, size_t *total_bytes, kvz_error *err);
 } kvz_backend_ops;
 
 /* The common head of every backend; an implementation embeds it first and

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backend.h"
 
@@ -36,8 +37,8 @@ static int cpu_alloc(kvz_backend *be, size_t bytes, const char *what, void **out
     cpu_backend *c = (cpu_backend *)be;
     *out = malloc(bytes);
     if (!*out)
-        return kvz_fail(err, KVZ_ENOMEM, "cpu: cannot allocate %zu MiB for %s", bytes >> 20,
-                        what);
+        return kvz_fail(err, KVZ_ENOMEM, "cpu: out of memory: cannot allocate %zu bytes for %s",
+                        bytes, what);
     if (be->bytes_held + bytes > c->peak)
         c->peak = be->bytes_held + bytes;
     return KVZ_OK;
@@ -544,6 +545,245 @@ static int cpu_slot_nop(kvz_backend *be, size_t slot, kvz_error *err)
 /* (end of the KVzip+ score, cpu) */
 
 /* ---------- trainer ops (cpu) ---------- */
+/* The arithmetic of the cpu trainer as it always was: sgemm, sequential
+ * float64 sums, fp32 elementwise loops. Every op here is stateless, so the
+ * trainer may call them from several threads at once on disjoint arrays
+ * (the parts of a batch). */
+
+static int cpu_gemm(kvz_backend *be, int trans_a, int trans_b, size_t m, size_t n, size_t k,
+                    const float *a, const float *b, float beta, float *c,
+                    kvz_gemm_precision prec, kvz_error *err)
+{
+    (void)be, (void)prec, (void)err;
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, 1.0f, a,
+                (int)(trans_a ? m : k), b, (int)(trans_b ? k : n), beta, c, (int)n);
+    return KVZ_OK;
+}
+
+static int cpu_bias_rows(kvz_backend *be, float *out, const float *bias, size_t n, size_t m,
+                         kvz_error *err)
+{
+    (void)be, (void)err;
+    for (size_t r = 0; r < n; r++)
+        memcpy(out + r * m, bias, m * sizeof *out);
+    return KVZ_OK;
+}
+
+static int cpu_col_sums(kvz_backend *be, const float *v, size_t n, size_t m, float *out,
+                        kvz_error *err)
+{
+    (void)be, (void)err;
+    for (size_t j = 0; j < m; j++) {
+        double acc = 0;
+        for (size_t r = 0; r < n; r++)
+            acc += v[r * m + j];
+        out[j] = (float)acc;
+    }
+    return KVZ_OK;
+}
+
+static int cpu_gelu(kvz_backend *be, const float *h, float *a, size_t count, kvz_error *err)
+{
+    (void)be, (void)err;
+    kvz_gelu_forward(h, a, count);
+    return KVZ_OK;
+}
+
+static int cpu_gelu_backward(kvz_backend *be, const float *h, float *da, size_t count,
+                             kvz_error *err)
+{
+    (void)be, (void)err;
+    kvz_gelu_backward_mul(h, da, count);
+    return KVZ_OK;
+}
+
+static int cpu_mse(kvz_backend *be, const float *pred, const float *y, size_t count, float *dy,
+                   double *loss, kvz_error *err)
+{
+    (void)be, (void)err;
+    double sse = 0;
+    float scale = 2.0f / (float)count;
+    for (size_t i = 0; i < count; i++) {
+        float r = pred[i] - y[i];
+        sse += (double)r * r;
+        if (dy)
+            dy[i] = scale * r;
+    }
+    *loss = sse / (double)count;
+    return KVZ_OK;
+}
+
+static int cpu_clip_grad_norm(kvz_backend *be, float *g, size_t count, double max_norm,
+                              double *norm_out, kvz_error *err)
+{
+    (void)be, (void)err;
+    double sq = 0;
+    for (size_t i = 0; i < count; i++)
+        sq += (double)g[i] * g[i];
+    double norm = sqrt(sq);
+    if (norm_out)
+        *norm_out = norm;
+    if (max_norm > 0) {
+        double coef = max_norm / (norm + 1e-6);
+        if (coef < 1.0) {
+            float c = (float)coef;
+            for (size_t i = 0; i < count; i++)
+                g[i] *= c;
+        }
+    }
+    return KVZ_OK;
+}
+
+typedef struct adamw_job {
+    float *p, *m, *v;
+    const float *g;
+    size_t count, n_slices;
+    float decay, step_size, bc2_sqrt, b1, b2, eps;
+} adamw_job;
+
+static void adamw_slice(void *ctx, size_t c)
+{
+    const adamw_job *j = ctx;
+    size_t i0 = j->count * c / j->n_slices, i1 = j->count * (c + 1) / j->n_slices;
+    for (size_t i = i0; i < i1; i++) {
+        float g = j->g[i];
+        j->p[i] *= j->decay;
+        j->m[i] += (g - j->m[i]) * (1.0f - j->b1);
+        j->v[i] = j->v[i] * j->b2 + (1.0f - j->b2) * g * g;
+        float denom = sqrtf(j->v[i]) / j->bc2_sqrt + j->eps;
+        j->p[i] -= j->step_size * (j->m[i] / denom);
+    }
+}
+
+static int cpu_adamw(kvz_backend *be, float *param, const float *grad, float *m, float *v,
+                     size_t count, const kvz_adamw_args *a, kvz_error *err)
+{
+    (void)be, (void)err;
+    double bc1 = 1.0 - pow(a->beta1, (double)a->t), bc2 = 1.0 - pow(a->beta2, (double)a->t);
+    int threads = kvz_ops_threads();
+    adamw_job j = {param, m, v, grad, count, threads > 1 ? (size_t)threads : 1,
+                   (float)(1.0 - a->lr * a->weight_decay), (float)(a->lr / bc1),
+                   (float)sqrt(bc2), (float)a->beta1, (float)a->beta2, (float)a->eps};
+    kvz_parallel_for(j.n_slices, adamw_slice, &j); /* elementwise: slices change nothing */
+    return KVZ_OK;
+}
+
+typedef struct combine_job {
+    float *dst;
+    const float *const *src;
+    const float *weight;
+    size_t n_src, count, n_slices;
+} combine_job;
+
+static void combine_slice(void *ctx, size_t c)
+{
+    const combine_job *j = ctx;
+    size_t i0 = j->count * c / j->n_slices, i1 = j->count * (c + 1) / j->n_slices;
+    for (size_t i = i0; i < i1; i++) {
+        float g = 0.0f;
+        for (size_t p = 0; p < j->n_src; p++)
+            g += j->weight[p] * j->src[p][i];
+        j->dst[i] = g;
+    }
+}
+
+static int cpu_combine_parts(kvz_backend *be, float *dst, const float *const *src,
+                             const float *weight, size_t n_src, size_t count, double *loss_dst,
+                             const double *loss, const size_t *rows, kvz_error *err)
+{
+    (void)be, (void)err;
+    if (loss_dst) {
+        size_t total = 0;
+        for (size_t p = 0; p < n_src; p++)
+            total += rows[p];
+        double sum = 0.0;
+        for (size_t p = 0; p < n_src; p++)
+            sum += loss[p] * (double)rows[p] / (double)total;
+        *loss_dst = sum;
+    }
+    if (dst) {
+        int threads = kvz_ops_threads();
+        combine_job j = {dst, src, weight, n_src, count, threads > 1 ? (size_t)threads : 1};
+        kvz_parallel_for(j.n_slices, combine_slice, &j);
+    }
+    return KVZ_OK;
+}
+
+static int cpu_take_rows(kvz_backend *be, kvz_buf src, size_t width, const int64_t *idx,
+                         size_t row0, size_t n, float *dst, kvz_error *err)
+{
+    size_t rows = src.numel / width;
+    for (size_t k = 0; idx && k < n; k++)
+        if (idx[k] < 0 || (uint64_t)idx[k] >= rows)
+            return kvz_fail(err, KVZ_EINVAL, "%s: take rows: row %lld (#%zu) outside [0, %zu)",
+                            be->name, (long long)idx[k], k, rows);
+    for (size_t k = 0; k < n; k++) {
+        size_t r = idx ? (size_t)idx[k] : row0 + k;
+        if (src.dtype == KVZ_F32)
+            memcpy(dst + k * width, (const float *)src.data + r * width, width * sizeof *dst);
+        else
+            for (size_t c = 0; c < width; c++)
+                dst[k * width + c] = kvz_f16_widen(((const uint16_t *)src.data)[r * width + c]);
+    }
+    return KVZ_OK;
+}
+
+static int first_nonfinite(const float *v, size_t n, size_t cols, const char *what,
+                           kvz_error *err)
+{
+    for (size_t i = 0; i < n * cols; i++)
+        if (!isfinite(v[i]))
+            return kvz_fail(err, KVZ_EINVAL, "ridge: row %zu %s %zu of the block is not finite",
+                            i / cols, what, i % cols);
+    return KVZ_OK;
+}
+
+static int cpu_ridge_add(kvz_backend *be, const float *x, const float *y, size_t n, size_t D,
+                         size_t H, kvz_buf scratch, kvz_buf sums, kvz_error *err)
+{
+    (void)be;
+    int rc = first_nonfinite(x, n, D, "feature", err);
+    rc = rc ? rc : first_nonfinite(y, n, H, "target", err);
+    if (rc)
+        return rc;
+    size_t block = scratch.numel / (D + H);
+    double *xbuf = scratch.data, *ybuf = xbuf + block * D, *xtx = sums.data;
+    double *xty = xtx + D * D, *x_sum = xty + D * H, *y_sum = x_sum + D, *y_sq = y_sum + H;
+    for (size_t r0 = 0; r0 < n; r0 += block) {
+        size_t nb = n - r0 < block ? n - r0 : block;
+        for (size_t i = 0; i < nb * D; i++)
+            xbuf[i] = x[r0 * D + i];
+        for (size_t i = 0; i < nb * H; i++)
+            ybuf[i] = y[r0 * H + i];
+        /* xtx (upper, row-major) += Xb^T Xb; xty += Xb^T Yb */
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)D, (int)nb, 1.0, xbuf, (int)D,
+                    1.0, xtx, (int)D);
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)D, (int)H, (int)nb, 1.0, xbuf,
+                    (int)D, ybuf, (int)H, 1.0, xty, (int)H);
+        for (size_t r = 0; r < nb; r++) {
+            for (size_t i = 0; i < D; i++)
+                x_sum[i] += xbuf[r * D + i];
+            for (size_t h = 0; h < H; h++) {
+                double v = ybuf[r * H + h];
+                y_sum[h] += v;
+                y_sq[h] += v * v;
+            }
+        }
+    }
+    return KVZ_OK;
+}
+
+static int cpu_memory(kvz_backend *be, size_t *free_bytes, size_t *total_bytes, kvz_error *err)
+{
+    long page = sysconf(_SC_PAGESIZE), total = sysconf(_SC_PHYS_PAGES);
+    long avail = sysconf(_SC_AVPHYS_PAGES);
+    if (page <= 0 || total <= 0 || avail < 0)
+        return kvz_fail(err, KVZ_EIO, "%s: cannot read the physical memory size", be->name);
+    *free_bytes = (size_t)avail * (size_t)page;
+    *total_bytes = (size_t)total * (size_t)page;
+    return KVZ_OK;
+}
 /* (end of the trainer ops, cpu) */
 
 static const kvz_backend_ops CPU_OPS = {
@@ -561,6 +801,12 @@ static const kvz_backend_ops CPU_OPS = {
     .slot_record = cpu_slot_nop,      .slot_fence = cpu_slot_nop,
     .slot_wait = cpu_slot_nop,
     /* trainer */
+    .gemm = cpu_gemm,                 .bias_rows = cpu_bias_rows,
+    .col_sums = cpu_col_sums,         .gelu = cpu_gelu,
+    .gelu_backward = cpu_gelu_backward, .mse = cpu_mse,
+    .clip_grad_norm = cpu_clip_grad_norm, .adamw = cpu_adamw,
+    .combine_parts = cpu_combine_parts, .take_rows = cpu_take_rows,
+    .ridge_add = cpu_ridge_add,       .memory = cpu_memory,
 };
 
 kvz_backend *kvz_backend_host(void)

@@ -25,6 +25,12 @@ void kvz_parallel_for(size_t n_items, kvz_parallel_fn fn, void *ctx);
 float kvz_vexp_shift_sum(float *v, size_t n, float m);
 /* sum of expf(v[i] - m) for i < n, v unchanged (vectorized). */
 double kvz_vexp_sum(const float *v, size_t n, float m);
+/* The MLP surrogate's exact GELU (vectorized, ops_vexp.c):
+ *   gelu(h)  = h * Phi(h),            Phi(h) = (1 + erf(h / sqrt 2)) / 2
+ *   gelu'(h) = Phi(h) + h * phi(h),   phi(h) = exp(-h^2 / 2) / sqrt(2 pi)
+ * a[i] = gelu(h[i]) (a may equal h); da[i] *= gelu'(h[i]). */
+void kvz_gelu_forward(const float *h, float *a, size_t n);
+void kvz_gelu_backward_mul(const float *h, float *da, size_t n);
 
 /* y[r] = x[r] * 1/sqrt(mean(x[r]^2) + eps) * w, for rows r < n_rows of dim
  * values (y may equal x). Also the Qwen3 q/k norm (rows = tokens x heads). */

@@ -20,6 +20,10 @@
  *     The KVzip+ score phases (row and value log-norms, causal lse, the
  *     best log-score; fp32 and bf16 compute), the row gather and the
  *     asynchronous slot downloads likewise (see their section).
+ *     The trainer ops (gemm in every transpose combination and precision,
+ *     bias rows, column sums, GELU and its gradient, MSE, gradient clipping,
+ *     AdamW, combine_parts, take_rows, the ridge statistics, backend memory)
+ *     likewise, with relative budgets (see their section).
  *  3. The argument errors of the generic layer (ops/backend.c) on every
  *     backend: KVZ_EINVAL with a message naming the op, and opening cuda in
  *     a build without CUDA: KVZ_EUNSUPPORTED "... built without CUDA ...".
@@ -157,7 +161,7 @@ typedef struct stat {
     int cases;
 } stat;
 
-static stat g_stats[64];
+static stat g_stats[128];
 static int g_n_stats;
 static int g_verbose; /* KVZ_TEST_VERBOSE=1: print every case's NMSE */
 
@@ -1738,8 +1742,1009 @@ static void test_score_ops(void)
 /* (end of the KVzip+ score op tests) */
 
 /* ---------- trainer ops ---------- */
+/* The trainer ops of ops/backend.h (the MLP and ridge surrogates): the cpu
+ * backend against naive re-derivations of each contract (double sums, or the
+ * header's fp32 formula written out), every other backend against the cpu
+ * backend on the same inputs (upload, run, download). Errors are relative
+ * ("rel" in the stat names): |got - ref| / scale elementwise, scale a bound
+ * on the magnitudes that meet in the element (stated per op), so results
+ * that cancel to near 0 do not inflate it. Exact ops (bias rows, take rows,
+ * the scaling of clip, dy of mse, combine_parts' fp32 sum in p order) are
+ * compared bit for bit; the header pins their arithmetic (fp32 in the cpu's
+ * order, no fused multiply-adds). Worst seen in brackets (x86-64 OpenBLAS;
+ * cuda: the CPU emulator). */
+/* gemm, scale sum_k |op(a)_ik op(b)_kj| + |beta c_ij| (the componentwise
+ * bound of a dot product) */
+#define RTOL_GEMM_F32 1e-6       /* fp32 sgemm vs the double product [1.8e-7]; cuda vs
+                                    cpu [1.2e-7] */
+#define RTOL_GEMM_TF32 3e-3      /* tf32 keeps 10 mantissa bits: <= 2^-10 per input even
+                                    truncated, two inputs, vs the cpu's fp32 [5.9e-4] */
+#define RTOL_GEMM_BF16 1e-2      /* bf16 keeps 7: <= 2^-8 per input rounded to nearest,
+                                    two inputs, vs the cpu's fp32 [4.5e-3] */
+#define RTOL_GEMM_BF16_EXACT 1e-5 /* bf16 mode vs the double product of the bf16-rounded
+                                     inputs (the header's contract): fp32 accumulation
+                                     [1.0e-7] */
+#define RTOL_COL_SUMS 1e-6       /* float64 sums rounded once to fp32 (2^-24), scale |ref|
+                                    [5.9e-8; cuda vs cpu 0] */
+#define RTOL_GELU 1e-6           /* libmvec erff/expf (<= 4 ulp); cuda erff/expf; scale
+                                    |gelu(h)| + |h| (1 + erff(x) cancels for h << 0) and
+                                    |da gelu'(h)| + |da| (gelu' crosses 0 at h = -0.75)
+                                    [1.2e-7 both; cuda vs cpu 1.2e-7] */
+#define RTOL_F64_SUM 1e-12       /* float64 reductions (mse loss, clip norm, ridge,
+                                    combine's loss): another order costs ~1e-16 [cpu:
+                                    ridge 1.7e-16, else 0; cuda vs cpu 4.9e-15] */
+#define RTOL_ADAMW 1e-6          /* fp32 formula; scale |p| + |p0| + lr, |m| + |m0| +
+                                    sum |g|, |v| [0: bit for bit, cuda too] */
+
+static int all_backends(kvz_backend **all)
+{
+    all[0] = g_cpu;
+    for (int b = 0; b < g_n_other; b++)
+        all[b + 1] = g_other[b];
+    return g_n_other + 1;
+}
+
+/* err_i = |got_i - ref_i| / scale_i (scale NULL: |ref_i|; 0 / 0 counts as 0)
+ * <= rtol for every element; got must be finite. Records the worst under
+ * stat_name. */
+static void check_rel(const char *stat_name, const char *what, const double *got,
+                      const double *ref, const double *scale, size_t n, double rtol)
+{
+    double worst = 0.0;
+    size_t wi = 0, nonfinite = 0, first_nf = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(got[i])) {
+            if (!nonfinite++)
+                first_nf = i;
+            continue;
+        }
+        double d = fabs(got[i] - ref[i]), s = scale ? scale[i] : fabs(ref[i]);
+        double e = s > 0.0 ? d / s : d == 0.0 ? 0.0 : INFINITY;
+        if (e > worst)
+            worst = e, wi = i;
+    }
+    record(stat_name, rtol, nonfinite ? NAN : worst);
+    if (g_verbose)
+        printf("  %-44s %9.3g  %s\n", stat_name, worst, what);
+    KVZ_CHECK(nonfinite == 0, "%s: %zu of %zu outputs not finite (first [%zu] = %g)", what,
+              nonfinite, n, first_nf, n ? got[first_nf] : 0.0);
+    KVZ_CHECK(worst <= rtol,
+              "%s: relative error %.3g > budget %.0e; worst [%zu] got %.17g expected %.17g "
+              "(|diff| %.3g, scale %.3g)",
+              what, worst, rtol, wi, n ? got[wi] : 0.0, n ? ref[wi] : 0.0,
+              n ? fabs(got[wi] - ref[wi]) : 0.0,
+              n ? (scale ? scale[wi] : fabs(ref[wi])) : 0.0);
+}
+
+static void check_rel_f32(const char *stat_name, const char *what, const float *got,
+                          const double *ref, const double *scale, size_t n, double rtol)
+{
+    double *g = widen_array(got, n);
+    check_rel(stat_name, what, g, ref, scale, n, rtol);
+    free(g);
+}
+
+/* One backend double downloaded. */
+static double download_f64(kvz_backend *be, gbuf *g, const char *what)
+{
+    double v = NAN;
+    gb_finish(be, g, &v, NULL, what);
+    return v;
+}
+
+/* ================= gemm ================= */
+
+typedef struct gemm_case {
+    size_t m, n, k;
+} gemm_case;
+
+/* c [m, n] = op(a) op(b) + beta c0 on be (c0 NULL: c holds the NaN guard
+ * pattern, which beta 0 must never read). */
+static void run_gemm(kvz_backend *be, int ta, int tb, const gemm_case *c, const float *a,
+                     const float *b, float beta, const float *c0, kvz_gemm_precision prec,
+                     float *out, const char *what)
+{
+    gbuf ga, gbb, gc;
+    gb_make(be, KVZ_F32, c->m * c->k, a, "a", &ga);
+    gb_make(be, KVZ_F32, c->k * c->n, b, "b", &gbb);
+    gb_make(be, KVZ_F32, c->m * c->n, c0, "c", &gc);
+    kvz_error err = {0};
+    int rc = kvz_op_gemm(be, ta, tb, c->m, c->n, c->k, f32p(&ga), f32p(&gbb), beta, f32p(&gc),
+                         prec, &err);
+    op_ok(be, rc, &err, what);
+    char lab[300];
+    snprintf(lab, sizeof lab, "%s: c", what);
+    gb_finish(be, &gc, out, NULL, lab);
+    snprintf(lab, sizeof lab, "%s: a", what);
+    gb_finish(be, &ga, NULL, a, lab);
+    snprintf(lab, sizeof lab, "%s: b", what);
+    gb_finish(be, &gbb, NULL, b, lab);
+}
+
+/* ref = op(a) op(b) + beta c0 in double and the componentwise scale. a holds
+ * [m, k] (or [k, m] when ta), b [k, n] (or [n, k] when tb). */
+static void ref_gemm(int ta, int tb, const gemm_case *c, const float *a, const float *b,
+                     float beta, const float *c0, double *ref, double *scale)
+{
+    size_t m = c->m, n = c->n, k = c->k;
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < n; j++) {
+            double s = 0.0, sa = 0.0;
+            for (size_t q = 0; q < k; q++) {
+                double p = (double)(ta ? a[q * m + i] : a[i * k + q]) *
+                           (double)(tb ? b[j * k + q] : b[q * n + j]);
+                s += p;
+                sa += fabs(p);
+            }
+            if (beta != 0.0f) {
+                s += (double)beta * c0[i * n + j];
+                sa += fabs((double)beta * c0[i * n + j]);
+            }
+            ref[i * n + j] = s;
+            scale[i * n + j] = sa;
+        }
+}
+
+static void test_gemm(const gemm_case *c)
+{
+    size_t na = c->m * c->k, nb = c->k * c->n, nc = c->m * c->n;
+    float *a = rand_array(na, 1.0f), *b = rand_array(nb, 1.0f), *c0 = rand_array(nc, 2.0f);
+    float *a16 = malloc(na * sizeof *a16), *b16 = malloc(nb * sizeof *b16);
+    for (size_t i = 0; i < na; i++)
+        a16[i] = kvz_bf16_widen(kvz_f32_to_bf16(a[i]));
+    for (size_t i = 0; i < nb; i++)
+        b16[i] = kvz_bf16_widen(kvz_f32_to_bf16(b[i]));
+    double *ref = malloc(nc * sizeof *ref), *scale = malloc(nc * sizeof *scale);
+    double *ref16 = malloc(nc * sizeof *ref16), *scale16 = malloc(nc * sizeof *scale16);
+    float *cpu = malloc(nc * sizeof *cpu), *got = malloc(nc * sizeof *got);
+    double *cpu_d = malloc(nc * sizeof *cpu_d);
+    static const kvz_gemm_precision precs[3] = {KVZ_GEMM_FP32, KVZ_GEMM_TF32, KVZ_GEMM_BF16};
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int bi = 0; bi < 2; bi++) {
+                float beta = bi ? 1.0f : 0.0f;
+                const float *cin = bi ? c0 : NULL;
+                ref_gemm(ta, tb, c, a, b, beta, c0, ref, scale);
+                ref_gemm(ta, tb, c, a16, b16, beta, c0, ref16, scale16);
+                char what[200], wl[260], st[96];
+                snprintf(what, sizeof what, "gemm %s%s m=%zu n=%zu k=%zu beta=%g%s",
+                         ta ? "a^T" : "a", tb ? " b^T" : " b", c->m, c->n, c->k, (double)beta,
+                         bi ? "" : " (c NaN)");
+                snprintf(wl, sizeof wl, "cpu %s f32", what);
+                run_gemm(g_cpu, ta, tb, c, a, b, beta, cin, KVZ_GEMM_FP32, cpu, wl);
+                check_rel_f32("gemm f32 rel: cpu vs naive", wl, cpu, ref, scale, nc,
+                              RTOL_GEMM_F32);
+                for (int p = 1; p < 3; p++) { /* the cpu backend is always fp32 */
+                    snprintf(wl, sizeof wl, "cpu %s %s (fp32 on the cpu)", what,
+                             kvz_gemm_precision_name(precs[p]));
+                    run_gemm(g_cpu, ta, tb, c, a, b, beta, cin, precs[p], got, wl);
+                    check_bits(wl, got, cpu, nc, 4);
+                }
+                for (size_t i = 0; i < nc; i++)
+                    cpu_d[i] = cpu[i];
+                for (int o = 0; o < g_n_other; o++) {
+                    kvz_backend *be = g_other[o];
+                    const char *bn = short_name(be);
+                    for (int p = 0; p < 3; p++) {
+                        const char *pn = kvz_gemm_precision_name(precs[p]);
+                        snprintf(wl, sizeof wl, "%s %s %s", bn, what, pn);
+                        run_gemm(be, ta, tb, c, a, b, beta, cin, precs[p], got, wl);
+                        double rtol = p == 0 ? RTOL_GEMM_F32 : p == 1 ? RTOL_GEMM_TF32
+                                                                       : RTOL_GEMM_BF16;
+                        snprintf(st, sizeof st, "gemm %s rel: %s vs cpu f32", pn, bn);
+                        check_rel_f32(st, wl, got, cpu_d, scale, nc, rtol);
+                        if (p == 2) {
+                            snprintf(st, sizeof st, "gemm bfloat16 rel: %s vs naive bf16 in", bn);
+                            check_rel_f32(st, wl, got, ref16, scale16, nc, RTOL_GEMM_BF16_EXACT);
+                        }
+                    }
+                }
+            }
+    free(a), free(b), free(c0), free(a16), free(b16), free(ref), free(scale), free(ref16),
+        free(scale16), free(cpu), free(got), free(cpu_d);
+}
+
+/* ================= bias rows, column sums (bias and its gradient) ================= */
+
+static void test_bias_rows(size_t n, size_t m)
+{
+    float *bias = rand_array(m, 3.0f), *ref = malloc(n * m * sizeof *ref);
+    float *got = malloc(n * m * sizeof *got);
+    for (size_t r = 0; r < n; r++)
+        memcpy(ref + r * m, bias, m * sizeof *ref);
+    kvz_backend *all[5];
+    int na = all_backends(all);
+    for (int b = 0; b < na; b++) {
+        kvz_backend *be = all[b];
+        char what[120];
+        snprintf(what, sizeof what, "%s bias rows n=%zu m=%zu", short_name(be), n, m);
+        gbuf go, gb;
+        gb_make(be, KVZ_F32, n * m, NULL, "out", &go); /* NaN: every element must be written */
+        gb_make(be, KVZ_F32, m, bias, "bias", &gb);
+        kvz_error err = {0};
+        op_ok(be, kvz_op_bias_rows(be, f32p(&go), f32p(&gb), n, m, &err), &err, what);
+        gb_finish(be, &go, got, NULL, what);
+        gb_finish(be, &gb, NULL, bias, what);
+        check_bits(what, got, ref, n * m, 4);
+    }
+    free(bias), free(ref), free(got);
+}
+
+static void test_col_sums(size_t n, size_t m)
+{
+    float *v = rand_array(n * m, 3.0f);
+    double *ref = malloc(m * sizeof *ref), *cpu_d = malloc(m * sizeof *cpu_d);
+    float *cpu = malloc(m * sizeof *cpu), *got = malloc(m * sizeof *got);
+    for (size_t j = 0; j < m; j++) {
+        double s = 0.0;
+        for (size_t r = 0; r < n; r++)
+            s += v[r * m + j];
+        ref[j] = s;
+    }
+    kvz_backend *all[5];
+    int na = all_backends(all);
+    for (int b = 0; b < na; b++) {
+        kvz_backend *be = all[b];
+        char what[120], st[96];
+        snprintf(what, sizeof what, "%s col sums n=%zu m=%zu%s", short_name(be), n, m,
+                 n ? "" : " (v NULL)");
+        gbuf gv = {{0}, {0}}, go;
+        if (n)
+            gb_make(be, KVZ_F32, n * m, v, "v", &gv);
+        gb_make(be, KVZ_F32, m, NULL, "out", &go);
+        kvz_error err = {0};
+        op_ok(be, kvz_op_col_sums(be, n ? f32p(&gv) : NULL, n, m, f32p(&go), &err), &err, what);
+        gb_finish(be, &go, b ? got : cpu, NULL, what);
+        gb_finish(be, &gv, NULL, v, what);
+        if (!n) {
+            size_t bad = 0;
+            for (size_t j = 0; j < m; j++)
+                bad += (b ? got : cpu)[j] != 0.0f;
+            KVZ_CHECK(bad == 0, "%s: %zu of %zu sums over no rows are not 0", what, bad, m);
+            continue;
+        }
+        if (b == 0) {
+            check_rel_f32("col sums rel: cpu vs naive f64", what, cpu, ref, NULL, m,
+                          RTOL_COL_SUMS);
+            for (size_t j = 0; j < m; j++)
+                cpu_d[j] = cpu[j];
+        } else {
+            snprintf(st, sizeof st, "col sums rel: %s vs cpu", short_name(be));
+            check_rel_f32(st, what, got, cpu_d, NULL, m, RTOL_COL_SUMS);
+        }
+    }
+    free(v), free(ref), free(cpu_d), free(cpu), free(got);
+}
+
+/* ================= gelu ================= */
+
+static double ref_gelu(double h)
+{
+    return 0.5 * h * erfc(-h / sqrt(2.0)); /* = h Phi(h), without 1 + erf's cancellation */
+}
+
+static double ref_gelu_grad(double h)
+{
+    return 0.5 * erfc(-h / sqrt(2.0)) + h * exp(-0.5 * h * h) / sqrt(2.0 * 3.14159265358979323846);
+}
+
+static void test_gelu(size_t count, int in_place)
+{
+    static const float special[] = {0.0f, -0.0f, 1e-3f, -1e-3f, 0.5f, -0.75179f, -1.5f, 3.0f,
+                                    -3.0f, -5.5f, -9.0f, 9.0f, 20.0f, -20.0f, 1e-20f, -6.0f};
+    size_t ns = sizeof special / sizeof special[0];
+    float *h = rand_array(count, 7.0f), *da = rand_array(count, 2.0f);
+    for (size_t i = 0; i < count && i < ns; i++)
+        h[i] = special[i];
+    double *ref = malloc(count * sizeof *ref), *sc = malloc(count * sizeof *sc);
+    double *refb = malloc(count * sizeof *refb), *scb = malloc(count * sizeof *scb);
+    double *cpu_d = malloc(count * sizeof *cpu_d), *cpub_d = malloc(count * sizeof *cpub_d);
+    float *got = malloc(count * sizeof *got), *gotb = malloc(count * sizeof *gotb);
+    for (size_t i = 0; i < count; i++) {
+        ref[i] = ref_gelu(h[i]);
+        sc[i] = fabs(ref[i]) + fabs((double)h[i]);
+        refb[i] = (double)da[i] * ref_gelu_grad(h[i]);
+        scb[i] = fabs(refb[i]) + fabs((double)da[i]);
+    }
+    kvz_backend *all[5];
+    int na = all_backends(all);
+    for (int b = 0; b < na; b++) {
+        kvz_backend *be = all[b];
+        const char *bn = short_name(be);
+        char what[120], wb[140], st[96];
+        snprintf(what, sizeof what, "%s gelu count=%zu%s", bn, count,
+                 in_place ? " in place" : "");
+        snprintf(wb, sizeof wb, "%s gelu backward count=%zu", bn, count);
+        gbuf gh, ga = {{0}, {0}}, gd;
+        gb_make(be, KVZ_F32, count, h, "h", &gh);
+        if (!in_place)
+            gb_make(be, KVZ_F32, count, NULL, "a", &ga);
+        gb_make(be, KVZ_F32, count, da, "da", &gd);
+        kvz_error err = {0};
+        /* backward first: it reads h, which the in-place forward overwrites */
+        op_ok(be, kvz_op_gelu_backward(be, f32p(&gh), f32p(&gd), count, &err), &err, wb);
+        op_ok(be, kvz_op_gelu(be, f32p(&gh), in_place ? f32p(&gh) : f32p(&ga), count, &err),
+              &err, what);
+        gb_finish(be, &gd, gotb, NULL, wb);
+        if (in_place) {
+            gb_finish(be, &gh, got, NULL, what);
+        } else {
+            gb_finish(be, &ga, got, NULL, what);
+            gb_finish(be, &gh, NULL, h, what);
+        }
+        if (b == 0) {
+            check_rel_f32("gelu rel: cpu vs naive erf", what, got, ref, sc, count, RTOL_GELU);
+            check_rel_f32("gelu backward rel: cpu vs naive erf", wb, gotb, refb, scb, count,
+                          RTOL_GELU);
+            for (size_t i = 0; i < count; i++)
+                cpu_d[i] = got[i], cpub_d[i] = gotb[i];
+        } else {
+            snprintf(st, sizeof st, "gelu rel: %s vs cpu", bn);
+            check_rel_f32(st, what, got, cpu_d, sc, count, RTOL_GELU);
+            snprintf(st, sizeof st, "gelu backward rel: %s vs cpu", bn);
+            check_rel_f32(st, wb, gotb, cpub_d, scb, count, RTOL_GELU);
+        }
+    }
+    free(h), free(da), free(ref), free(sc), free(refb), free(scb), free(cpu_d), free(cpub_d),
+        free(got), free(gotb);
+}
+
+/* ================= mse ================= */
+
+static void test_mse(size_t count)
+{
+    float *pred = rand_array(count, 2.0f), *y = rand_array(count, 1.5f);
+    float *ref_dy = malloc(count * sizeof *ref_dy), *got = malloc(count * sizeof *got);
+    float s = 2.0f / (float)count;
+    double sse = 0.0;
+    for (size_t i = 0; i < count; i++) {
+        float r = pred[i] - y[i];
+        sse += (double)r * r;
+        ref_dy[i] = s * r;
+    }
+    double ref_loss = sse / (double)count, cpu_loss = NAN, loss_dy = NAN;
+    kvz_backend *all[5];
+    int na = all_backends(all);
+    for (int b = 0; b < na; b++) {
+        kvz_backend *be = all[b];
+        const char *bn = short_name(be);
+        for (int with_dy = 1; with_dy >= 0; with_dy--) {
+            char what[120], st[96];
+            snprintf(what, sizeof what, "%s mse count=%zu%s", bn, count,
+                     with_dy ? "" : " dy NULL");
+            gbuf gp, gy, gd = {{0}, {0}}, gl;
+            gb_make(be, KVZ_F32, count, pred, "pred", &gp);
+            gb_make(be, KVZ_F32, count, y, "y", &gy);
+            if (with_dy)
+                gb_make(be, KVZ_F32, count, NULL, "dy", &gd);
+            gb_make(be, KVZ_F64, 1, NULL, "loss", &gl);
+            kvz_error err = {0};
+            op_ok(be, kvz_op_mse(be, f32p(&gp), f32p(&gy), count, with_dy ? f32p(&gd) : NULL,
+                                 gl.buf.data, &err), &err, what);
+            double loss = download_f64(be, &gl, what);
+            gb_finish(be, &gp, NULL, pred, what);
+            gb_finish(be, &gy, NULL, y, what);
+            if (with_dy) {
+                gb_finish(be, &gd, got, NULL, what);
+                check_bits(what, got, ref_dy, count, 4); /* s r in fp32: exact */
+            }
+            if (!with_dy) { /* the same loss as with dy (deterministic) */
+                KVZ_CHECK(memcmp(&loss, &loss_dy, sizeof loss) == 0,
+                          "%s: loss %.17g, with dy %.17g", what, loss, loss_dy);
+            } else if (b == 0) {
+                check_rel("mse loss f64 rel: cpu vs naive", what, &loss, &ref_loss, NULL, 1,
+                          RTOL_F64_SUM);
+                cpu_loss = loss_dy = loss;
+            } else {
+                snprintf(st, sizeof st, "mse loss f64 rel: %s vs cpu", bn);
+                check_rel(st, what, &loss, &cpu_loss, NULL, 1, RTOL_F64_SUM);
+                loss_dy = loss;
+            }
+        }
+    }
+    free(pred), free(y), free(ref_dy), free(got);
+}
+
+/* ================= clip grad norm ================= */
+
+/* g on be clipped with max_norm (norm_buf: a backend double for the norm, or
+ * NULL); returns the norm downloaded (NaN when not asked). */
+static double run_clip(kvz_backend *be, const float *g, size_t count, double max_norm,
+                       int norm_buf, float *out, const char *what)
+{
+    gbuf gg, gn = {{0}, {0}};
+    gb_make(be, KVZ_F32, count, g, "g", &gg);
+    if (norm_buf)
+        gb_make(be, KVZ_F64, 1, NULL, "norm", &gn);
+    kvz_error err = {0};
+    op_ok(be, kvz_op_clip_grad_norm(be, f32p(&gg), count, max_norm,
+                                    norm_buf ? gn.buf.data : NULL, &err), &err, what);
+    gb_finish(be, &gg, out, NULL, what);
+    return norm_buf ? download_f64(be, &gn, what) : NAN;
+}
+
+static void test_clip(size_t count)
+{
+    float *g = rand_array(count, 0.3f), *got = malloc(count * sizeof *got);
+    float *exp_g = malloc(count * sizeof *exp_g), *got2 = malloc(count * sizeof *got2);
+    double sq = 0.0;
+    for (size_t i = 0; i < count; i++)
+        sq += (double)g[i] * g[i];
+    double ref_norm = sqrt(sq), cpu_norm = NAN;
+    /* max_norm as a multiple of the norm: 0.5 and 1 scale (coef = max / (norm + 1e-6)
+     * < 1), 2 does not, 0 and -1 never do */
+    static const double factor[] = {0.5, 1.0, 2.0, 0.0, -1.0};
+    kvz_backend *all[5];
+    int na = all_backends(all);
+    for (int b = 0; b < na; b++) {
+        kvz_backend *be = all[b];
+        const char *bn = short_name(be);
+        for (size_t f = 0; f < sizeof factor / sizeof factor[0]; f++) {
+            double max_norm = factor[f] * ref_norm;
+            char what[160], st[96];
+            snprintf(what, sizeof what, "%s clip grad norm count=%zu max_norm=%.3g (norm x %g)",
+                     bn, count, max_norm, factor[f]);
+            double norm = run_clip(be, g, count, max_norm, 1, got, what);
+            if (b == 0) {
+                check_rel("clip norm f64 rel: cpu vs naive", what, &norm, &ref_norm, NULL, 1,
+                          RTOL_F64_SUM);
+                cpu_norm = norm;
+            } else {
+                snprintf(st, sizeof st, "clip norm f64 rel: %s vs cpu", bn);
+                check_rel(st, what, &norm, &cpu_norm, NULL, 1, RTOL_F64_SUM);
+            }
+            /* the scaling the backend's own norm asks for, in fp32 (exact) */
+            double coef = max_norm / (norm + 1e-6);
+            int scaled = max_norm > 0 && coef < 1.0;
+            KVZ_CHECK(scaled == (factor[f] > 0.0 && factor[f] <= 1.0),
+                      "%s: coef %.17g: scaling expected %d", what, coef, scaled);
+            for (size_t i = 0; i < count; i++)
+                exp_g[i] = scaled ? g[i] * (float)coef : g[i];
+            check_bits(what, got, exp_g, count, 4);
+            if (factor[f] == 0.5) { /* norm NULL: backend scratch, the same result */
+                snprintf(what, sizeof what, "%s clip grad norm count=%zu max_norm=%.3g norm NULL",
+                         bn, count, max_norm);
+                run_clip(be, g, count, max_norm, 0, got2, what);
+                check_bits(what, got2, got, count, 4);
+            }
+        }
+        /* a NaN gradient: the norm is NaN and g is left alone */
+        float *gn = malloc(count * sizeof *gn);
+        memcpy(gn, g, count * sizeof *gn);
+        gn[count / 2] = NAN;
+        char what[160];
+        snprintf(what, sizeof what, "%s clip grad norm count=%zu with a NaN", bn, count);
+        double norm = run_clip(be, gn, count, 0.5 * ref_norm, 1, got, what);
+        KVZ_CHECK(isnan(norm), "%s: norm %g, expected NaN", what, norm);
+        check_bits(what, got, gn, count, 4);
+        free(gn);
+    }
+    free(g), free(got), free(exp_g), free(got2);
+}
+
+/* ================= adamw ================= */
+
+/* The header's step in fp32, coefficients rounded to fp32 first. */
+static void ref_adamw(float *p, const float *g, float *m, float *v, size_t n,
+                      const kvz_adamw_args *a)
+{
+    float decay = (float)(1.0 - a->lr * a->weight_decay);
+    float step = (float)(a->lr / (1.0 - pow(a->beta1, (double)a->t)));
+    float bc2s = (float)sqrt(1.0 - pow(a->beta2, (double)a->t));
+    float b1 = (float)a->beta1, b2 = (float)a->beta2, eps = (float)a->eps;
+    for (size_t i = 0; i < n; i++) {
+        p[i] *= decay;
+        m[i] += (g[i] - m[i]) * (1.0f - b1);
+        v[i] = v[i] * b2 + (1.0f - b2) * g[i] * g[i];
+        p[i] -= step * (m[i] / (sqrtf(v[i]) / bc2s + eps));
+    }
+}
+
+typedef struct adamw_case {
+    size_t count, steps, t0; /* steps t0, t0 + 1, ...; t0 > 1: m and v start non-zero */
+    double lr, beta1, beta2, eps, wd;
+} adamw_case;
+
+static void test_adamw(const adamw_case *c)
+{
+    size_t n = c->count;
+    float *p0 = rand_array(n, 1.0f), *m0 = calloc(n, sizeof *m0), *v0 = calloc(n, sizeof *v0);
+    float **g = malloc(c->steps * sizeof *g);
+    if (c->t0 > 1)
+        for (size_t i = 0; i < n; i++) {
+            m0[i] = frand(0.05f);
+            v0[i] = frand(0.05f) * frand(0.05f) + 1e-4f * m0[i] * m0[i];
+            v0[i] = fabsf(v0[i]);
+        }
+    for (size_t s = 0; s < c->steps; s++) {
+        g[s] = rand_array(n, 0.1f);
+        if (n > 3)
+            g[s][3] = 0.0f; /* a zero gradient */
+    }
+    float *pr = malloc(n * sizeof *pr), *mr = malloc(n * sizeof *mr), *vr = malloc(n * sizeof *vr);
+    memcpy(pr, p0, n * sizeof *pr), memcpy(mr, m0, n * sizeof *mr), memcpy(vr, v0, n * sizeof *vr);
+    for (size_t s = 0; s < c->steps; s++) {
+        kvz_adamw_args a = {c->t0 + s, c->lr, c->beta1, c->beta2, c->eps, c->wd};
+        ref_adamw(pr, g[s], mr, vr, n, &a);
+    }
+    double *rp = widen_array(pr, n), *rm = widen_array(mr, n), *rv = widen_array(vr, n);
+    double *sp = malloc(n * sizeof *sp), *sm = malloc(n * sizeof *sm);
+    for (size_t i = 0; i < n; i++) {
+        sp[i] = fabs(rp[i]) + fabs((double)p0[i]) + c->lr;
+        sm[i] = fabs(rm[i]) + fabs((double)m0[i]);
+        for (size_t s = 0; s < c->steps; s++)
+            sm[i] += fabs((double)g[s][i]);
+    }
+    float *gp = malloc(n * sizeof *gp), *gm = malloc(n * sizeof *gm), *gv = malloc(n * sizeof *gv);
+    double *cp = malloc(n * sizeof *cp), *cm = malloc(n * sizeof *cm), *cv = malloc(n * sizeof *cv);
+    kvz_backend *all[5];
+    int na = all_backends(all);
+    for (int b = 0; b < na; b++) {
+        kvz_backend *be = all[b];
+        const char *bn = short_name(be);
+        char what[200], st[96];
+        snprintf(what, sizeof what,
+                 "%s adamw count=%zu steps t=%zu..%zu lr=%g betas=(%g, %g) eps=%g wd=%g", bn, n,
+                 c->t0, c->t0 + c->steps - 1, c->lr, c->beta1, c->beta2, c->eps, c->wd);
+        gbuf bp, bm, bv, bg;
+        gb_make(be, KVZ_F32, n, p0, "param", &bp);
+        gb_make(be, KVZ_F32, n, m0, "m", &bm);
+        gb_make(be, KVZ_F32, n, v0, "v", &bv);
+        gb_make(be, KVZ_F32, n, g[0], "grad", &bg);
+        kvz_error err = {0};
+        for (size_t s = 0; s < c->steps; s++) {
+            if (s) {
+                int rc = kvz_backend_upload(be, bg.buf.data, g[s], n * sizeof(float), &err);
+                KVZ_CHECK(rc == KVZ_OK, "%s: upload grad: %s", what, err.msg);
+            }
+            kvz_adamw_args a = {c->t0 + s, c->lr, c->beta1, c->beta2, c->eps, c->wd};
+            op_ok(be, kvz_op_adamw(be, f32p(&bp), f32p(&bg), f32p(&bm), f32p(&bv), n, &a, &err),
+                  &err, what);
+        }
+        gb_finish(be, &bp, gp, NULL, what);
+        gb_finish(be, &bm, gm, NULL, what);
+        gb_finish(be, &bv, gv, NULL, what);
+        gb_finish(be, &bg, NULL, g[c->steps - 1], what);
+        if (b == 0) {
+            check_rel_f32("adamw param rel: cpu vs naive", what, gp, rp, sp, n, RTOL_ADAMW);
+            check_rel_f32("adamw m rel: cpu vs naive", what, gm, rm, sm, n, RTOL_ADAMW);
+            check_rel_f32("adamw v rel: cpu vs naive", what, gv, rv, NULL, n, RTOL_ADAMW);
+            for (size_t i = 0; i < n; i++)
+                cp[i] = gp[i], cm[i] = gm[i], cv[i] = gv[i];
+        } else {
+            snprintf(st, sizeof st, "adamw param rel: %s vs cpu", bn);
+            check_rel_f32(st, what, gp, cp, sp, n, RTOL_ADAMW);
+            snprintf(st, sizeof st, "adamw m rel: %s vs cpu", bn);
+            check_rel_f32(st, what, gm, cm, sm, n, RTOL_ADAMW);
+            snprintf(st, sizeof st, "adamw v rel: %s vs cpu", bn);
+            check_rel_f32(st, what, gv, cv, NULL, n, RTOL_ADAMW);
+        }
+    }
+    for (size_t s = 0; s < c->steps; s++)
+        free(g[s]);
+    free(g), free(p0), free(m0), free(v0), free(pr), free(mr), free(vr), free(rp), free(rm),
+        free(rv), free(sp), free(sm), free(gp), free(gm), free(gv), free(cp), free(cm), free(cv);
+}
+
+/* ================= combine parts ================= */
+
+/* mode 0: grads and loss, 1: grads only (loss_dst NULL), 2: loss only (dst NULL) */
+static void test_combine(size_t n_src, size_t count, int mode)
+{
+    float **src = malloc(n_src * sizeof *src), *w = malloc(n_src * sizeof *w);
+    size_t *rows = malloc(n_src * sizeof *rows), total = 0;
+    double *loss = malloc(n_src * sizeof *loss);
+    for (size_t p = 0; p < n_src; p++) {
+        src[p] = rand_array(count, 1.0f);
+        rows[p] = 1 + (size_t)(rand_u64() % 97);
+        total += rows[p];
+        loss[p] = 0.01 + fabs((double)frand(2.0f)) + (double)frand(1.0f) * 1e-9;
+    }
+    for (size_t p = 0; p < n_src; p++) /* the trainer's weights: the parts' shares */
+        w[p] = (float)rows[p] / (float)total;
+    float *ref = malloc((count ? count : 1) * sizeof *ref);
+    float *got = malloc((count ? count : 1) * sizeof *got);
+    for (size_t i = 0; i < count; i++) {
+        float s = 0.0f;
+        for (size_t p = 0; p < n_src; p++)
+            s += w[p] * src[p][i];
+        ref[i] = s;
+    }
+    double ref_loss = 0.0, cpu_loss = NAN;
+    for (size_t p = 0; p < n_src; p++)
+        ref_loss += loss[p] * (double)rows[p] / (double)total;
+    kvz_backend *all[5];
+    int na = all_backends(all);
+    for (int b = 0; b < na; b++) {
+        kvz_backend *be = all[b];
+        const char *bn = short_name(be);
+        char what[160], st[96];
+        snprintf(what, sizeof what, "%s combine parts n_src=%zu count=%zu%s", bn, n_src, count,
+                 mode == 1 ? " (grads only)" : mode == 2 ? " (loss only)" : "");
+        gbuf *gs = calloc(n_src, sizeof *gs), gd = {{0}, {0}}, gl, gld = {{0}, {0}};
+        const float **sp = malloc(n_src * sizeof *sp);
+        for (size_t p = 0; p < n_src; p++) {
+            gb_make(be, KVZ_F32, count, src[p], "src", &gs[p]);
+            sp[p] = f32p(&gs[p]);
+        }
+        if (mode != 2)
+            gb_make(be, KVZ_F32, count, NULL, "dst", &gd);
+        gb_make(be, KVZ_F64, n_src, loss, "loss", &gl);
+        if (mode != 1)
+            gb_make(be, KVZ_F64, 1, NULL, "loss dst", &gld);
+        kvz_error err = {0};
+        op_ok(be, kvz_op_combine_parts(be, mode != 2 ? f32p(&gd) : NULL,
+                                       (const float *const *)sp, w, n_src, count,
+                                       mode != 1 ? gld.buf.data : NULL, gl.buf.data, rows, &err),
+              &err, what);
+        if (mode != 2) {
+            gb_finish(be, &gd, got, NULL, what);
+            check_bits(what, got, ref, count, 4); /* fp32, in p order from 0 */
+        }
+        if (mode != 1) {
+            double l = download_f64(be, &gld, what);
+            if (b == 0) {
+                check_rel("combine loss f64 rel: cpu vs naive", what, &l, &ref_loss, NULL, 1,
+                          RTOL_F64_SUM);
+                cpu_loss = l;
+            } else {
+                snprintf(st, sizeof st, "combine loss f64 rel: %s vs cpu", bn);
+                check_rel(st, what, &l, isnan(cpu_loss) ? &ref_loss : &cpu_loss, NULL, 1,
+                          RTOL_F64_SUM);
+            }
+        }
+        gb_finish(be, &gl, NULL, loss, what);
+        for (size_t p = 0; p < n_src; p++)
+            gb_finish(be, &gs[p], NULL, src[p], what);
+        free(gs), free(sp);
+    }
+    for (size_t p = 0; p < n_src; p++)
+        free(src[p]);
+    free(src), free(w), free(rows), free(loss), free(ref), free(got);
+}
+
+/* ================= take rows ================= */
+
+/* src: rows x width (+ extra elements: a partial row, not a row) of fp32 or
+ * fp16; idx: n rows (NULL: row0 .. row0 + n - 1). Exact on every backend. */
+static void test_take_rows(size_t rows, size_t width, size_t extra, size_t n, int use_idx,
+                           size_t row0)
+{
+    size_t ns = rows * width + extra;
+    float *s32 = rand_array(ns, 4.0f);
+    uint16_t *s16 = malloc(ns * sizeof *s16);
+    static const float special[] = {0.0f, -0.0f, 65504.0f, -65504.0f, 6.0e-8f /* subnormal */,
+                                    -3.0e-5f, 1e5f /* inf */, -1e5f /* -inf */};
+    for (size_t i = 0; i < ns; i++) {
+        if (i % 11 == 5)
+            s32[i] = special[(i / 11) % (sizeof special / sizeof special[0])];
+        s16[i] = kvz_f32_to_f16(s32[i]);
+    }
+    int64_t *idx = malloc((n ? n : 1) * sizeof *idx);
+    for (size_t k = 0; k < n; k++) /* the last and first rows, repeats */
+        idx[k] = k == 0 ? (int64_t)(rows - 1)
+                        : k == 1 ? 0 : k % 4 == 3 ? idx[k - 1] : (int64_t)(rand_u64() % rows);
+    size_t nd = n * width > 0 ? n * width : 1;
+    float *ref = malloc(nd * sizeof *ref), *got = malloc(nd * sizeof *got);
+    kvz_backend *all[5];
+    int na = all_backends(all);
+    for (int d = 0; d < 2; d++) {
+        for (size_t k = 0; k < n; k++) {
+            size_t r = use_idx ? (size_t)idx[k] : row0 + k;
+            for (size_t c = 0; c < width; c++)
+                ref[k * width + c] = d ? kvz_f16_widen(s16[r * width + c]) : s32[r * width + c];
+        }
+        for (int b = 0; b < na; b++) {
+            kvz_backend *be = all[b];
+            char what[200];
+            if (use_idx)
+                snprintf(what, sizeof what, "%s take rows %s rows=%zu (+%zu) width=%zu n=%zu idx",
+                         short_name(be), d ? "f16" : "f32", rows, extra, width, n);
+            else
+                snprintf(what, sizeof what,
+                         "%s take rows %s rows=%zu (+%zu) width=%zu rows %zu..%zu",
+                         short_name(be), d ? "f16" : "f32", rows, extra, width, row0, row0 + n);
+            gbuf gs, gi = {{0}, {0}}, gd;
+            gb_make(be, d ? KVZ_F16 : KVZ_F32, ns, d ? (const void *)s16 : (const void *)s32,
+                    "src", &gs);
+            if (use_idx)
+                gb_make(be, KVZ_I64, n, idx, "idx", &gi);
+            gb_make(be, KVZ_F32, n * width, NULL, "dst", &gd);
+            kvz_error err = {0};
+            op_ok(be, kvz_op_take_rows(be, gs.buf, width, use_idx ? gi.buf.data : NULL, row0, n,
+                                       f32p(&gd), &err), &err, what);
+            gb_finish(be, &gd, got, NULL, what);
+            check_bits(what, got, ref, n * width, 4);
+            /* the contiguous form past the last whole row: refused everywhere */
+            char lab[260];
+            snprintf(lab, sizeof lab, "%s: rows %zu..%zu (past the end)", what, rows - 1,
+                     rows + 1);
+            kvz_error_clear(&err);
+            int rc = kvz_op_take_rows(be, gs.buf, width, NULL, rows - 1, 2, f32p(&gd), &err);
+            expect_err(be, rc, KVZ_EINVAL, &err, "take rows", lab);
+            snprintf(lab, sizeof lab, "%s: rows %zu..%zu", what, rows + 1, rows + 2);
+            kvz_error_clear(&err);
+            rc = kvz_op_take_rows(be, gs.buf, width, NULL, rows + 1, 1, f32p(&gd), &err);
+            expect_err(be, rc, KVZ_EINVAL, &err, "take rows", lab);
+            if (kvz_backend_host_memory(be)) { /* the cpu checks idx too */
+                int64_t bad[2] = {0, (int64_t)rows};
+                snprintf(lab, sizeof lab, "%s: idx %zu", what, rows);
+                kvz_error_clear(&err);
+                rc = kvz_op_take_rows(be, gs.buf, width, bad, 0, 2, got, &err);
+                expect_err(be, rc, KVZ_EINVAL, &err, "take rows", lab);
+                bad[1] = -1;
+                snprintf(lab, sizeof lab, "%s: idx -1", what);
+                kvz_error_clear(&err);
+                rc = kvz_op_take_rows(be, gs.buf, width, bad, 0, 2, got, &err);
+                expect_err(be, rc, KVZ_EINVAL, &err, "take rows", lab);
+            }
+            gb_finish(be, &gs, NULL, d ? (const void *)s16 : (const void *)s32, what);
+            gb_finish(be, &gi, NULL, idx, what);
+        }
+    }
+    free(s32), free(s16), free(idx), free(ref), free(got);
+}
+
+/* ================= ridge statistics ================= */
+
+typedef struct ridge_case {
+    size_t n, D, H, scratch_rows, scratch_extra; /* scratch: rows x (D + H) + extra doubles */
+} ridge_case;
+
+static size_t ridge_sums_len(size_t D, size_t H)
+{
+    return D * D + D * H + D + 2 * H;
+}
+
+/* The statistics prior + x, y in double, and the componentwise scale. */
+static void ref_ridge(const ridge_case *c, const float *x, const float *y, const double *prior,
+                      double *ref, double *scale)
+{
+    size_t D = c->D, H = c->H, L = ridge_sums_len(D, H);
+    for (size_t i = 0; i < L; i++)
+        ref[i] = prior[i], scale[i] = fabs(prior[i]);
+    double *xtx = ref, *xty = ref + D * D, *xs = xty + D * H, *ys = xs + D, *yq = ys + H;
+    double *sxtx = scale, *sxty = scale + D * D, *sxs = sxty + D * H, *sys = sxs + D;
+    double *syq = sys + H;
+    for (size_t r = 0; r < c->n; r++) {
+        const float *xr = x + r * D, *yr = y + r * H;
+        for (size_t i = 0; i < D; i++) {
+            for (size_t j = i; j < D; j++) {
+                double p = (double)xr[i] * xr[j];
+                xtx[i * D + j] += p, sxtx[i * D + j] += fabs(p);
+            }
+            for (size_t h = 0; h < H; h++) {
+                double p = (double)xr[i] * yr[h];
+                xty[i * H + h] += p, sxty[i * H + h] += fabs(p);
+            }
+            xs[i] += xr[i], sxs[i] += fabs((double)xr[i]);
+        }
+        for (size_t h = 0; h < H; h++) {
+            ys[h] += yr[h], sys[h] += fabs((double)yr[h]);
+            yq[h] += (double)yr[h] * yr[h], syq[h] += (double)yr[h] * yr[h];
+        }
+    }
+}
+
+/* sums prior -> out after ridge_add on be; returns the op's status (err
+ * filled). */
+static int run_ridge(kvz_backend *be, const ridge_case *c, const float *x, const float *y,
+                     const double *prior, double *out, kvz_error *err, const char *what)
+{
+    size_t D = c->D, H = c->H, L = ridge_sums_len(D, H);
+    gbuf gx, gy, gs, gsum;
+    gb_make(be, KVZ_F32, c->n * D, x, "x", &gx);
+    gb_make(be, KVZ_F32, c->n * H, y, "y", &gy);
+    gb_make(be, KVZ_F64, c->scratch_rows * (D + H) + c->scratch_extra, NULL, "scratch", &gs);
+    gb_make(be, KVZ_F64, L, prior, "sums", &gsum);
+    int rc = kvz_op_ridge_add(be, f32p(&gx), f32p(&gy), c->n, D, H, gs.buf, gsum.buf, err);
+    kvz_error e2 = {0};
+    int rs = kvz_backend_sync(be, &e2);
+    KVZ_CHECK(rs == KVZ_OK, "%s: sync after the op: %s", what, e2.msg);
+    gb_finish(be, &gsum, out, NULL, what);
+    gb_finish(be, &gs, NULL, NULL, what); /* the guards: no more than scratch.numel used */
+    gb_finish(be, &gx, NULL, x, what);
+    gb_finish(be, &gy, NULL, y, what);
+    return rc;
+}
+
+static void test_ridge(const ridge_case *c)
+{
+    size_t D = c->D, H = c->H, L = ridge_sums_len(D, H);
+    float *x = rand_array(c->n * D, 2.0f), *y = rand_array(c->n * H, 3.0f);
+    double *prior = malloc(L * sizeof *prior);
+    for (size_t i = 0; i < L; i++)
+        prior[i] = (double)frand(5.0f) + (double)frand(1.0f) * 1e-8;
+    for (size_t i = 0; i < D; i++) /* the strict lower part: a pattern that must stay */
+        for (size_t j = 0; j < i; j++)
+            prior[i * D + j] = -777.25 - (double)(i * D + j);
+    double *ref = malloc(L * sizeof *ref), *scale = malloc(L * sizeof *scale);
+    double *cpu = malloc(L * sizeof *cpu), *got = malloc(L * sizeof *got);
+    ref_ridge(c, x, y, prior, ref, scale);
+    size_t *upper = malloc(L * sizeof *upper), nu = 0; /* the elements the op may write */
+    for (size_t i = 0; i < L; i++)
+        if (i >= D * D || (i % D) >= (i / D))
+            upper[nu++] = i;
+    double *ru = malloc(nu * sizeof *ru), *su = malloc(nu * sizeof *su);
+    double *gu = malloc(nu * sizeof *gu), *cu = malloc(nu * sizeof *cu);
+    for (size_t k = 0; k < nu; k++)
+        ru[k] = ref[upper[k]], su[k] = scale[upper[k]];
+    kvz_backend *all[5];
+    int na = all_backends(all);
+    for (int b = 0; b < na; b++) {
+        kvz_backend *be = all[b];
+        const char *bn = short_name(be);
+        char what[200], st[96];
+        snprintf(what, sizeof what, "%s ridge add n=%zu D=%zu H=%zu scratch %zu rows (+%zu)", bn,
+                 c->n, D, H, c->scratch_rows, c->scratch_extra);
+        kvz_error err = {0};
+        int rc = run_ridge(be, c, x, y, prior, got, &err, what);
+        KVZ_CHECK(rc == KVZ_OK, "%s: %s", what, err.msg);
+        for (size_t k = 0; k < nu; k++)
+            gu[k] = got[upper[k]];
+        size_t bad = 0, first = 0;
+        for (size_t i = 0; i < D; i++)
+            for (size_t j = 0; j < i; j++)
+                if (memcmp(&got[i * D + j], &prior[i * D + j], sizeof(double)) && !bad++)
+                    first = i * D + j;
+        KVZ_CHECK(bad == 0, "%s: %zu elements of the strict lower part of X^T X written; first "
+                  "(%zu, %zu) = %g", what, bad, first / D, first % D, got[first]);
+        if (b == 0) {
+            check_rel("ridge sums f64 rel: cpu vs naive", what, gu, ru, su, nu, RTOL_F64_SUM);
+            memcpy(cpu, got, L * sizeof *cpu);
+            memcpy(cu, gu, nu * sizeof *cu);
+        } else {
+            snprintf(st, sizeof st, "ridge sums f64 rel: %s vs cpu", bn);
+            check_rel(st, what, gu, cu, su, nu, RTOL_F64_SUM);
+        }
+    }
+    free(x), free(y), free(prior), free(ref), free(scale), free(cpu), free(got), free(upper),
+        free(ru), free(su), free(gu), free(cu);
+}
+
+/* A non-finite feature or target anywhere (the last block too): KVZ_EINVAL
+ * naming it, the sums unchanged (bit for bit). */
+static void test_ridge_nonfinite(void)
+{
+    ridge_case c = {10, 7, 3, 3, 0}; /* 4 blocks of up to 3 rows */
+    size_t L = ridge_sums_len(c.D, c.H);
+    double *prior = malloc(L * sizeof *prior), *got = malloc(L * sizeof *got);
+    for (size_t i = 0; i < L; i++)
+        prior[i] = (double)frand(5.0f);
+    kvz_backend *all[5];
+    int na = all_backends(all);
+    for (int t = 0; t < 3; t++) {
+        float *x = rand_array(c.n * c.D, 2.0f), *y = rand_array(c.n * c.H, 3.0f);
+        const char *needle = t == 2 ? "target" : "feature", *desc;
+        if (t == 0)
+            x[9 * c.D + 4] = NAN, desc = "a NaN feature in row 9 (the last block)";
+        else if (t == 1)
+            x[1 * c.D + 0] = INFINITY, desc = "an inf feature in row 1";
+        else
+            y[7 * c.H + 2] = NAN, desc = "a NaN target in row 7";
+        for (int b = 0; b < na; b++) {
+            kvz_backend *be = all[b];
+            char what[200];
+            snprintf(what, sizeof what, "%s ridge add n=%zu D=%zu H=%zu scratch 3 rows: %s",
+                     short_name(be), c.n, c.D, c.H, desc);
+            kvz_error err = {0};
+            int rc = run_ridge(be, &c, x, y, prior, got, &err, what);
+            expect_err(be, rc, KVZ_EINVAL, &err, needle, what);
+            KVZ_CHECK(memcmp(got, prior, L * sizeof *got) == 0, "%s: the sums changed", what);
+        }
+        free(x), free(y);
+    }
+    free(prior), free(got);
+}
+
+/* ================= memory, argument errors ================= */
+
+static void test_trainer_misc(kvz_backend *be)
+{
+    kvz_error err = {0};
+    size_t fr = 0, tot = 0;
+    int rc = kvz_backend_memory(be, &fr, &tot, &err);
+    KVZ_CHECK(rc == KVZ_OK && tot > 0 && fr <= tot, "%s: backend memory rc %d free %zu total "
+              "%zu (%s)", short_name(be), rc, fr, tot, err.msg);
+    size_t tot2 = 0;
+    rc = kvz_backend_memory(be, NULL, &tot2, &err);
+    KVZ_CHECK(rc == KVZ_OK && tot2 == tot, "%s: backend memory with free NULL: rc %d total %zu",
+              short_name(be), rc, tot2);
+    kvz_buf x, d;
+    int ok = kvz_backend_alloc(be, KVZ_F32, 64, "x", &x, &err) == KVZ_OK;
+    ok &= kvz_backend_alloc(be, KVZ_F64, 64, "d", &d, &err) == KVZ_OK;
+    KVZ_CHECK(ok, "%s: alloc for the trainer error cases: %s", short_name(be), err.msg);
+    if (!ok)
+        return;
+    float *xp = kvz_buf_f32(x);
+    kvz_error_clear(&err);
+    rc = kvz_op_gemm(be, 0, 0, 2, 2, 0, xp, xp, 0.0f, xp, KVZ_GEMM_FP32, &err);
+    expect_err(be, rc, KVZ_EINVAL, &err, "gemm", "gemm with k=0");
+    kvz_error_clear(&err);
+    rc = kvz_op_gemm(be, 0, 0, 2, 2, 2, xp, xp, 0.0f, xp, (kvz_gemm_precision)7, &err);
+    expect_err(be, rc, KVZ_EINVAL, &err, "gemm", "gemm with precision 7");
+    kvz_error_clear(&err);
+    rc = kvz_op_mse(be, xp, xp, 0, NULL, d.data, &err);
+    expect_err(be, rc, KVZ_EINVAL, &err, "mse", "mse with count 0");
+    kvz_error_clear(&err);
+    kvz_buf scratch = d;
+    scratch.numel = 4; /* < D + H */
+    rc = kvz_op_ridge_add(be, xp, xp, 2, 3, 2, scratch, kvz_buf_at(d, 4), &err);
+    expect_err(be, rc, KVZ_EINVAL, &err, "ridge add", "ridge add with scratch < D + H");
+    kvz_error_clear(&err);
+    kvz_buf bf = {x.data, KVZ_BF16, 128};
+    rc = kvz_op_take_rows(be, bf, 4, NULL, 0, 2, xp, &err);
+    expect_err(be, rc, KVZ_EINVAL, &err, "take rows", "take rows of a bfloat16 source");
+    kvz_error_clear(&err);
+    rc = kvz_op_adamw(be, xp, xp, xp, xp, 4,
+                      &(kvz_adamw_args){0, 1e-3, 0.9, 0.999, 1e-8, 0.0}, &err);
+    expect_err(be, rc, KVZ_EINVAL, &err, "adamw", "adamw with t=0");
+    kvz_backend_free(be, &x), kvz_backend_free(be, &d);
+}
+
 static void test_trainer_ops(void)
 {
+    /* m, n, k: one row, one element, odd sizes, n = 1, k = 1, one long k */
+    static const gemm_case gm[] = {
+        {1, 1, 1},  {7, 13, 5}, {65, 3, 129}, {1, 37, 19},
+        {3, 5, 2000}, {50, 1, 9}, {9, 11, 1}, {31, 64, 70},
+    };
+    for (size_t i = 0; i < sizeof gm / sizeof gm[0]; i++)
+        test_gemm(&gm[i]);
+    test_bias_rows(1, 1);
+    test_bias_rows(7, 13);
+    test_bias_rows(300, 65);
+    test_col_sums(0, 5);
+    test_col_sums(1, 1);
+    test_col_sums(1, 37);
+    test_col_sums(3000, 3);
+    test_col_sums(257, 129);
+    test_gelu(1, 0);
+    test_gelu(16, 1);
+    test_gelu(3001, 0);
+    test_gelu(1000, 1);
+    test_mse(1);
+    test_mse(7);
+    test_mse(1000);
+    test_mse(4097);
+    test_clip(1);
+    test_clip(1000);
+    test_clip(5001);
+    /* count, steps, t0, lr, beta1, beta2, eps, weight decay */
+    static const adamw_case ad[] = {
+        {1, 1, 1, 1e-3, 0.9, 0.999, 1e-8, 0.01},
+        {1000, 1, 1, 1e-3, 0.9, 0.999, 1e-8, 0.01},
+        {4099, 5, 1, 3e-3, 0.9, 0.999, 1e-8, 0.1},  /* five steps from zero state */
+        {777, 3, 1000, 1e-4, 0.8, 0.99, 1e-6, 0.0}, /* late steps, non-zero m and v */
+    };
+    for (size_t i = 0; i < sizeof ad / sizeof ad[0]; i++)
+        test_adamw(&ad[i]);
+    for (int mode = 0; mode < 3; mode++) {
+        test_combine(1, 1, mode);
+        test_combine(3, 1000, mode);
+        test_combine(5, 4097, mode);
+    }
+    /* rows, width, extra elements, n, idx, row0 */
+    test_take_rows(37, 5, 3, 13, 1, 0);
+    test_take_rows(300, 64, 0, 1, 1, 0);
+    test_take_rows(9, 3, 2, 40, 1, 0); /* repeated rows */
+    test_take_rows(50, 1, 0, 50, 1, 0);
+    test_take_rows(37, 5, 3, 37, 0, 0); /* contiguous: every row */
+    test_take_rows(37, 5, 3, 3, 0, 34); /* the last three */
+    test_take_rows(300, 64, 7, 100, 0, 101);
+    /* n, D, H, scratch rows (+ extra doubles) */
+    static const ridge_case rc[] = {
+        {10, 7, 3, 3, 0},    /* 4 blocks */
+        {10, 7, 3, 1, 5},    /* one row a block; scratch not a whole number of rows */
+        {1, 1, 1, 1, 0},     {300, 33, 5, 64, 2}, {257, 16, 2, 300, 0}, /* one block */
+    };
+    for (size_t i = 0; i < sizeof rc / sizeof rc[0]; i++)
+        test_ridge(&rc[i]);
+    test_ridge_nonfinite();
+    kvz_backend *all[5];
+    int na = all_backends(all);
+    for (int b = 0; b < na; b++)
+        test_trainer_misc(all[b]);
 }
 /* (end of the trainer op tests) */
 
@@ -1867,7 +2872,8 @@ int main(void)
     }
     kvz_backend_close(g_cpu);
 
-    printf("worst NMSE per op (budget), over the cases run:\n");
+    printf("worst NMSE per op (budget; \"rel\": the worst relative error), over the cases "
+           "run:\n");
     for (int i = 0; i < g_n_stats; i++)
         printf("  %-48s %9.3g  (budget %.0e, %d cases)\n", g_stats[i].name, g_stats[i].worst,
                g_stats[i].budget, g_stats[i].cases);

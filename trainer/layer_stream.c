@@ -9,8 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../kernels/kvz_cuda_train.h"
-
 enum { N_SLOTS = 2 };
 
 typedef struct slot {
@@ -161,8 +159,7 @@ static int alloc_buffers(kvz_layer_stream *s, kvz_error *err)
     size_t bytes = br * (D + H) * sizeof(float);
     for (int i = 0; i < N_SLOTS; i++) {
         slot *sl = &s->slots[i];
-        kvz_error ignored = {0};
-        if (s->c.pinned && kvz_cuda_host_alloc((void **)&sl->buf, bytes, &ignored) == KVZ_OK)
+        if (s->c.staging && (sl->buf = kvz_backend_host_alloc(s->c.staging, bytes)))
             sl->pinned = 1;
         else
             sl->buf = malloc(bytes);
@@ -180,7 +177,7 @@ static void free_stream(kvz_layer_stream *s)
 {
     for (int i = 0; i < N_SLOTS; i++) {
         if (s->slots[i].pinned)
-            kvz_cuda_host_free(s->slots[i].buf);
+            kvz_backend_host_free(s->c.staging, s->slots[i].buf);
         else
             free(s->slots[i].buf);
     }

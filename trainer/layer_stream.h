@@ -2,8 +2,8 @@
  * selected layers of an oracle dataset in order, in row blocks (hidden
  * states + log-scores), checks every row for NaN/Inf (refused or skipped as
  * train.non_finite says) and routes it to the train or test split, into a
- * ring of two block buffers (pinned host memory when asked and CUDA is
- * there, malloc otherwise). The consumer takes blocks in order and gives
+ * ring of two block buffers (the staging host memory of a backend when
+ * asked: pinned on cuda; malloc otherwise). The consumer takes blocks in order and gives
  * each back when done, so the reader works on the NEXT blocks (across the
  * layer boundary) while the consumer uploads or trains.
  *
@@ -18,6 +18,7 @@
 
 #include "../common/kvz_error.h"
 #include "../kvzip_oracle/oracle_store.h"
+#include "../ops/backend.h"
 
 typedef struct kvz_layer_stream_config {
     kvz_oracle_file *file;    /* read only through the stream while it runs */
@@ -28,7 +29,8 @@ typedef struct kvz_layer_stream_config {
     int with_x;               /* read hidden states (else scores only) */
     int skip_non_finite;      /* 0: a NaN/Inf row is an error; 1: it is dropped */
     size_t block_rows;        /* dataset rows per block (>= 1) */
-    int pinned;               /* try kvz_cuda_host_alloc for the block buffers */
+    kvz_backend *staging;     /* block buffers from kvz_backend_host_alloc of this
+                                 backend (pinned on cuda); NULL: malloc */
 } kvz_layer_stream_config;
 
 /* One block: dataset rows [row0, row0 + n_read) of `layer`, routed. The
@@ -54,7 +56,7 @@ int kvz_layer_stream_start(const kvz_layer_stream_config *c, kvz_layer_stream **
 int kvz_layer_stream_next(kvz_layer_stream *s, kvz_layer_block *b, kvz_error *err);
 /* Gives the block of the last kvz_layer_stream_next back to the reader. */
 void kvz_layer_stream_release(kvz_layer_stream *s);
-/* 1 when the block buffers are pinned (CUDA page-locked) memory. */
+/* 1 when the block buffers came from config.staging (pinned on cuda). */
 int kvz_layer_stream_pinned(const kvz_layer_stream *s);
 /* kvz_oracle_file_read_ridge under the stream's HDF5 mutex. */
 int kvz_layer_stream_read_ridge(kvz_layer_stream *s, size_t layer, double *xtx, double *xty,

@@ -1,23 +1,14 @@
 /* mlp: the MLP surrogate's model side for training: the flat parameter
- * layout, nn.Linear default init, and the float32 forward + backward of the
- * MSE loss with cblas_sgemm (see mlp.h for the formulas). */
-#include "gelu.h"
+ * layout, nn.Linear default init, and the forward + backward of the MSE loss,
+ * written once on the backend ops (ops/backend.h; see mlp.h for the
+ * formulas): on the cpu backend the float32 sgemm arithmetic it always had,
+ * on cuda the same sequence with cuBLAS. */
 #include "mlp.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 
 #include "mlp_work.h"
-
-#define MLP_SQRT1_2 0.70710678118654752440
-#define MLP_INV_SQRT_2PI 0.39894228040143267794
-
-struct kvz_mlp_work {
-    size_t max_rows;
-    float *h, *a, *da; /* [max_rows, Dh]: pre-activation, gelu(h), dL/da then dL/dh */
-    float *out, *dy;   /* [max_rows, Hkv]: prediction, dL/dy */
-};
 
 size_t kvz_mlp_n_params(kvz_mlp_shape s)
 {
@@ -53,85 +44,83 @@ void kvz_mlp_init_default(kvz_mlp_shape s, float *flat, uint64_t seed)
     fill_uniform(&rng, p.b2, s.d_out, bound2);
 }
 
-kvz_mlp_work *kvz_mlp_work_create(kvz_mlp_shape s, size_t max_rows)
+struct kvz_mlp_work {
+    kvz_backend *be;
+    size_t max_rows;
+    kvz_buf act;       /* backend memory: */
+    float *h, *a, *da; /* [max_rows, Dh]: pre-activation, gelu(h), dL/da then dL/dh */
+    float *out, *dy;   /* [max_rows, Hkv]: prediction, dL/dy */
+};
+
+int kvz_mlp_work_create(kvz_backend *be, kvz_mlp_shape s, size_t max_rows, kvz_mlp_work **out,
+                        kvz_error *err)
 {
+    *out = NULL;
     kvz_mlp_work *w = calloc(1, sizeof *w);
     if (!w)
-        return NULL;
+        return kvz_fail(err, KVZ_ENOMEM, "mlp: out of memory");
+    w->be = be;
     w->max_rows = max_rows;
-    w->h = malloc(max_rows * s.d_hidden * sizeof *w->h);
-    w->a = malloc(max_rows * s.d_hidden * sizeof *w->a);
-    w->da = malloc(max_rows * s.d_hidden * sizeof *w->da);
-    w->out = malloc(max_rows * s.d_out * sizeof *w->out);
-    w->dy = malloc(max_rows * s.d_out * sizeof *w->dy);
-    if (!w->h || !w->a || !w->da || !w->out || !w->dy) {
-        kvz_mlp_work_free(w);
-        return NULL;
+    size_t Dh = s.d_hidden, H = s.d_out;
+    int rc = kvz_backend_alloc(be, KVZ_F32, max_rows * (3 * Dh + 2 * H), "the MLP activations",
+                               &w->act, err);
+    if (rc) {
+        free(w);
+        return rc;
     }
-    return w;
+    w->h = w->act.data;
+    w->a = w->h + max_rows * Dh;
+    w->da = w->a + max_rows * Dh;
+    w->out = w->da + max_rows * Dh;
+    w->dy = w->out + max_rows * H;
+    *out = w;
+    return KVZ_OK;
 }
 
 void kvz_mlp_work_free(kvz_mlp_work *w)
 {
     if (!w)
         return;
-    free(w->h);
-    free(w->a);
-    free(w->da);
-    free(w->out);
-    free(w->dy);
+    kvz_backend_free(w->be, &w->act);
     free(w);
 }
 
 /* out[n, m] = in[n, k] W^T + bias, W [m, k]. */
-static void linear_forward(const float *in, size_t n, size_t k, const float *W, const float *bias,
-                           size_t m, float *out)
+static int linear_forward(kvz_backend *be, const float *in, size_t n, size_t k, const float *W,
+                          const float *bias, size_t m, float *out, kvz_gemm_precision prec,
+                          kvz_error *err)
 {
-    for (size_t r = 0; r < n; r++)
-        for (size_t j = 0; j < m; j++)
-            out[r * m + j] = bias[j];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)m, (int)k, 1.0f, in,
-                (int)k, W, (int)k, 1.0f, out, (int)m);
+    int rc = kvz_op_bias_rows(be, out, bias, n, m, err);
+    return rc ? rc : kvz_op_gemm(be, 0, 1, n, m, k, in, W, 1.0f, out, prec, err);
 }
 
 /* gW [m, k] = d[n, m]^T in[n, k]; gb[m] = column sums of d (float64 sums). */
-static void linear_param_grad(const float *d, const float *in, size_t n, size_t k, size_t m,
-                              float *gW, float *gb)
+static int linear_param_grad(kvz_backend *be, const float *d, const float *in, size_t n,
+                             size_t k, size_t m, float *gW, float *gb, kvz_gemm_precision prec,
+                             kvz_error *err)
 {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)m, (int)k, (int)n, 1.0f, d, (int)m,
-                in, (int)k, 0.0f, gW, (int)k);
-    for (size_t j = 0; j < m; j++) {
-        double acc = 0;
-        for (size_t r = 0; r < n; r++)
-            acc += d[r * m + j];
-        gb[j] = (float)acc;
-    }
+    int rc = kvz_op_gemm(be, 1, 0, m, k, n, d, in, 0.0f, gW, prec, err);
+    return rc ? rc : kvz_op_col_sums(be, d, n, m, gb, err);
 }
 
-void kvz_mlp_work_loss_grad(kvz_mlp_shape s, const float *flat, const float *x, const float *y,
-                            size_t n, kvz_mlp_work *w, double *loss, float *grad)
+int kvz_mlp_work_loss_grad(kvz_mlp_shape s, const float *flat, const float *x, const float *y,
+                           size_t n, kvz_mlp_work *w, kvz_gemm_precision prec, double *loss,
+                           float *grad, kvz_error *err)
 {
     size_t D = s.d_in, Dh = s.d_hidden, H = s.d_out;
+    kvz_backend *be = w->be;
     kvz_surrogate_layer p = kvz_mlp_view(s, (float *)flat);
-    linear_forward(x, n, D, p.w1, p.b1, Dh, w->h);
-    kvz_gelu_forward(w->h, w->a, n * Dh);
-    linear_forward(w->a, n, Dh, p.w2, p.b2, H, w->out);
-    double sse = 0;
-    float scale = 2.0f / (float)(n * H);
-    for (size_t i = 0; i < n * H; i++) {
-        float r = w->out[i] - y[i];
-        sse += (double)r * r;
-        w->dy[i] = scale * r;
-    }
-    *loss = sse / (double)(n * H);
-    if (!grad)
-        return;
+    int rc = linear_forward(be, x, n, D, p.w1, p.b1, Dh, w->h, prec, err);
+    rc = rc ? rc : kvz_op_gelu(be, w->h, w->a, n * Dh, err);
+    rc = rc ? rc : linear_forward(be, w->a, n, Dh, p.w2, p.b2, H, w->out, prec, err);
+    rc = rc ? rc : kvz_op_mse(be, w->out, y, n * H, grad ? w->dy : NULL, loss, err);
+    if (rc || !grad)
+        return rc;
     kvz_surrogate_layer g = kvz_mlp_view(s, grad);
-    linear_param_grad(w->dy, w->a, n, Dh, H, g.w2, g.b2);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)Dh, (int)H, 1.0f, w->dy,
-                (int)H, p.w2, (int)Dh, 0.0f, w->da, (int)Dh);
-    kvz_gelu_backward_mul(w->h, w->da, n * Dh);
-    linear_param_grad(w->da, x, n, D, Dh, g.w1, g.b1);
+    rc = linear_param_grad(be, w->dy, w->a, n, Dh, H, g.w2, g.b2, prec, err);
+    rc = rc ? rc : kvz_op_gemm(be, 0, 0, n, Dh, H, w->dy, p.w2, 0.0f, w->da, prec, err);
+    rc = rc ? rc : kvz_op_gelu_backward(be, w->h, w->da, n * Dh, err);
+    return rc ? rc : linear_param_grad(be, w->da, x, n, D, Dh, g.w1, g.b1, prec, err);
 }
 
 static int check_shape(kvz_mlp_shape s, kvz_error *err)
@@ -151,10 +140,9 @@ int kvz_mlp_loss_grad(kvz_mlp_shape s, const float *flat, const float *x, const 
         return rc;
     if (!flat || !x || !y || !loss || n == 0 || n > ((size_t)1 << 31) / s.d_hidden)
         return kvz_fail(err, KVZ_EINVAL, "mlp: bad arguments (n=%zu rows)", n);
-    kvz_mlp_work *w = kvz_mlp_work_create(s, n);
-    if (!w)
-        return kvz_fail(err, KVZ_ENOMEM, "mlp: out of memory for %zu rows", n);
-    kvz_mlp_work_loss_grad(s, flat, x, y, n, w, loss, grad);
+    kvz_mlp_work *w = NULL;
+    rc = kvz_mlp_work_create(kvz_backend_host(), s, n, &w, err);
+    rc = rc ? rc : kvz_mlp_work_loss_grad(s, flat, x, y, n, w, KVZ_GEMM_FP32, loss, grad, err);
     kvz_mlp_work_free(w);
-    return KVZ_OK;
+    return rc;
 }

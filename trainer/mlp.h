@@ -27,7 +27,14 @@
  * Determinism: for a fixed seed and a fixed OpenBLAS thread count the result
  * is bit-identical run to run (all reductions outside sgemm are sequential).
  * Different thread counts change sgemm's summation order, so results differ
- * in the last bits (seen at D=576, Dh=72: 1 vs 2 threads). */
+ * in the last bits (seen at D=576, Dh=72: 1 vs 2 threads).
+ *
+ * Backends: the recipe is written once (mlp_train.c) on the ops of
+ * ops/backend.h; kvz_mlp_train runs it on the host (cpu backend),
+ * kvz_mlp_train_on on any backend (cuda: the rows live on the device and
+ * every step gathers its batch there; nothing waits within an epoch). Same
+ * split, same epoch orders and the same operation order on every backend;
+ * float32 results agree within the budgets of tests/test_gpu_train.c. */
 #ifndef KVZ_MLP_H
 #define KVZ_MLP_H
 
@@ -35,6 +42,7 @@
 #include <stdint.h>
 
 #include "../common/kvz_error.h"
+#include "../ops/backend.h"
 #include "surrogate.h"
 
 typedef struct kvz_mlp_shape {
@@ -106,6 +114,18 @@ int kvz_mlp_train(kvz_mlp_shape s, const float *x, const float *y, size_t n,
                   const kvz_mlp_options *o, kvz_surrogate_layer params, kvz_mlp_log *log,
                   kvz_error *err);
 
+/* kvz_mlp_train on backend be: x [n, D] (fp32 or fp16, widened per batch)
+ * and y [n, Hkv] (fp32) are backend memory; y_host is a host copy of y
+ * (finiteness check, init_b2_mean; NULL when be's memory is host memory:
+ * y itself). x must be finite (checked here on host-memory backends; the
+ * layer reader guarantees it otherwise). GEMMs at prec (the cpu backend is
+ * always fp32). params, log and the result contract are those of
+ * kvz_mlp_train; errors also KVZ_EIO / KVZ_ENOMEM from the backend. */
+int kvz_mlp_train_on(kvz_backend *be, kvz_mlp_shape s, kvz_buf x, kvz_buf y,
+                     const float *y_host, size_t n, const kvz_mlp_options *o,
+                     kvz_gemm_precision prec, kvz_surrogate_layer params, kvz_mlp_log *log,
+                     kvz_error *err);
+
 /* ---------- building blocks (a streaming source can drive these) ---------- */
 
 /* MSE loss (float64 sum of float32 residuals) of the flat params on n rows;
@@ -113,10 +133,12 @@ int kvz_mlp_train(kvz_mlp_shape s, const float *x, const float *y, size_t n,
  * KVZ_EINVAL (n == 0, bad shape), KVZ_ENOMEM. */
 int kvz_mlp_loss_grad(kvz_mlp_shape s, const float *flat, const float *x, const float *y,
                       size_t n, double *loss, float *grad, kvz_error *err);
-/* clip_grad_norm_: returns the total norm before clipping; scales grad by
+/* clip_grad_norm_ on host arrays (kvz_op_clip_grad_norm of the host
+ * backend): returns the total norm before clipping; scales grad by
  * min(1, max_norm/(norm+1e-6)) when max_norm > 0. */
 double kvz_mlp_clip_grad(float *grad, size_t n, double max_norm);
-/* One AdamW update (t: 1-based step count after this update's increment). */
+/* One AdamW update on host arrays (kvz_op_adamw of the host backend; t:
+ * 1-based step count after this update's increment). */
 void kvz_mlp_adamw_step(float *param, const float *grad, float *m, float *v, size_t n, size_t t,
                         double lr, const kvz_mlp_options *o);
 /* The cosine-annealed lr of 0-based epoch e. */

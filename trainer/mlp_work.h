@@ -1,7 +1,7 @@
 /* mlp_work: private to trainer/mlp*.c. The reusable batch workspace for the
- * MLP forward/backward, the documented splitmix64 RNG (see mlp.h), and the
- * device-independent part of the recipe that the CPU trainer (mlp_train.c)
- * and the CUDA one (mlp_train_cuda.c) share (mlp_plan.c). */
+ * MLP forward/backward on a backend (mlp.c), the documented splitmix64 RNG
+ * (see mlp.h), and the plan of the recipe (mlp_plan.c): option checks, the
+ * validation split and the epoch orders, the same on every backend. */
 #ifndef KVZ_MLP_WORK_H
 #define KVZ_MLP_WORK_H
 
@@ -10,14 +10,22 @@
 
 #include "mlp.h"
 
+#include "../ops/backend.h"
+
 typedef struct kvz_mlp_work kvz_mlp_work;
 
-/* Workspace for batches of up to max_rows rows; NULL when out of memory. */
-kvz_mlp_work *kvz_mlp_work_create(kvz_mlp_shape s, size_t max_rows);
+/* Activations on backend be for batches of up to max_rows rows. Errors:
+ * KVZ_ENOMEM (host or backend memory). */
+int kvz_mlp_work_create(kvz_backend *be, kvz_mlp_shape s, size_t max_rows, kvz_mlp_work **out,
+                        kvz_error *err);
 void kvz_mlp_work_free(kvz_mlp_work *w);
-/* Like kvz_mlp_loss_grad for 1 <= n <= max_rows rows; no allocation. */
-void kvz_mlp_work_loss_grad(kvz_mlp_shape s, const float *flat, const float *x, const float *y,
-                            size_t n, kvz_mlp_work *w, double *loss, float *grad);
+/* kvz_mlp_loss_grad on the work's backend for 1 <= n <= max_rows rows, no
+ * allocation: flat [n_params], x [n, D], y [n, Hkv], grad [n_params] (NULL:
+ * the loss only) and the double *loss are backend memory; only enqueues
+ * (cuda). GEMMs at prec. */
+int kvz_mlp_work_loss_grad(kvz_mlp_shape s, const float *flat, const float *x, const float *y,
+                           size_t n, kvz_mlp_work *w, kvz_gemm_precision prec, double *loss,
+                           float *grad, kvz_error *err);
 
 enum { KVZ_MLP_SALT_INIT = 0x1417, KVZ_MLP_SALT_SPLIT = 0x5b17, KVZ_MLP_SALT_SHUFFLE = 0x5417 };
 

@@ -1,6 +1,7 @@
 /* ridge: the float64 ridge solve from sufficient statistics (centering,
  * Cholesky via OpenBLAS's LAPACK dpotrf/dpotrs) and the accumulator that
- * builds those statistics from float32 row blocks with dsyrk/dgemm. */
+ * builds those statistics from float32 row blocks on a backend
+ * (kvz_op_ridge_add), written once for the host and a device. */
 #include "ridge.h"
 
 #include <cblas.h>
@@ -14,12 +15,16 @@ extern void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, i
 extern void dpotrs_(const char *uplo, const int *n, const int *nrhs, const double *a,
                     const int *lda, double *b, const int *ldb, int *info);
 
-enum { RIDGE_BLOCK_ROWS = 256 };
+/* Rows converted to float64 at a time: 256 keeps a block in cache on the
+ * cpu; a device wants bigger blocks. */
+enum { RIDGE_BLOCK_ROWS_HOST = 256, RIDGE_BLOCK_ROWS_DEVICE = 4096 };
 
 struct kvz_ridge_acc {
+    kvz_backend *be;
     size_t d_in, d_out;
-    double *xtx, *xty, *x_sum, *y_sum, *y_sq_sum; /* xtx: upper triangle until viewed */
-    double *xbuf, *ybuf;                          /* [BLOCK, D], [BLOCK, Hkv] */
+    kvz_buf sums;    /* backend float64: xtx (upper triangle), xty, x_sum, y_sum, y_sq_sum */
+    kvz_buf scratch; /* backend float64 [block, D + Hkv] */
+    double *host;    /* the sums on the host: = sums.data on host memory, else a mirror */
     int64_t count;
 };
 
@@ -162,7 +167,13 @@ int kvz_ridge_solve(const kvz_ridge_stats *st, double alpha, float *w, float *b,
 
 /* ---------- accumulator ---------- */
 
-int kvz_ridge_acc_create(size_t d_in, size_t d_out, kvz_ridge_acc **out, kvz_error *err)
+static size_t n_sums(size_t D, size_t H)
+{
+    return D * D + D * H + D + 2 * H;
+}
+
+int kvz_ridge_acc_create_on(kvz_backend *be, size_t d_in, size_t d_out, kvz_ridge_acc **out,
+                            kvz_error *err)
 {
     *out = NULL;
     if (d_in == 0 || d_out == 0 || d_in > (size_t)0x7fffffff || d_out > (size_t)0x7fffffff)
@@ -170,96 +181,109 @@ int kvz_ridge_acc_create(size_t d_in, size_t d_out, kvz_ridge_acc **out, kvz_err
     kvz_ridge_acc *a = calloc(1, sizeof *a);
     if (!a)
         return kvz_fail(err, KVZ_ENOMEM, "ridge: out of memory");
+    a->be = be;
     a->d_in = d_in;
     a->d_out = d_out;
-    a->xtx = calloc(d_in * d_in, sizeof *a->xtx);
-    a->xty = calloc(d_in * d_out, sizeof *a->xty);
-    a->x_sum = calloc(d_in, sizeof *a->x_sum);
-    a->y_sum = calloc(d_out, sizeof *a->y_sum);
-    a->y_sq_sum = calloc(d_out, sizeof *a->y_sq_sum);
-    a->xbuf = malloc(RIDGE_BLOCK_ROWS * d_in * sizeof *a->xbuf);
-    a->ybuf = malloc(RIDGE_BLOCK_ROWS * d_out * sizeof *a->ybuf);
-    if (!a->xtx || !a->xty || !a->x_sum || !a->y_sum || !a->y_sq_sum || !a->xbuf || !a->ybuf) {
+    int host = kvz_backend_host_memory(be);
+    size_t ns = n_sums(d_in, d_out);
+    size_t block = host ? RIDGE_BLOCK_ROWS_HOST : RIDGE_BLOCK_ROWS_DEVICE;
+    int rc = kvz_backend_alloc(be, KVZ_F64, ns, "the ridge sums", &a->sums, err);
+    rc = rc ? rc : kvz_backend_alloc(be, KVZ_F64, block * (d_in + d_out), "the ridge block",
+                                     &a->scratch, err);
+    a->host = rc ? NULL : host ? a->sums.data : calloc(ns, sizeof(double));
+    if (rc == KVZ_OK && !a->host)
+        rc = kvz_fail(err, KVZ_ENOMEM, "ridge: out of memory (D=%zu)", d_in);
+    if (rc == KVZ_OK) {
+        memset(a->host, 0, ns * sizeof(double));
+        rc = kvz_backend_upload(be, a->sums.data, a->host, ns * sizeof(double), err);
+    }
+    if (rc) {
         kvz_ridge_acc_free(a);
-        return kvz_fail(err, KVZ_ENOMEM, "ridge: out of memory (D=%zu)", d_in);
+        return rc;
     }
     *out = a;
     return KVZ_OK;
+}
+
+int kvz_ridge_acc_create(size_t d_in, size_t d_out, kvz_ridge_acc **out, kvz_error *err)
+{
+    return kvz_ridge_acc_create_on(kvz_backend_host(), d_in, d_out, out, err);
 }
 
 void kvz_ridge_acc_free(kvz_ridge_acc *a)
 {
     if (!a)
         return;
-    free(a->xtx);
-    free(a->xty);
-    free(a->x_sum);
-    free(a->y_sum);
-    free(a->y_sq_sum);
-    free(a->xbuf);
-    free(a->ybuf);
+    if (a->host && a->host != a->sums.data)
+        free(a->host);
+    kvz_backend_free(a->be, &a->sums);
+    kvz_backend_free(a->be, &a->scratch);
     free(a);
-}
-
-static int check_block_finite(const float *v, size_t n, size_t cols, const char *what,
-                              kvz_error *err)
-{
-    for (size_t r = 0; r < n; r++)
-        for (size_t k = 0; k < cols; k++)
-            if (!isfinite(v[r * cols + k]))
-                return kvz_fail(err, KVZ_EINVAL,
-                                "ridge: row %zu %s %zu of the block is not finite", r, what, k);
-    return KVZ_OK;
-}
-
-/* One block of nb <= RIDGE_BLOCK_ROWS rows into the sums. */
-static void acc_block(kvz_ridge_acc *a, const float *x, const float *y, size_t nb)
-{
-    size_t D = a->d_in, H = a->d_out;
-    for (size_t i = 0; i < nb * D; i++)
-        a->xbuf[i] = x[i];
-    for (size_t i = 0; i < nb * H; i++)
-        a->ybuf[i] = y[i];
-    /* xtx (upper, row-major) += Xb^T Xb; xty += Xb^T Yb */
-    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)D, (int)nb, 1.0, a->xbuf, (int)D,
-                1.0, a->xtx, (int)D);
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)D, (int)H, (int)nb, 1.0, a->xbuf,
-                (int)D, a->ybuf, (int)H, 1.0, a->xty, (int)H);
-    for (size_t r = 0; r < nb; r++) {
-        for (size_t i = 0; i < D; i++)
-            a->x_sum[i] += a->xbuf[r * D + i];
-        for (size_t h = 0; h < H; h++) {
-            double v = a->ybuf[r * H + h];
-            a->y_sum[h] += v;
-            a->y_sq_sum[h] += v * v;
-        }
-    }
 }
 
 int kvz_ridge_acc_add(kvz_ridge_acc *a, const float *x, const float *y, size_t n, kvz_error *err)
 {
     if (!a || (n && (!x || !y)))
         return kvz_fail(err, KVZ_EINVAL, "ridge: NULL argument");
-    int rc = check_block_finite(x, n, a->d_in, "feature", err);
-    if (!rc)
-        rc = check_block_finite(y, n, a->d_out, "target", err);
-    if (rc)
-        return rc;
-    for (size_t r = 0; r < n; r += RIDGE_BLOCK_ROWS) {
-        size_t nb = n - r < RIDGE_BLOCK_ROWS ? n - r : RIDGE_BLOCK_ROWS;
-        acc_block(a, x + r * a->d_in, y + r * a->d_out, nb);
-    }
-    a->count += (int64_t)n;
-    return KVZ_OK;
+    int rc = kvz_op_ridge_add(a->be, x, y, n, a->d_in, a->d_out, a->scratch, a->sums, err);
+    if (rc == KVZ_OK)
+        a->count += (int64_t)n;
+    return rc;
+}
+
+int kvz_ridge_acc_download(kvz_ridge_acc *a, kvz_error *err)
+{
+    if (a->host == a->sums.data)
+        return KVZ_OK;
+    return kvz_backend_download(a->be, a->host, a->sums.data,
+                                n_sums(a->d_in, a->d_out) * sizeof(double), err);
 }
 
 kvz_ridge_stats kvz_ridge_acc_stats(kvz_ridge_acc *a)
 {
-    size_t D = a->d_in;
+    size_t D = a->d_in, H = a->d_out;
+    double *xtx = a->host;
     for (size_t i = 0; i < D; i++) /* mirror the upper triangle (idempotent) */
         for (size_t j = 0; j < i; j++)
-            a->xtx[i * D + j] = a->xtx[j * D + i];
-    kvz_ridge_stats st = {a->d_in, a->d_out, a->xtx, a->xty, a->x_sum, a->y_sum, a->y_sq_sum,
-                          a->count};
+            xtx[i * D + j] = xtx[j * D + i];
+    kvz_ridge_stats st = {D, H, xtx, xtx + D * D, xtx + D * D + D * H,
+                          xtx + D * D + D * H + D, xtx + D * D + D * H + D + H, a->count};
     return st;
+}
+
+int kvz_ridge_acc_solve(kvz_ridge_acc *a, double alpha, float *w, float *b, kvz_error *err)
+{
+    int rc = kvz_ridge_acc_download(a, err);
+    if (rc)
+        return rc;
+    kvz_ridge_stats st = kvz_ridge_acc_stats(a);
+    return kvz_ridge_solve(&st, alpha, w, b, err);
+}
+
+int kvz_ridge_fit_rows(kvz_backend *be, kvz_buf x, kvz_buf y, size_t n, size_t d_in,
+                       size_t d_out, double alpha, float *w, float *b, kvz_error *err)
+{
+    size_t D = d_in, H = d_out;
+    if (!x.data || !y.data || y.dtype != KVZ_F32 || (x.dtype != KVZ_F32 && x.dtype != KVZ_F16) ||
+        x.numel < n * D || y.numel < n * H)
+        return kvz_fail(err, KVZ_EINVAL, "ridge: %zu rows need x [%zu, %zu] and y [%zu, %zu]", n,
+                        n, D, n, H);
+    kvz_ridge_acc *acc = NULL;
+    int rc = kvz_ridge_acc_create_on(be, D, H, &acc, err);
+    if (rc == KVZ_OK && x.dtype == KVZ_F32) /* the rows as they are */
+        rc = kvz_ridge_acc_add(acc, x.data, y.data, n, err);
+    else if (rc == KVZ_OK) { /* fp16 x: widened a block at a time */
+        kvz_buf xb = {0};
+        rc = kvz_backend_alloc(be, KVZ_F32, RIDGE_BLOCK_ROWS_DEVICE * D, "a ridge block of x",
+                               &xb, err);
+        for (size_t r0 = 0; rc == KVZ_OK && r0 < n; r0 += RIDGE_BLOCK_ROWS_DEVICE) {
+            size_t k = n - r0 < RIDGE_BLOCK_ROWS_DEVICE ? n - r0 : RIDGE_BLOCK_ROWS_DEVICE;
+            rc = kvz_op_take_rows(be, x, D, NULL, r0, k, xb.data, err);
+            rc = rc ? rc : kvz_ridge_acc_add(acc, xb.data, (const float *)y.data + r0 * H, k, err);
+        }
+        kvz_backend_free(be, &xb);
+    }
+    rc = rc ? rc : kvz_ridge_acc_solve(acc, alpha, w, b, err);
+    kvz_ridge_acc_free(acc);
+    return rc;
 }

@@ -3,7 +3,7 @@
  * weights, and the runtime forward pass (Linear: x W^T + b; MLP: exact-erf
  * GELU between two linears) with OpenBLAS sgemm. The trainer's reported
  * predictions and every re-loaded export go through this same function. */
-#include "gelu.h"
+#include "../ops/ops.h"
 #include "surrogate.h"
 
 #include <cblas.h>

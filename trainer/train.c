@@ -12,7 +12,6 @@
 #include <unistd.h>
 
 #include "../common/kvz_file.h"
-#include "../kernels/kvz_cuda.h"
 #include "../ops/ops.h"
 #include "mlp.h"
 #include "ridge.h"
@@ -157,9 +156,34 @@ static int alloc_layer(trainer *t, layer_data *d, int with_x, kvz_error *err)
     return KVZ_OK;
 }
 
-/* Appends a block's routed rows to the layer (and, on CUDA, queues the
- * training rows' upload to the device; waits for it before the block goes
- * back to the reader). */
+/* Uploads a block's training rows after those the device holds (fp16
+ * rows: converted on the device); done before the block goes back to the
+ * reader. */
+static int rows_append(trainer *t, const kvz_layer_block *b, kvz_error *err)
+{
+    device_rows *r = &t->rows;
+    size_t D = t->info->d_model, H = t->info->n_kv_heads, k = b->n_train;
+    if (r->n + k > r->cap)
+        return kvz_fail(err, KVZ_EINVAL, "layer reader: %zu training rows, room for %zu",
+                        r->n + k, r->cap);
+    int rc = kvz_backend_upload(t->device, (float *)r->y.data + r->n * H, b->train_y,
+                                k * H * sizeof(float), err);
+    if (rc == KVZ_OK && r->x.dtype == KVZ_F32)
+        rc = kvz_backend_upload(t->device, (float *)r->x.data + r->n * D, b->train_x,
+                                k * D * sizeof(float), err);
+    else if (rc == KVZ_OK) {
+        kvz_buf dst = kvz_buf_at(r->x, r->n * D), src = r->stage;
+        dst.numel = src.numel = k * D;
+        rc = kvz_backend_upload(t->device, r->stage.data, b->train_x, k * D * sizeof(float), err);
+        rc = rc ? rc : kvz_op_convert(t->device, dst, src, err);
+    }
+    if (rc == KVZ_OK)
+        r->n += k;
+    return rc;
+}
+
+/* Appends a block's routed rows to the layer (and its training rows to the
+ * device when the layer trains there). */
 static int take_block(trainer *t, layer_data *d, const kvz_layer_block *b, kvz_error *err)
 {
     size_t D = t->info->d_model, H = t->info->n_kv_heads;
@@ -172,36 +196,59 @@ static int take_block(trainer *t, layer_data *d, const kvz_layer_block *b, kvz_e
     d->n_train += b->n_train;
     d->n_test += b->n_test;
     d->n_skipped += b->n_skipped;
-    int rc = KVZ_OK;
-    if (t->rows && b->n_train) {
-        rc = kvz_cuda_rows_append(t->rows, b->train_x, b->train_y, b->n_train, err);
-        rc = rc ? rc : kvz_cuda_rows_wait(t->rows, err);
-    }
-    return rc;
+    return t->rows.ready && b->n_train ? rows_append(t, b, err) : KVZ_OK;
 }
 
 /* Device room for the layer's training rows (fp16 when the dataset stores
- * fp16 hidden states: lossless). */
+ * fp16 hidden states: lossless), allocated for the first layer (every
+ * layer has the same split). When the rows and the MLP's own needs plus a
+ * 256 MiB margin do not fit the free device memory: KVZ_ENOMEM naming the
+ * numbers, or under model.device auto the layers train on the cpu. */
 static int prepare_rows(trainer *t, kvz_error *err)
 {
-    if (!t->use_cuda || !t->info->store_hidden || !t->want_mlp)
+    device_rows *r = &t->rows;
+    if (!t->device || !t->info->store_hidden || !t->want_mlp)
         return KVZ_OK;
-    if (t->rows) {
-        kvz_cuda_rows_clear(t->rows);
+    if (r->ready) {
+        r->n = 0;
         return KVZ_OK;
     }
     size_t N = t->info->n_samples, n_train = 0, D = t->info->d_model, Dh = t->d_hidden;
-    for (size_t r = 0; r < N; r++)
-        n_train += t->split[r] == 0;
-    size_t B = t->cfg->train.batch_size, H = t->info->n_kv_heads;
+    for (size_t i = 0; i < N; i++)
+        n_train += t->split[i] == 0;
+    size_t B = t->cfg->train.batch_size, H = t->info->n_kv_heads, cap = n_train ? n_train : 1;
+    int fp16 = t->info->hidden_dtype == KVZ_HIDDEN_FLOAT16;
+    size_t rows_bytes = cap * (D * (fp16 ? 2 : 4) + H * 4) + (fp16 ? READ_BLOCK_ROWS * D * 4 : 0);
     size_t extra = (4 * (Dh * D + Dh + H * Dh + H) + B * (4 * Dh + 3 * H + D)) * sizeof(float) +
-                   2 * n_train * sizeof(int64_t);
-    int rc = kvz_cuda_rows_create(n_train ? n_train : 1, D, H,
-                                  t->info->hidden_dtype == KVZ_HIDDEN_FLOAT16, READ_BLOCK_ROWS,
-                                  extra, &t->rows, err);
+                   2 * n_train * sizeof(int64_t) + ((size_t)256 << 20);
+    size_t free_b = 0, total_b = 0;
+    int rc = kvz_backend_memory(t->device, &free_b, &total_b, err);
+    if (rc == KVZ_OK && rows_bytes + extra > free_b)
+        rc = kvz_fail(err, KVZ_ENOMEM,
+                      "%s: the layer's %zu training rows need %zu bytes on the device (with the "
+                      "MLP and a 256 MiB margin %zu) but only %zu of %zu are free",
+                      kvz_backend_name(t->device), n_train, rows_bytes, rows_bytes + extra,
+                      free_b, total_b);
+    rc = rc ? rc : kvz_backend_alloc(t->device, fp16 ? KVZ_F16 : KVZ_F32, cap * D,
+                                     "the layer's training x", &r->x, err);
+    rc = rc ? rc : kvz_backend_alloc(t->device, KVZ_F32, cap * H, "the layer's training y",
+                                     &r->y, err);
+    if (rc == KVZ_OK && fp16)
+        rc = kvz_backend_alloc(t->device, KVZ_F32, READ_BLOCK_ROWS * D, "a block of x",
+                               &r->stage, err);
+    if (rc == KVZ_OK) {
+        r->cap = cap;
+        r->n = 0;
+        r->ready = 1;
+        return KVZ_OK;
+    }
+    kvz_backend_free(t->device, &r->x);
+    kvz_backend_free(t->device, &r->y);
+    kvz_backend_free(t->device, &r->stage);
     if (rc == KVZ_ENOMEM && t->cfg->model.device == KVZ_DEVICE_AUTO) {
-        t->use_cuda = 0; /* auto: a layer too big for the device trains on the CPU */
-        rc = KVZ_OK;
+        kvz_backend_close(t->device); /* auto: a layer too big for the device trains on the cpu */
+        t->device = NULL;
+        return KVZ_OK;
     }
     return rc;
 }
@@ -245,17 +292,11 @@ static int fit_linear(trainer *t, size_t layer, const layer_data *d, kvz_error *
     }
     if (!d->train_x)
         return kvz_fail(err, KVZ_EINVAL, "layer %zu: no hidden states to fit the ridge from", layer);
-    if (t->rows) /* the training rows are on the device already: float64 sums there */
-        return kvz_ridge_fit_cuda(t->rows, D, H, alpha, p.w1, p.b1, err);
-    kvz_ridge_acc *acc = NULL;
-    int rc = kvz_ridge_acc_create(D, H, &acc, err);
-    rc = rc ? rc : kvz_ridge_acc_add(acc, d->train_x, d->train_y, d->n_train, err);
-    if (rc == KVZ_OK) {
-        kvz_ridge_stats st = kvz_ridge_acc_stats(acc);
-        rc = kvz_ridge_solve(&st, alpha, p.w1, p.b1, err);
-    }
-    kvz_ridge_acc_free(acc);
-    return rc;
+    if (t->rows.ready) /* the training rows are on the device already: float64 sums there */
+        return kvz_ridge_fit_rows(t->device, t->rows.x, t->rows.y, t->rows.n, D, H, alpha, p.w1,
+                                  p.b1, err);
+    kvz_buf x = {d->train_x, KVZ_F32, d->n_train * D}, y = {d->train_y, KVZ_F32, d->n_train * H};
+    return kvz_ridge_fit_rows(kvz_backend_host(), x, y, d->n_train, D, H, alpha, p.w1, p.b1, err);
 }
 
 typedef struct epoch_ctx {
@@ -299,19 +340,19 @@ static int fit_mlp(trainer *t, size_t layer, const layer_data *d, json_t *obj, k
     o.progress = on_epoch;
     o.progress_ctx = &ec;
     kvz_mlp_log log = {0};
-    kvz_mlp_cuda_options co = {t->precision};
-    int rc = t->rows ? kvz_mlp_train_cuda(shape, t->rows, d->train_y, d->n_train, &o, &co,
-                                          kvz_surrogate_layer_at(t->mlp, layer), &log, err)
-                     : kvz_mlp_train(shape, d->train_x, d->train_y, d->n_train, &o,
-                                     kvz_surrogate_layer_at(t->mlp, layer), &log, err);
+    kvz_surrogate_layer params = kvz_surrogate_layer_at(t->mlp, layer);
+    int rc = t->rows.ready
+                 ? kvz_mlp_train_on(t->device, shape, t->rows.x, t->rows.y, d->train_y,
+                                    d->n_train, &o, t->precision, params, &log, err)
+                 : kvz_mlp_train(shape, d->train_x, d->train_y, d->n_train, &o, params, &log, err);
     if (ec.rc)
         rc = ec.rc;
     if (rc == KVZ_OK && log.n_epochs > 0) {
         json_object_set_new(obj, "train_seconds", json_real(now_s() - ec.t_start));
-        json_object_set_new(obj, "device", json_string(t->rows ? "cuda" : "cpu"));
-        if (t->rows)
+        json_object_set_new(obj, "device", json_string(t->rows.ready ? "cuda" : "cpu"));
+        if (t->rows.ready)
             json_object_set_new(obj, "gpu_precision",
-                                json_string(kvz_mlp_cuda_precision_name(t->precision)));
+                                json_string(kvz_gemm_precision_name(t->precision)));
         json_object_set_new(obj, "final_train_loss", json_real(log.train_loss[log.n_epochs - 1]));
         double v = log.val_loss[log.n_epochs - 1];
         json_object_set_new(obj, "final_val_loss", isfinite(v) ? json_real(v) : json_null());
@@ -414,32 +455,36 @@ static int train_layer(trainer *t, size_t idx, kvz_error *err)
 
 /* ---------- the job ---------- */
 
-/* model.device: auto = cuda when a device is visible; cuda without one fails. */
+/* model.device: auto = cuda when this build has it and a real device is
+ * visible (kvz_backend_auto_kind); cuda opens the backend or fails with its
+ * message. */
 static int choose_device(trainer *t, kvz_error *err)
 {
-    int want = t->cfg->model.device;
-    int gpu_prec = t->cfg->train.gpu_precision;
-    t->precision = gpu_prec == KVZ_GPU_MATH_TF32       ? KVZ_MLP_CUDA_TF32
-                   : gpu_prec == KVZ_GPU_MATH_BFLOAT16 ? KVZ_MLP_CUDA_BFLOAT16
-                                                       : KVZ_MLP_CUDA_FLOAT32;
-    if (want == KVZ_DEVICE_CPU)
+    int want = t->cfg->model.device, gpu_prec = t->cfg->train.gpu_precision;
+    t->precision = gpu_prec == KVZ_GPU_MATH_TF32       ? KVZ_GEMM_TF32
+                   : gpu_prec == KVZ_GPU_MATH_BFLOAT16 ? KVZ_GEMM_BF16
+                                                       : KVZ_GEMM_FP32;
+    if (want == KVZ_DEVICE_CPU ||
+        (want == KVZ_DEVICE_AUTO && kvz_backend_auto_kind() != KVZ_BACKEND_CUDA))
         return KVZ_OK;
     kvz_error why = {0};
-    int n = kvz_cuda_device_count(&why);
-    if (n > 0) {
-        t->use_cuda = 1;
-        return KVZ_OK;
-    }
-    if (want == KVZ_DEVICE_AUTO)
-        return KVZ_OK;
-    if (!kvz_backend_compiled(KVZ_BACKEND_CUDA))
+    if (want == KVZ_DEVICE_CUDA && !kvz_backend_compiled(KVZ_BACKEND_CUDA))
         return kvz_fail(err, KVZ_EUNSUPPORTED,
                         "model.device is cuda but this kvzap was built without CUDA (use "
                         "--device cpu or auto)");
-    return kvz_fail(err, KVZ_EUNSUPPORTED,
-                    "model.device is cuda but no CUDA device is usable%s%s (use --device cpu "
-                    "or auto)",
-                    why.msg[0] ? ": " : "", why.msg);
+    if (want == KVZ_DEVICE_CUDA && kvz_backend_device_count(KVZ_BACKEND_CUDA, &why) < 1)
+        return kvz_fail(err, KVZ_EUNSUPPORTED,
+                        "model.device is cuda but no CUDA device is usable%s%s (use --device cpu "
+                        "or auto)",
+                        why.msg[0] ? ": " : "", why.msg);
+    kvz_backend_options opt = {KVZ_BACKEND_CUDA, 0, 0};
+    int rc = kvz_backend_open(&opt, &t->device, &why);
+    if (rc == KVZ_OK || want == KVZ_DEVICE_AUTO) {
+        if (rc)
+            t->device = NULL;
+        return KVZ_OK;
+    }
+    return kvz_fail(err, rc, "model.device is cuda: %s", why.msg);
 }
 
 static int start_reader(trainer *t, kvz_error *err)
@@ -447,14 +492,19 @@ static int start_reader(trainer *t, kvz_error *err)
     kvz_layer_stream_config c = {t->file, t->cfg->train.dataset, t->split, t->layers, t->n_sel,
                                  t->info->store_hidden,
                                  t->cfg->train.non_finite == KVZ_NON_FINITE_SKIP,
-                                 READ_BLOCK_ROWS, t->use_cuda};
+                                 READ_BLOCK_ROWS, t->device};
     return kvz_layer_stream_start(&c, &t->stream, err);
 }
 
 static void free_trainer(trainer *t)
 {
     kvz_layer_stream_stop(t->stream); /* before the file it reads */
-    kvz_cuda_rows_free(t->rows);
+    if (t->device) {
+        kvz_backend_free(t->device, &t->rows.x);
+        kvz_backend_free(t->device, &t->rows.y);
+        kvz_backend_free(t->device, &t->rows.stage);
+        kvz_backend_close(t->device);
+    }
     kvz_oracle_file_close(t->file);
     kvz_surrogate_free(t->linear);
     kvz_surrogate_free(t->mlp);

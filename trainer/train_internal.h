@@ -9,18 +9,26 @@
 #include <stdint.h>
 
 #include "../common/kvz_file.h"
-#include "../kernels/kvz_cuda_train.h"
 #include "../kvzip_oracle/oracle_store.h"
 #include "../model/kvz_json.h"
+#include "../ops/backend.h"
 #include "layer_stream.h"
 #include "metrics.h"
-#include "mlp_cuda.h"
 #include "surrogate.h"
 #include "train.h"
 
 enum { TRAIN_N_TAU = 81 };            /* tau = -20 .. 0 step 0.25 */
 #define TRAIN_TAU(k) (-20.0 + 0.25 * (double)(k))
 enum { TRAIN_MAX_PREDICTION_PAIRS = 20000 };
+
+/* A layer's training rows on the device (the MLP trains there, and the
+ * ridge falls back to its sums there). */
+typedef struct device_rows {
+    kvz_buf x, y;  /* [cap, D] (fp16 when the dataset stores fp16: lossless), [cap, Hkv] */
+    kvz_buf stage; /* fp32 [block, D]: a block on its way to fp16 */
+    size_t n, cap;
+    int ready;     /* allocated (the layers train on the device) */
+} device_rows;
 
 /* One layer's samples, split by document into train and test. */
 typedef struct layer_data {
@@ -37,9 +45,10 @@ typedef struct trainer {
     kvz_oracle_file *file;
     const kvz_oracle_file_info *info;
     kvz_layer_stream *stream; /* the layer reader (all HDF5 reads while it runs) */
-    int use_cuda;             /* model.device resolved: MLP and fallback ridge on the GPU */
-    kvz_mlp_cuda_precision precision;
-    kvz_cuda_rows *rows;      /* CUDA: the current layer's training rows on the device */
+    kvz_backend *device;      /* model.device resolved to cuda (NULL: the cpu): the MLP and
+                                 the fallback ridge run there */
+    kvz_gemm_precision precision; /* train.gpu_precision */
+    device_rows rows;         /* the current layer's training rows on the device */
     uint8_t *split;          /* [N] 0 train, 1 test */
     size_t *layers, n_sel;   /* layers to train, ascending */
     size_t d_hidden;         /* MLP hidden width */

@@ -311,10 +311,10 @@ static int write_metrics_json(trainer *t, kvz_error *err)
     if (root) /* provenance: the exact weights the dataset came from */
         json_object_set_new(root, "model_sha256", json_string(in->model_sha256));
     if (root) { /* where the MLP trained (docs/gpu-trainer.md) */
-        json_object_set_new(root, "device", json_string(t->rows ? "cuda" : "cpu"));
+        json_object_set_new(root, "device", json_string(t->rows.ready ? "cuda" : "cpu"));
         json_object_set_new(root, "gpu_precision",
-                            t->rows ? json_string(kvz_mlp_cuda_precision_name(t->precision))
-                                    : json_null());
+                            t->rows.ready ? json_string(kvz_gemm_precision_name(t->precision))
+                                          : json_null());
     }
     char *text = root ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
     json_decref(root);

@@ -3,8 +3,8 @@
 # the build tree and compiled with g++ against the stand-in CUDA headers in
 # tests/cuda_emu/include; the emulator runtime (tests/cuda_emu/src) joins
 # libkvzap; nothing comes from a CUDA toolkit.
-#   kvz_cuda_emu_sources(<list var>)  swaps the *_nocuda.c files for the
-#                                     rewritten .cu files and the runtime
+#   kvz_cuda_emu_sources(<list var>)  adds the rewritten .cu files and the
+#                                     runtime
 #   kvz_cuda_emu_configure(<target>)  compile definitions and include paths
 #   kvz_cuda_emu_selftest()           adds the emulator self-test kernels to
 #                                     tests/test_gpu_emulator
@@ -43,7 +43,6 @@ endfunction()
 
 function(kvz_cuda_emu_sources LIST_VAR)
   set(sources ${${LIST_VAR}})
-  list(FILTER sources EXCLUDE REGEX "_nocuda\\.c$")
   file(GLOB cu_files CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/kernels/*.cu)
   foreach(cu ${cu_files})
     kvz_cuda_emu_rewrite(${cu} gen)
