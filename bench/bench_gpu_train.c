@@ -1,6 +1,6 @@
-/* bench_gpu_train: the kvzap side of bench/bench_gpu_train.sh (not a test,
- * not part of the CMake build; the script compiles it against a CUDA build's
- * libkvzap.a). Subcommands, each printing one JSON line:
+/* bench_gpu_train: the kvzap side of bench/bench_gpu_train.sh (not a test;
+ * CMake builds it with the library as <build>/bench/bench_gpu_train, on the
+ * cuda backend of ops/backend.h). Subcommands, each printing one JSON line:
  *   write PATH N D HKV     an oracle dataset (1 layer, float16 hidden states,
  *                          no ridge sums, 1024-sample documents, 5% test
  *                          documents) with y = -7 + x.a + 0.5 tanh(x.b) + noise
@@ -12,9 +12,13 @@
  *                          are all inside; samples/s = n_train * epochs / wall
  *                          (and / the MLP's own train_seconds)
  *   ridge N D HKV BLOCKS   the ridge fit on the GPU for N rows: one random
- *                          fp32 block of N/BLOCKS rows on the device added
- *                          BLOCKS times (kvz_cuda_ridge_add: float64 X^T X by
- *                          cublasDsyrk), downloaded, kvz_ridge_solve on the host */
+ *                          fp32 block of N/BLOCKS rows in cuda backend memory
+ *                          added BLOCKS times to kvz_ridge_acc_create_on(cuda)
+ *                          (kvz_ridge_acc_add: kvz_op_ridge_add, float64
+ *                          X^T X by cublasDsyrk), then kvz_ridge_acc_solve
+ *                          (download of the sums + Cholesky on the host);
+ *                          accumulate_seconds ends with a backend sync,
+ *                          solve_seconds is the kvz_ridge_acc_solve call */
 #define _POSIX_C_SOURCE 200809L
 #include <jansson.h>
 #include <math.h>
@@ -25,9 +29,8 @@
 
 #include "common/config.h"
 #include "data/corpus.h"
-#include "kernels/kvz_cuda_ops.h"
-#include "kernels/kvz_cuda_train.h"
 #include "kvzip_oracle/oracle_store.h"
+#include "ops/backend.h"
 #include "trainer/ridge.h"
 #include "trainer/train.h"
 
@@ -166,56 +169,62 @@ static int cmd_mlp(const char *path, const char *out, const char *hidden, const 
            "\"mlp_train_seconds\": %.3f, \"samples_per_s_train\": %.0f, \"final_val_loss\": %.6g, "
            "\"precision\": \"%s\"}\n",
            sum.n_train, wall, samples / wall, train_s, samples / train_s, val, precision);
-    kvz_cuda_ops_release();
     return 0;
 }
 
-static int ridge_run(size_t rows, size_t D, size_t H, size_t blocks, double *secs, kvz_error *err)
+static int ridge_run(kvz_backend *be, size_t rows, size_t D, size_t H, size_t blocks,
+                     double *secs, kvz_error *err)
 {
-    float *x = malloc(rows * D * sizeof *x), *y = malloc(rows * H * sizeof *y), *dx = NULL, *dy = NULL;
-    double *buf = malloc((D * D + D * H + D + 2 * H) * sizeof(double));
+    float *x = malloc(rows * D * sizeof *x), *y = malloc(rows * H * sizeof *y);
     float *w = malloc(H * D * sizeof *w), *b = malloc(H * sizeof *b);
-    for (size_t i = 0; x && i < rows * D; i++)
+    if (!x || !y || !w || !b) {
+        free(x), free(y), free(w), free(b);
+        return kvz_fail(err, KVZ_ENOMEM, "out of memory (%zu rows of %zu)", rows, D);
+    }
+    for (size_t i = 0; i < rows * D; i++)
         x[i] = nrand();
-    for (size_t i = 0; y && i < rows * H; i++)
+    for (size_t i = 0; i < rows * H; i++)
         y[i] = -7.0f + nrand();
-    kvz_cuda_ridge *acc = NULL;
-    kvz_ridge_stats st = {D, H, buf, buf + D * D, buf + D * D + D * H, buf + D * D + D * H + D,
-                          buf + D * D + D * H + D + H, 0};
-    int rc = kvz_cuda_alloc((void **)&dx, rows * D * sizeof(float), err);
-    rc = rc ? rc : kvz_cuda_alloc((void **)&dy, rows * H * sizeof(float), err);
-    rc = rc ? rc : kvz_cuda_upload(dx, x, rows * D * sizeof(float), err);
-    rc = rc ? rc : kvz_cuda_upload(dy, y, rows * H * sizeof(float), err);
-    rc = rc ? rc : kvz_cuda_sync(err);
+    kvz_buf dx = {0}, dy = {0};
+    kvz_ridge_acc *acc = NULL;
+    int rc = kvz_backend_alloc(be, KVZ_F32, rows * D, "the ridge block of x", &dx, err);
+    rc = rc ? rc : kvz_backend_alloc(be, KVZ_F32, rows * H, "the ridge block of y", &dy, err);
+    rc = rc ? rc : kvz_backend_upload(be, dx.data, x, rows * D * sizeof(float), err);
+    rc = rc ? rc : kvz_backend_upload(be, dy.data, y, rows * H * sizeof(float), err);
+    rc = rc ? rc : kvz_backend_sync(be, err);
     double t0 = now_s();
-    rc = rc ? rc : kvz_cuda_ridge_create(D, H, rows, &acc, err);
+    rc = rc ? rc : kvz_ridge_acc_create_on(be, D, H, &acc, err);
     for (size_t k = 0; rc == KVZ_OK && k < blocks; k++)
-        rc = kvz_cuda_ridge_add(acc, dx, dy, rows, err);
-    rc = rc ? rc : kvz_cuda_ridge_download(acc, buf, buf + D * D, buf + D * D + D * H,
-                                           buf + D * D + D * H + D, buf + D * D + D * H + D + H,
-                                           &st.count, err);
+        rc = kvz_ridge_acc_add(acc, dx.data, dy.data, rows, err);
+    rc = rc ? rc : kvz_backend_sync(be, err);
     double t1 = now_s();
-    rc = rc ? rc : kvz_ridge_solve(&st, 1.0, w, b, err);
+    rc = rc ? rc : kvz_ridge_acc_solve(acc, 1.0, w, b, err);
     secs[0] = t1 - t0;
     secs[1] = now_s() - t1;
-    kvz_cuda_ridge_free(acc);
-    kvz_cuda_free(dx), kvz_cuda_free(dy);
-    free(x), free(y), free(buf), free(w), free(b);
+    kvz_ridge_acc_free(acc);
+    kvz_backend_free(be, &dx);
+    kvz_backend_free(be, &dy);
+    free(x), free(y), free(w), free(b);
     return rc;
 }
 
 static int cmd_ridge(size_t n, size_t D, size_t H, size_t blocks)
 {
     kvz_error err = {0};
+    kvz_backend_options opt = {KVZ_BACKEND_CUDA, 0, 0};
+    kvz_backend *be = NULL;
+    if (kvz_backend_open(&opt, &be, &err))
+        return fail("ridge", &err);
     size_t rows = (n + blocks - 1) / blocks;
     double warm[2], secs[2];
-    if (ridge_run(rows < 256 ? rows : 256, D, H, 1, warm, &err) || /* warm-up: handles, BLAS */
-        ridge_run(rows, D, H, blocks, secs, &err))
+    int rc = ridge_run(be, rows < 256 ? rows : 256, D, H, 1, warm, &err) || /* warm-up: handles, BLAS */
+             ridge_run(be, rows, D, H, blocks, secs, &err);
+    kvz_backend_close(be);
+    if (rc)
         return fail("ridge", &err);
     printf("{\"rows\": %zu, \"accumulate_seconds\": %.3f, \"solve_seconds\": %.3f, "
            "\"seconds\": %.3f}\n",
            rows * blocks, secs[0], secs[1], secs[0] + secs[1]);
-    kvz_cuda_ops_release();
     return 0;
 }
 

@@ -1,7 +1,7 @@
-/* mlp_plan: the device-independent part of the MLP recipe (mlp.h), shared by
- * the CPU trainer (mlp_train.c) and the CUDA one (mlp_train_cuda.c) so both
- * refuse the same options and draw the same validation split and the same
- * per-epoch row orders from the documented RNG streams; plus the log. */
+/* mlp_plan: the device-independent part of the MLP recipe (mlp.h): the
+ * option checks, the validation split and the per-epoch row orders from the
+ * documented RNG streams, plus the log, so every backend the trainer
+ * (mlp_train.c) runs on refuses the same options and visits the same rows. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
