@@ -53,10 +53,12 @@ enum { D = 40, DH = 5, HKV = 3, N = 77 };
  * steps), max |diff| / max |ref| per tensor. The two run the same operation
  * order except inside the GEMMs (cuBLAS vs OpenBLAS summation order) and
  * the batch split (the cpu trainer combines per-thread parts), so they
- * differ by float32 rounding that AdamW's normalized steps carry on: the
- * emulator measured at most 1.2e-6 (see the printed worst); 1e-4 leaves
- * room for real GPUs' GEMM orders while a wrong step (lr, moments, clip,
- * a batch) moves the weights by far more (~1e-2 of their scale per step). */
+ * differ by float32 rounding that AdamW's normalized steps carry on. The
+ * emulator (cuBLAS on OpenBLAS) measured 7.9e-8 (fp32 rows) and 1.6e-7
+ * (fp16 rows), printed below; 1e-4 leaves a factor of 600 and more for a
+ * real GPU's GEMM orders (and TF32-free but differently blocked sums),
+ * while one wrong step (lr, moments, clip, a batch's rows) moves weights by
+ * about lr / (weight scale) = 5e-3 / 0.16, i.e. 3e-2 of their scale. */
 #define TRAIN_RTOL 1e-4
 
 /* ---------- helpers ---------- */
