@@ -96,92 +96,6 @@ int kvz_cuda_allow_smem(const void *kernel, size_t bytes, const char *what, kvz_
                           what, err);
 }
 
-static pthread_mutex_t g_blas_lock = PTHREAD_MUTEX_INITIALIZER;
-static cublasHandle_t g_blas = NULL;
-
-int kvz_cuda_blas(cublasHandle_t *out, kvz_error *err)
-{
-    int rc = KVZ_OK;
-    pthread_mutex_lock(&g_blas_lock);
-    if (!g_blas) {
-        rc = kvz_cublas_check(cublasCreate(&g_blas), "cuda: creating the cuBLAS handle", err);
-        if (rc == KVZ_OK)
-            /* Pedantic: true fp32 GEMMs (no TF32, no reduced-precision
-             * reductions), as the fp32 check mode needs. */
-            rc = kvz_cublas_check(cublasSetMathMode(g_blas, CUBLAS_PEDANTIC_MATH),
-                                  "cuda: setting cuBLAS math mode", err);
-        if (rc != KVZ_OK && g_blas) {
-            cublasDestroy(g_blas);
-            g_blas = NULL;
-        }
-    }
-    *out = g_blas;
-    pthread_mutex_unlock(&g_blas_lock);
-    return rc;
-}
-
-extern "C" void kvz_cuda_ops_release(void)
-{
-    pthread_mutex_lock(&g_blas_lock);
-    if (g_blas)
-        cublasDestroy(g_blas);
-    g_blas = NULL;
-    pthread_mutex_unlock(&g_blas_lock);
-}
-
-/* ---------- device buffers ---------- */
-
-extern "C" int kvz_cuda_alloc(void **out, size_t bytes, kvz_error *err)
-{
-    if (out)
-        *out = NULL;
-    if (!out || bytes == 0)
-        return kvz_fail(err, KVZ_EINVAL, "cuda alloc: NULL output or 0 bytes");
-    char what[96];
-    snprintf(what, sizeof what, "cuda alloc: %zu bytes", bytes);
-    int rc = kvz_cuda_check(cudaMalloc(out, bytes), what, err);
-    if (rc != KVZ_OK)
-        *out = NULL;
-    return rc;
-}
-
-extern "C" void kvz_cuda_free(void *dev)
-{
-    if (dev)
-        (void)cudaFree(dev); /* a failure here means an earlier fault; sync reports it */
-}
-
-static int copy_bytes(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
-                      const char *what, kvz_error *err)
-{
-    if (bytes == 0)
-        return KVZ_OK;
-    if (!dst || !src)
-        return kvz_fail(err, KVZ_EINVAL, "%s: NULL pointer", what);
-    return kvz_cuda_check(cudaMemcpy(dst, src, bytes, kind), what, err);
-}
-
-extern "C" int kvz_cuda_upload(void *dev_dst, const void *host_src, size_t bytes, kvz_error *err)
-{
-    return copy_bytes(dev_dst, host_src, bytes, cudaMemcpyHostToDevice, "cuda upload", err);
-}
-
-extern "C" int kvz_cuda_download(void *host_dst, const void *dev_src, size_t bytes,
-                                 kvz_error *err)
-{
-    return copy_bytes(host_dst, dev_src, bytes, cudaMemcpyDeviceToHost, "cuda download", err);
-}
-
-extern "C" int kvz_cuda_copy(void *dev_dst, const void *dev_src, size_t bytes, kvz_error *err)
-{
-    return copy_bytes(dev_dst, dev_src, bytes, cudaMemcpyDeviceToDevice, "cuda copy", err);
-}
-
-extern "C" int kvz_cuda_sync(kvz_error *err)
-{
-    return kvz_cuda_check(cudaDeviceSynchronize(), "cuda sync", err);
-}
-
 /* ---------- RMSNorm ---------- */
 
 enum { NORM_THREADS = 256 }; /* a power of two: the tree reduction halves it */
@@ -225,14 +139,6 @@ extern "C" int kvz_cuda_rmsnorm(const float *x, const float *w, float *y, size_t
         return KVZ_OK;
     rmsnorm_kernel<<<kvz_cuda_blocks_for(n_rows, 1), NORM_THREADS>>>(x, w, y, n_rows, dim, eps);
     return kvz_cuda_check_launch("cuda rmsnorm: kernel launch", err);
-}
-
-extern "C" int kvz_cuda_head_rmsnorm(float *x, const float *w, size_t n_tokens, size_t n_heads,
-                                     size_t head_dim, float eps, kvz_error *err)
-{
-    if (!x || !w || head_dim == 0 || n_heads == 0)
-        return kvz_fail(err, KVZ_EINVAL, "cuda head rmsnorm: NULL array, 0 heads or head_dim 0");
-    return kvz_cuda_rmsnorm(x, w, x, n_tokens * n_heads, head_dim, eps, err);
 }
 
 /* ---------- RoPE ---------- */

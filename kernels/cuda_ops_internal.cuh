@@ -1,7 +1,7 @@
 /* cuda_ops_internal: helpers shared by the kernels/ .cu files (CUDA builds
  * only; never include from C): status checks that turn CUDA and cuBLAS
- * failures into kvz_error messages, launch sizing and the process-wide
- * cuBLAS handle. */
+ * failures into kvz_error messages, launch sizing and the shared-memory
+ * opt-in. */
 #ifndef KVZ_CUDA_OPS_INTERNAL_CUH
 #define KVZ_CUDA_OPS_INTERNAL_CUH
 
@@ -29,8 +29,5 @@ unsigned kvz_cuda_blocks_for(size_t n, unsigned threads);
  * KVZ_EUNSUPPORTED ("<what>: needs N bytes of shared memory per block,
  * device D allows M") when the device cannot; KVZ_EIO on CUDA errors. */
 int kvz_cuda_allow_smem(const void *kernel, size_t bytes, const char *what, kvz_error *err);
-/* The process-wide cuBLAS handle (created on first use, default stream,
- * CUBLAS_DEFAULT_MATH: plain fp32, no TF32). */
-int kvz_cuda_blas(cublasHandle_t *out, kvz_error *err);
 
 #endif
