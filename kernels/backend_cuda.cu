@@ -404,6 +404,13 @@ static int cuda_attention(kvz_backend *be, const kvz_attn_args *a, kvz_dtype com
     return tc ? kvz_cuda_attention_bf16(a, err) : kvz_cuda_attention(a, err);
 }
 
+static int cuda_ragged_attention(kvz_backend *be, const kvz_ragged_attn_args *a,
+                                 kvz_error *err)
+{
+    (void)be;
+    return kvz_cuda_ragged_attention(a, err);
+}
+
 static int cuda_swiglu(kvz_backend *be, const float *gate_up, float *out, size_t n, size_t d_ff,
                        kvz_error *err)
 {
@@ -805,6 +812,7 @@ static void cuda_close(kvz_backend *be)
 static const kvz_backend_ops CUDA_OPS = {
     cuda_close,   cuda_alloc,     cuda_free,      cuda_upload,   cuda_download, cuda_copy,
     cuda_sync,    cuda_peak,      cuda_host_alloc, cuda_host_free, cuda_linear,    cuda_rmsnorm,  cuda_rope,     cuda_attention,
+    cuda_ragged_attention,
     cuda_swiglu,  cuda_add,       cuda_embed,     cuda_copy_rows, cuda_convert, cuda_fill,
     /* KVzip+ score */
     cuda_row_lognorms, cuda_value_lognorms, cuda_causal_lse, cuda_kvzip_best, cuda_gather_rows,

@@ -180,3 +180,80 @@ extern "C" int kvz_cuda_attention(const kvz_attn_args *a, kvz_error *err)
         a->n_heads / a->n_kv_heads, a->head_dim, a->scale);
     return kvz_cuda_check_launch("cuda attention: flash_attention_kernel launch", err);
 }
+
+/* ---------- ragged attention (a pruned KV cache, ops/ops.h) ----------
+ * One warp per (query, head): the lanes split head_dim (up to
+ * RAG_PER_LANE elements each), the keys of the head's slab are walked in
+ * order (positions ascend, so the first key past the query ends the walk)
+ * with an online softmax in fp32. Decode (one query) and prefill chunks use
+ * the same kernel; it is memory-bound on the kept keys. */
+enum { RAG_PER_LANE = KVZ_CUDA_ATTN_MAX_HEAD_DIM / 32, RAG_THREADS = 128 };
+
+static __global__ void ragged_attention_kernel(const float *q, const float *k, const float *v,
+                                               const int32_t *pos, const int32_t *count,
+                                               float *out, size_t n_q, size_t q_pos0, size_t cap,
+                                               size_t n_heads, size_t group, size_t dh,
+                                               float scale)
+{
+    size_t warp = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    unsigned lane = threadIdx.x % 32;
+    if (warp >= n_q * n_heads)
+        return; /* uniform per warp: blockDim is a multiple of 32 */
+    size_t i = warp / n_heads, h = warp % n_heads, g = h / group;
+    const float *qr = q + (i * n_heads + h) * dh;
+    const float *kg = k + g * cap * dh, *vg = v + g * cap * dh;
+    const int32_t *pg = pos + g * cap;
+    long long qpos = (long long)(q_pos0 + i);
+    int n = count[g];
+    float qv[RAG_PER_LANE], o[RAG_PER_LANE];
+    for (int e = 0; e < RAG_PER_LANE; e++) {
+        size_t d = lane + 32 * (size_t)e;
+        qv[e] = d < dh ? qr[d] : 0.0f;
+        o[e] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+    for (int j = 0; j < n && (long long)pg[j] <= qpos; j++) {
+        const float *kr = kg + (size_t)j * dh, *vr = vg + (size_t)j * dh;
+        float s = 0.0f;
+        for (int e = 0; e < RAG_PER_LANE; e++) {
+            size_t d = lane + 32 * (size_t)e;
+            if (d < dh)
+                s += qv[e] * kr[d];
+        }
+        s = att_warp_sum(s) * scale;
+        float m_new = fmaxf(m, s);
+        float corr = expf(m - m_new), p = expf(s - m_new);
+        l = l * corr + p;
+        for (int e = 0; e < RAG_PER_LANE; e++) {
+            size_t d = lane + 32 * (size_t)e;
+            if (d < dh)
+                o[e] = o[e] * corr + p * vr[d];
+        }
+        m = m_new;
+    }
+    float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    float *orow = out + (i * n_heads + h) * dh;
+    for (int e = 0; e < RAG_PER_LANE; e++) {
+        size_t d = lane + 32 * (size_t)e;
+        if (d < dh)
+            orow[d] = o[e] * inv;
+    }
+}
+
+extern "C" int kvz_cuda_ragged_attention(const kvz_ragged_attn_args *a, kvz_error *err)
+{
+    if (a->head_dim > KVZ_CUDA_ATTN_MAX_HEAD_DIM)
+        return kvz_fail(err, KVZ_EINVAL, "cuda ragged attention: head_dim %zu above %d",
+                        a->head_dim, (int)KVZ_CUDA_ATTN_MAX_HEAD_DIM);
+    if (a->n_q == 0)
+        return KVZ_OK;
+    size_t warps = a->n_q * a->n_heads, per_block = RAG_THREADS / 32;
+    size_t blocks = (warps + per_block - 1) / per_block;
+    if (blocks > 0x7fffffffu)
+        return kvz_fail(err, KVZ_EINVAL, "cuda ragged attention: %zu queries are too many",
+                        a->n_q);
+    ragged_attention_kernel<<<(unsigned)blocks, RAG_THREADS, 0, 0>>>(
+        a->q, a->k, a->v, a->pos, a->count, a->out, a->n_q, a->q_pos0, a->cap, a->n_heads,
+        a->n_heads / a->n_kv_heads, a->head_dim, a->scale);
+    return kvz_cuda_check_launch("cuda ragged attention: ragged_attention_kernel launch", err);
+}

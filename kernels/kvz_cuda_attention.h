@@ -28,6 +28,11 @@ int kvz_cuda_attention(const kvz_attn_args *a, kvz_error *err);
  * satisfy kvz_cuda_attention_bf16_supported (else KVZ_EINVAL). */
 int kvz_cuda_attention_bf16(const kvz_attn_args *a, kvz_error *err);
 
+/* kvz_ragged_attention on the device (every array in device memory, count
+ * and pos included; head_dim <= KVZ_CUDA_ATTN_MAX_HEAD_DIM); enqueues on the
+ * legacy default stream like the kernels above. */
+int kvz_cuda_ragged_attention(const kvz_ragged_attn_args *a, kvz_error *err);
+
 /* 1 when head_dim is a multiple of 16 in 16..KVZ_CUDA_ATTN_MAX_HEAD_DIM. */
 int kvz_cuda_attention_bf16_supported(size_t head_dim);
 

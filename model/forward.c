@@ -204,7 +204,7 @@ static int check_config(const kvz_forward *f, kvz_error *err)
 static int begin(const kvz_model_config *cfg, const char *source, const kvz_forward_options *opt,
                  kvz_forward **out, kvz_error *err)
 {
-    kvz_forward_options o = opt ? *opt : (kvz_forward_options){0, 0, 0, KVZ_BACKEND_CPU, 0, KVZ_F32};
+    kvz_forward_options o = opt ? *opt : (kvz_forward_options){.device = KVZ_BACKEND_CPU, .precision = KVZ_F32};
     kvz_forward *f = calloc(1, sizeof *f);
     *out = f;
     if (!f)
@@ -234,6 +234,15 @@ static int begin(const kvz_model_config *cfg, const char *source, const kvz_forw
         return kvz_fail(err, KVZ_ENOMEM, "forward: out of memory");
     }
     kvz_rope_inv_freq(&f->cfg, inv);
+    f->prune = o.prune;
+    f->prune_user = o.prune_user;
+    if (o.prune)
+        rc = kvz_kv_cache_create(f->be, f->cfg.n_layers, f->cfg.n_kv_heads, f->cfg.head_dim,
+                                 &f->ragged, err);
+    if (rc) {
+        free(inv);
+        return rc;
+    }
     size_t half = f->cfg.head_dim / 2;
     rc = kvz_backend_alloc(f->be, KVZ_F32, half, "the RoPE table", &f->inv_freq, err);
     rc = rc ? rc : kvz_backend_upload(f->be, f->inv_freq.data, inv, half * sizeof *inv, err);
@@ -284,6 +293,7 @@ void kvz_forward_free(kvz_forward *f)
         kvz_backend_free(f->be, &f->scratch);
         kvz_backend_free(f->be, &f->w_o_f32);
         kvz_backend_free(f->be, &f->logits);
+        kvz_kv_cache_free(f->ragged);
         kvz_backend_close(f->be);
     }
     free(f->k_cache);
@@ -295,12 +305,21 @@ void kvz_forward_free(kvz_forward *f)
 const kvz_model_config *kvz_forward_config(const kvz_forward *f) { return &f->cfg; }
 kvz_backend *kvz_forward_backend(const kvz_forward *f) { return f->be; }
 kvz_dtype kvz_forward_precision(const kvz_forward *f) { return f->dtype; }
-void kvz_forward_reset(kvz_forward *f) { f->n_cached = 0; }
+void kvz_forward_reset(kvz_forward *f)
+{
+    f->n_cached = 0;
+    if (f->ragged)
+        kvz_kv_cache_reset(f->ragged);
+}
+kvz_kv_cache *kvz_forward_kv_cache(const kvz_forward *f) { return f->ragged; }
 size_t kvz_forward_n_cached(const kvz_forward *f) { return f->n_cached; }
 size_t kvz_forward_device_bytes(const kvz_forward *f) { return kvz_backend_bytes_held(f->be); }
 size_t kvz_forward_peak_device_bytes(const kvz_forward *f) { return kvz_backend_peak_bytes(f->be); }
 
 void kvz_forward_truncate(kvz_forward *f, size_t n_tokens)
 {
-    if (n_tokens < f->n_cached) f->n_cached = n_tokens;
+    if (f->ragged && n_tokens < f->n_cached && n_tokens == 0)
+        kvz_forward_reset(f);
+    else if (!f->ragged && n_tokens < f->n_cached)
+        f->n_cached = n_tokens;
 }

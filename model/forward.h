@@ -29,8 +29,19 @@
 #include "../common/kvz_error.h"
 #include "../ops/backend.h"
 #include "checkpoint.h"
+#include "kv_cache.h"
 
 typedef struct kvz_forward kvz_forward; /* opaque: backend, weights, KV cache, scratch */
+
+/* A pruning policy (e.g. KVzap's threshold, trainer/prune.h), called for
+ * every layer right after the layer's attention over the chunk, with x, the
+ * attention input of the chunk's tokens ([n, D] fp32, backend memory,
+ * positions pos0..pos0+n-1), and the ragged cache, from which it may evict
+ * (kvz_kv_cache_evict). The chunk's own attention is therefore dense over
+ * what was kept before it plus the chunk, and evictions apply from the next
+ * chunk (or decoding step) on: kvpress's DMSPress order. */
+typedef int (*kvz_prune_fn)(void *user, size_t layer, const float *x, size_t n, size_t pos0,
+                            kvz_kv_cache *cache, kvz_error *err);
 
 typedef struct kvz_forward_options {
     int n_threads;       /* 0: all cores. Process-wide (ops threads and OpenBLAS). */
@@ -41,6 +52,10 @@ typedef struct kvz_forward_options {
     kvz_backend_kind device; /* KVZ_BACKEND_CPU (default) or KVZ_BACKEND_CUDA */
     int device_index;    /* cuda: which device */
     kvz_dtype precision; /* KVZ_F32 (default) or KVZ_BF16, see above */
+    kvz_prune_fn prune;  /* non-NULL: a ragged per-head KV cache (model/kv_cache.h) with
+                            this policy; taps are then refused and truncate keeps
+                            only a reset (n_tokens 0) */
+    void *prune_user;
 } kvz_forward_options;
 
 /* What one layer's attention saw, for the tokens of the current call
@@ -89,6 +104,8 @@ kvz_dtype kvz_forward_precision(const kvz_forward *f);
 size_t kvz_forward_device_bytes(const kvz_forward *f);
 size_t kvz_forward_peak_device_bytes(const kvz_forward *f);
 
+/* The ragged cache of a pruned forward (options.prune), else NULL. */
+kvz_kv_cache *kvz_forward_kv_cache(const kvz_forward *f);
 /* Forgets the KV cache (next call starts at position 0). */
 void kvz_forward_reset(kvz_forward *f);
 /* Keeps only the first n_tokens cached positions (no-op when n_tokens >=

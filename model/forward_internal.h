@@ -30,6 +30,7 @@ typedef struct run_buffers {
     float *gate_up; /* [n, 2F] */
     float *act;     /* [n, F] */
     float *lse;     /* [n, H] */
+    float *kn, *vn; /* [n, KV] the chunk's keys and values (pruned forward) */
 } run_buffers;
 
 struct kvz_forward {
@@ -44,6 +45,9 @@ struct kvz_forward {
     kvz_buf inv_freq;          /* [dh/2] */
     kvz_buf *k_cache, *v_cache; /* per layer [cap, Hkv, dh] */
     size_t cap, n_cached, max_tokens, attn_block;
+    kvz_prune_fn prune;        /* non-NULL: ragged cache below instead of k/v_cache */
+    void *prune_user;
+    kvz_kv_cache *ragged;
     kvz_buf scratch;           /* the run_buffers for scratch_tokens tokens */
     size_t scratch_tokens;
     run_buffers b;

@@ -114,13 +114,14 @@ static int get_buffers(kvz_forward *f, size_t n, kvz_error *err)
 {
     const kvz_model_config *c = &f->cfg;
     size_t D = c->d_model, Q = c->n_heads * c->head_dim, KV = c->n_kv_heads * c->head_dim;
-    size_t widths[9] = {D, D, Q + 2 * KV, Q, Q, D, 2 * c->d_ff, c->d_ff, c->n_heads};
+    size_t widths[11] = {D, D, Q + 2 * KV, Q, Q, D, 2 * c->d_ff, c->d_ff, c->n_heads, KV, KV};
     run_buffers *b = &f->b;
-    float **views[9] = {&b->h,    &b->x,       &b->qkv, &b->q,  &b->attn,
-                        &b->proj, &b->gate_up, &b->act, &b->lse};
+    float **views[11] = {&b->h,    &b->x,       &b->qkv, &b->q,  &b->attn, &b->proj,
+                         &b->gate_up, &b->act, &b->lse, &b->kn, &b->vn};
+    int n_views = f->ragged ? 11 : 9;
     if (n > f->scratch_tokens) {
         size_t total = 0;
-        for (int i = 0; i < 9; i++)
+        for (int i = 0; i < n_views; i++)
             total += n * widths[i];
         kvz_backend_free(f->be, &f->scratch);
         f->scratch_tokens = 0;
@@ -132,7 +133,7 @@ static int get_buffers(kvz_forward *f, size_t n, kvz_error *err)
         f->scratch_tokens = n;
     }
     size_t at = 0;
-    for (int i = 0; i < 9; i++) { /* views for scratch_tokens, so they never move */
+    for (int i = 0; i < n_views; i++) { /* views for scratch_tokens, so they never move */
         *views[i] = (float *)f->scratch.data + at;
         at += f->scratch_tokens * widths[i];
     }
@@ -149,8 +150,8 @@ static int attention_inputs(kvz_forward *f, const layer_weights *w, size_t l, si
     size_t dh = c->head_dim, Q = c->n_heads * dh, KV = c->n_kv_heads * dh, W = Q + 2 * KV;
     size_t pos0 = f->n_cached;
     const float *inv_freq = kvz_buf_f32(f->inv_freq);
-    float *k_new = kvz_buf_f32(f->k_cache[l]) + pos0 * KV;
-    float *v_new = kvz_buf_f32(f->v_cache[l]) + pos0 * KV;
+    float *k_new = f->ragged ? b->kn : kvz_buf_f32(f->k_cache[l]) + pos0 * KV;
+    float *v_new = f->ragged ? b->vn : kvz_buf_f32(f->v_cache[l]) + pos0 * KV;
     float eps = (float)c->rms_norm_eps;
     int rc = kvz_op_linear(be, b->x, w->w_qkv, w->b_qkv, b->qkv, n, c->d_model, W, err);
     rc = rc ? rc : kvz_op_copy_rows(be, b->q, Q, b->qkv, W, n, Q, err);
@@ -161,7 +162,27 @@ static int attention_inputs(kvz_forward *f, const layer_weights *w, size_t l, si
         rc = rc ? rc : kvz_op_rmsnorm(be, k_new, w->k_norm, k_new, n * c->n_kv_heads, dh, eps, err);
     }
     rc = rc ? rc : kvz_op_rope(be, b->q, n, c->n_heads, dh, pos0, inv_freq, err);
-    return rc ? rc : kvz_op_rope(be, k_new, n, c->n_kv_heads, dh, pos0, inv_freq, err);
+    rc = rc ? rc : kvz_op_rope(be, k_new, n, c->n_kv_heads, dh, pos0, inv_freq, err);
+    if (!rc && f->ragged) /* every head keeps the chunk; the policy evicts after attention */
+        rc = kvz_kv_cache_append(f->ragged, l, k_new, v_new, n, pos0, err);
+    return rc;
+}
+
+/* The pruned forward's attention: over each head's kept keys, then the
+ * policy's evictions (kvz_prune_fn). */
+static int ragged_attention_block(kvz_forward *f, size_t l, size_t n, kvz_error *err)
+{
+    const kvz_model_config *c = &f->cfg;
+    kvz_ragged_attn_args a = {0};
+    kvz_kv_cache_view(f->ragged, l, &a);
+    a.q = f->b.q;
+    a.out = f->b.attn;
+    a.n_q = n;
+    a.q_pos0 = f->n_cached;
+    a.n_heads = c->n_heads;
+    a.scale = 1.0f / sqrtf((float)c->head_dim);
+    int rc = kvz_op_ragged_attention(f->be, &a, err);
+    return rc ? rc : f->prune(f->prune_user, l, f->b.x, n, f->n_cached, f->ragged, err);
 }
 
 /* The tap's fp32 W_o: the weight itself, or (bf16) a converted copy. */
@@ -188,6 +209,11 @@ static int attention_block(kvz_forward *f, size_t l, size_t n, kvz_tap_fn tap, v
     size_t D = c->d_model, Q = c->n_heads * c->head_dim;
     int rc = kvz_op_rmsnorm(be, b->h, w->in_norm, b->x, n, D, (float)c->rms_norm_eps, err);
     rc = rc ? rc : attention_inputs(f, w, l, n, err);
+    if (f->ragged) {
+        rc = rc ? rc : ragged_attention_block(f, l, n, err);
+        rc = rc ? rc : kvz_op_linear(be, b->attn, w->w_o, w->b_o, b->proj, n, Q, D, err);
+        return rc ? rc : kvz_op_add(be, b->h, b->proj, n * D, err);
+    }
     kvz_attn_args a = {b->q,
                        kvz_buf_f32(f->k_cache[l]),
                        kvz_buf_f32(f->v_cache[l]),
@@ -277,7 +303,10 @@ int kvz_forward_run(kvz_forward *f, const int32_t *ids, size_t n, kvz_tap_fn tap
                                    logits_mode, logits, err);
     if (rc)
         return rc;
-    rc = grow_cache(f, f->n_cached + n, err);
+    if (f->ragged && tap)
+        return kvz_fail(err, KVZ_EINVAL, "%s: taps need the full KV cache; this forward "
+                        "prunes it", f->source);
+    rc = f->ragged ? KVZ_OK : grow_cache(f, f->n_cached + n, err);
     rc = rc ? rc : get_buffers(f, n, err);
     rc = rc ? rc : kvz_op_embed(f->be, f->embed, f->cfg.d_model, ids, n, f->b.h, err);
     for (size_t l = 0; !rc && l < f->cfg.n_layers; l++) {

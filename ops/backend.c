@@ -271,6 +271,16 @@ int kvz_op_attention(kvz_backend *be, const kvz_attn_args *a, kvz_dtype compute,
     return be->ops->attention(be, a, compute, err);
 }
 
+int kvz_op_ragged_attention(kvz_backend *be, const kvz_ragged_attn_args *a, kvz_error *err)
+{
+    NEED(a && a->q && a->k && a->v && a->pos && a->count && a->out && a->n_heads &&
+             a->n_kv_heads && a->head_dim && a->n_heads % a->n_kv_heads == 0,
+         "ragged attention");
+    if (!a->n_q)
+        return KVZ_OK;
+    return be->ops->ragged_attention(be, a, err);
+}
+
 int kvz_op_swiglu(kvz_backend *be, const float *gate_up, float *out, size_t n, size_t d_ff,
                   kvz_error *err)
 {

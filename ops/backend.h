@@ -186,6 +186,10 @@ int kvz_op_rope(kvz_backend *be, float *x, size_t n_tokens, size_t n_heads, size
  * computes in fp32. a->block is a cpu tuning knob (0: 256). */
 int kvz_op_attention(kvz_backend *be, const kvz_attn_args *a, kvz_dtype compute,
                      kvz_error *err);
+/* kvz_ragged_attention (ops/ops.h: per-KV-head kept keys at their original
+ * positions, causal by position) with every array, count and pos included,
+ * in backend memory; fp32. */
+int kvz_op_ragged_attention(kvz_backend *be, const kvz_ragged_attn_args *a, kvz_error *err);
 /* kvz_swiglu: out [n, d_ff] = silu(gate) * up of gate_up [n, 2*d_ff]. */
 int kvz_op_swiglu(kvz_backend *be, const float *gate_up, float *out, size_t n, size_t d_ff,
                   kvz_error *err);
@@ -400,6 +404,7 @@ typedef struct kvz_backend_ops {
                 size_t pos0, const float *inv_freq, kvz_error *err);
     int (*attention)(kvz_backend *be, const kvz_attn_args *a, kvz_dtype compute,
                      kvz_error *err);
+    int (*ragged_attention)(kvz_backend *be, const kvz_ragged_attn_args *a, kvz_error *err);
     int (*swiglu)(kvz_backend *be, const float *gate_up, float *out, size_t n, size_t d_ff,
                   kvz_error *err);
     int (*add)(kvz_backend *be, float *h, const float *d, size_t count, kvz_error *err);

@@ -184,6 +184,15 @@ static int cpu_attention(kvz_backend *be, const kvz_attn_args *a, kvz_dtype comp
     return KVZ_OK;
 }
 
+static int cpu_ragged_attention(kvz_backend *be, const kvz_ragged_attn_args *a,
+                                kvz_error *err)
+{
+    (void)be;
+    (void)err;
+    kvz_ragged_attention(a);
+    return KVZ_OK;
+}
+
 static int cpu_add(kvz_backend *be, float *h, const float *d, size_t count, kvz_error *err)
 {
     (void)be;
@@ -792,6 +801,7 @@ static const kvz_backend_ops CPU_OPS = {
     .sync = cpu_sync,           .peak_bytes = cpu_peak,   .host_alloc = cpu_host_alloc,
     .host_free = cpu_host_free,   .linear = cpu_linear,
     .rmsnorm = cpu_rmsnorm,     .rope = cpu_rope,         .attention = cpu_attention,
+    .ragged_attention = cpu_ragged_attention,
     .swiglu = cpu_swiglu,       .add = cpu_add,           .embed = cpu_embed,
     .copy_rows = cpu_copy_rows, .convert = cpu_convert,   .fill = cpu_fill,
     /* KVzip+ score */

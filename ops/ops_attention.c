@@ -123,3 +123,41 @@ int kvz_attention(const kvz_attn_args *a)
     openblas_set_num_threads(threads);
     return job.failed ? KVZ_ENOMEM : KVZ_OK;
 }
+
+/* ---------- ragged attention (pruned KV cache) ---------- */
+
+static void ragged_item(void *ctx, size_t item)
+{
+    const kvz_ragged_attn_args *a = ctx;
+    size_t dh = a->head_dim, i = item / a->n_heads, h = item % a->n_heads;
+    size_t g = h / (a->n_heads / a->n_kv_heads);
+    const float *q = a->q + (i * a->n_heads + h) * dh;
+    const float *k = a->k + g * a->cap * dh, *v = a->v + g * a->cap * dh;
+    const int32_t *pos = a->pos + g * a->cap;
+    float *out = a->out + (i * a->n_heads + h) * dh;
+    int64_t qpos = (int64_t)(a->q_pos0 + i);
+    size_t n = (size_t)a->count[g];
+    float m = -INFINITY, l = 0.0f;
+    memset(out, 0, dh * sizeof *out);
+    for (size_t j = 0; j < n && pos[j] <= qpos; j++) { /* positions ascend */
+        float s = 0.0f;
+        for (size_t d = 0; d < dh; d++)
+            s += q[d] * k[j * dh + d];
+        s *= a->scale;
+        float m_new = s > m ? s : m;
+        float corr = expf(m - m_new), p = expf(s - m_new);
+        l = l * corr + p;
+        for (size_t d = 0; d < dh; d++)
+            out[d] = out[d] * corr + p * v[j * dh + d];
+        m = m_new;
+    }
+    if (l > 0.0f)
+        for (size_t d = 0; d < dh; d++)
+            out[d] /= l;
+}
+
+void kvz_ragged_attention(const kvz_ragged_attn_args *a)
+{
+    if (a->n_q)
+        kvz_parallel_for(a->n_q * a->n_heads, ragged_item, (void *)a);
+}
