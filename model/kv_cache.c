@@ -279,8 +279,11 @@ int kvz_kv_cache_evict(kvz_kv_cache *c, size_t layer, size_t head, const int32_t
     rc = rc ? rc : compact_slab(c, L->v, head, L->cap, kept, err);
     L->hcount[head] = (int32_t)kept;
     rc = rc ? rc : upload_head(c, L, head, err);
-    if (!rc && L->cap > MIN_CAP && max_count(c, L) * 4 < L->cap)
-        rc = resize_layer(c, L, L->cap / 2, err);
+    size_t cap = L->cap, most = max_count(c, L);
+    while (cap > MIN_CAP && most * 4 < cap)
+        cap /= 2;
+    if (!rc && cap < L->cap)
+        rc = resize_layer(c, L, cap, err);
     return rc;
 }
 
