@@ -706,6 +706,61 @@ static void test_attention(const attn_case *c)
         free(got_lse);
 }
 
+/* ================= ragged attention (pruned KV cache) =================
+ * Every other backend against the cpu op (test_kv_cache checks the cpu op
+ * against attention re-derived naively with a mask). Ragged counts, keys
+ * after the queries, one KV group that sees nothing, decode and prefill. */
+
+static void run_ragged(kvz_backend *be, const kvz_ragged_attn_args *h, float *out,
+                       const char *what)
+{
+    size_t dh = h->head_dim, nq = h->n_q * h->n_heads * dh, nkv = h->n_kv_heads * h->cap * dh;
+    gbuf q, k, v, pos, count, o;
+    gb_make(be, KVZ_F32, nq, h->q, "q", &q);
+    gb_make(be, KVZ_F32, nkv, h->k, "k", &k);
+    gb_make(be, KVZ_F32, nkv, h->v, "v", &v);
+    gb_make(be, KVZ_I32, h->n_kv_heads * h->cap, h->pos, "pos", &pos);
+    gb_make(be, KVZ_I32, h->n_kv_heads, h->count, "count", &count);
+    gb_make(be, KVZ_F32, nq, NULL, "out", &o);
+    kvz_ragged_attn_args a = *h;
+    a.q = f32p(&q), a.k = f32p(&k), a.v = f32p(&v), a.out = f32p(&o);
+    a.pos = pos.buf.data, a.count = count.buf.data;
+    kvz_error err = {0};
+    op_ok(be, kvz_op_ragged_attention(be, &a, &err), &err, what);
+    gb_finish(be, &q, NULL, h->q, what);
+    gb_finish(be, &k, NULL, h->k, what);
+    gb_finish(be, &v, NULL, h->v, what);
+    gb_finish(be, &pos, NULL, h->pos, what);
+    gb_finish(be, &count, NULL, h->count, what);
+    gb_finish(be, &o, out, NULL, what);
+}
+
+static void test_ragged(size_t H, size_t Hkv, size_t dh, size_t cap, size_t n_q, size_t q_pos0)
+{
+    size_t nq = n_q * H * dh, nkv = Hkv * cap * dh;
+    float *q = rand_array(nq, 2.0f), *k = rand_array(nkv, 1.0f), *v = rand_array(nkv, 1.0f);
+    int32_t *pos = malloc(Hkv * cap * sizeof *pos), *count = malloc(Hkv * sizeof *count);
+    for (size_t g = 0; g < Hkv; g++) {
+        int32_t p = (int32_t)(g == Hkv - 1 ? q_pos0 + n_q : 0);
+        for (size_t c = 0; c < cap; c++)
+            pos[g * cap + c] = p += 1 + (int32_t)(rand_u64() % 4);
+        count[g] = (int32_t)(g % 2 ? cap : cap * 2 / 3);
+    }
+    kvz_ragged_attn_args a = {q, k, v, pos, count, NULL, n_q, q_pos0, cap, H, Hkv, dh,
+                              1.0f / sqrtf((float)dh)};
+    float *cpu = malloc(nq * sizeof *cpu), *got = malloc(nq * sizeof *got);
+    char what[128], st[96];
+    snprintf(what, sizeof what, "ragged attention H=%zu Hkv=%zu head_dim=%zu cap=%zu n_q=%zu",
+             H, Hkv, dh, cap, n_q);
+    run_ragged(g_cpu, &a, cpu, what);
+    for (int b = 0; b < g_n_other; b++) {
+        run_ragged(g_other[b], &a, got, what);
+        snprintf(st, sizeof st, "ragged attention: %s vs cpu", short_name(g_other[b]));
+        check_vs_cpu(st, what, got, cpu, nq, BUDGET_BE_F32);
+    }
+    free(q), free(k), free(v), free(pos), free(count), free(cpu), free(got);
+}
+
 /* ================= swiglu ================= */
 
 static void run_swiglu(kvz_backend *be, const float *gu, float *out, size_t n, size_t d_ff,
@@ -2826,6 +2881,10 @@ int main(void)
     };
     for (size_t i = 0; i < sizeof att / sizeof att[0]; i++)
         test_attention(&att[i]);
+    test_ragged(4, 2, 16, 50, 5, 60);
+    test_ragged(6, 3, 40, 33, 1, 70);   /* decode: one query, head_dim not a multiple of 32 */
+    test_ragged(8, 2, 128, 300, 17, 500);
+    test_ragged(2, 2, 256, 20, 3, 10);  /* the largest head_dim */
 
     test_swiglu(1, 3000);
     test_swiglu(7, 67);
