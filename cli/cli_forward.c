@@ -1,6 +1,7 @@
 /* cli_forward: helpers shared by kvzap generate, ppl and logits (see
  * cli_forward.h). */
 #include "cli_forward.h"
+#include "../trainer/export.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -131,22 +132,144 @@ static kvz_forward_options forward_options(const cli_device *dev, int n_threads,
     return o;
 }
 
-int cli_model_open(const char *cmd, const char *path, const cli_device *dev, int n_threads,
-                   size_t max_tokens, int want_tokenizer, cli_model *m)
+const char CLI_PRUNE_HELP[] =
+    "  --prune kvzap    prune the KV cache with KVzap's threshold policy (kvpress\n"
+    "                   DMSPress semantics): a ragged per-head cache that frees memory\n"
+    "  --surrogate PATH the surrogates: a kvzap export (kvpress directory or GGUF)\n"
+    "  --tau T          evict pairs whose predicted log-score is below T\n"
+    "  --window N       the most recent N tokens are never evicted (default 128)\n"
+    "  --prune-decoding also evict while decoding (default: prefill only)\n";
+
+int cli_is_prune_flag(const char *opt)
+{
+    return !strcmp(opt, "--prune") || !strcmp(opt, "--surrogate") || !strcmp(opt, "--tau") ||
+           !strcmp(opt, "--window");
+}
+
+int cli_parse_prune_flag(const char *cmd, const char *opt, const char *value, cli_prune *p)
+{
+    if (!strcmp(opt, "--prune")) {
+        if (strcmp(value, "kvzap") && strcmp(value, "none")) {
+            char msg[200];
+            snprintf(msg, sizeof msg, "--prune must be kvzap or none, got '%.100s'", value);
+            cli_error(cmd, msg);
+            return 2;
+        }
+        p->method = strcmp(value, "none") ? value : NULL;
+        return 0;
+    }
+    if (!strcmp(opt, "--surrogate")) {
+        p->surrogate = value;
+        return 0;
+    }
+    if (!strcmp(opt, "--window"))
+        return cli_parse_size(cmd, "--window", value, &p->window);
+    char *end = NULL;
+    double t = strtod(value, &end);
+    if (!*value || *end || t != t) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "--tau must be a number, got '%.100s'", value);
+        cli_error(cmd, msg);
+        return 2;
+    }
+    p->tau = t;
+    p->tau_set = 1;
+    return 0;
+}
+
+int cli_prune_check(const char *cmd, const cli_prune *p)
+{
+    const char *msg = NULL;
+    if (p->method && !p->surrogate)
+        msg = "--prune kvzap needs --surrogate PATH";
+    else if (p->method && !p->tau_set)
+        msg = "--prune kvzap needs --tau T";
+    else if (!p->method && (p->surrogate || p->tau_set || p->window || p->decoding))
+        msg = "--surrogate, --tau, --window and --prune-decoding need --prune kvzap";
+    if (!msg)
+        return 0;
+    cli_error(cmd, msg);
+    return 2;
+}
+
+static int prune_trampoline(void *user, size_t layer, const float *x, size_t n, size_t pos0,
+                            kvz_kv_cache *cache, kvz_error *err)
+{
+    cli_prune *p = user;
+    return kvz_prune_kvzap_layer(p->policy, layer, x, n, pos0, cache, err);
+}
+
+int cli_model_open_pruned(const char *cmd, const char *path, const cli_device *dev,
+                          int n_threads, size_t max_tokens, int want_tokenizer, cli_prune *p,
+                          cli_model *m)
 {
     memset(m, 0, sizeof *m);
     kvz_error err = {0};
     kvz_forward_options opt = forward_options(dev, n_threads, max_tokens);
+    int pruned = p && p->method;
+    if (pruned) {
+        opt.prune = prune_trampoline;
+        opt.prune_user = p;
+    }
     int rc = kvz_checkpoint_open(path, &m->ck, &err);
     if (!rc && want_tokenizer)
         rc = kvz_tokenizer_load(path, &m->tok, &err);
+    if (!rc && pruned) {
+        kvz_error why = {0};
+        rc = kvz_export_load(p->surrogate, &p->s, &why);
+        if (rc)
+            kvz_fail(&err, rc, "%s", why.msg);
+    }
+    if (!rc && pruned) {
+        const kvz_model_config *c = kvz_checkpoint_config(m->ck);
+        kvz_prune_kvzap_options po = {(float)p->tau, p->window, p->decoding};
+        kvz_error why = {0};
+        rc = kvz_prune_kvzap_create(p->s, c->n_layers, c->d_model, c->n_kv_heads, &po,
+                                    &p->policy, &why);
+        if (rc)
+            kvz_fail(&err, rc, "%s: %s", p->surrogate, why.msg);
+    }
     if (!rc)
         rc = kvz_forward_create(m->ck, &opt, &m->fwd, &err);
     if (rc) {
         cli_model_close(m);
+        if (p)
+            cli_prune_close(p);
         return cli_error(cmd, err.msg);
     }
     return 0;
+}
+
+int cli_model_open(const char *cmd, const char *path, const cli_device *dev, int n_threads,
+                   size_t max_tokens, int want_tokenizer, cli_model *m)
+{
+    return cli_model_open_pruned(cmd, path, dev, n_threads, max_tokens, want_tokenizer, NULL, m);
+}
+
+void cli_prune_report(const char *cmd, const cli_prune *p, const cli_model *m)
+{
+    kvz_kv_cache *c = m->fwd ? kvz_forward_kv_cache(m->fwd) : NULL;
+    if (!p || !p->policy || !c)
+        return;
+    const kvz_model_config *cfg = kvz_forward_config(m->fwd);
+    size_t pair = 2 * cfg->head_dim * sizeof(float);
+    size_t kept = kvz_kv_cache_kept_pairs(c), full = kvz_kv_cache_full_pairs(c);
+    fprintf(stderr,
+            "kvzap %s: pruning kvzap (tau %g, window %zu, %s): compression %.4f (kvpress: "
+            "evicted / all pairs, mean over layers); kept %zu of %zu KV pairs; K/V %.2f MiB "
+            "vs %.2f MiB full; cache peak %.2f MiB\n",
+            cmd, p->tau, p->window ? p->window : 128, p->decoding ? "prefill + decoding" : "prefill",
+            kvz_prune_kvzap_compression(p->policy), kept, full,
+            (double)(kept * pair) / 1048576.0, (double)(full * pair) / 1048576.0,
+            (double)kvz_kv_cache_peak_bytes(c) / 1048576.0);
+}
+
+void cli_prune_close(cli_prune *p)
+{
+    kvz_prune_kvzap_free(p->policy);
+    kvz_surrogate_free(p->s);
+    p->policy = NULL;
+    p->s = NULL;
 }
 
 void cli_model_close(cli_model *m)

@@ -11,6 +11,7 @@
 #include "../model/checkpoint.h"
 #include "../model/forward.h"
 #include "../model/tokenizer.h"
+#include "../trainer/prune.h"
 
 /* Where the forward runs: --device auto|cpu|cuda (auto: cuda when a device
  * is visible, else cpu) and --precision bfloat16|float32 (cuda only; the cpu
@@ -45,6 +46,41 @@ int cli_parse_ids(const char *cmd, const char *text, int32_t **ids, size_t *n);
 int cli_model_open(const char *cmd, const char *path, const cli_device *dev, int n_threads,
                    size_t max_tokens, int want_tokenizer, cli_model *m);
 void cli_model_close(cli_model *m);
+
+/* Pruning the KV cache while running (--prune kvzap --surrogate PATH --tau T
+ * [--window N] [--prune-decoding]): KVzap's threshold policy with kvpress's
+ * DMSPress semantics (trainer/prune.h) on a ragged per-head cache. */
+typedef struct cli_prune {
+    const char *method;    /* NULL: no pruning; "kvzap" */
+    const char *surrogate; /* an export: kvpress directory or GGUF, Linear or MLP */
+    double tau;
+    int tau_set;
+    size_t window;         /* default 128 */
+    int decoding;
+    kvz_surrogate *s;      /* opened by cli_model_open_pruned */
+    kvz_prune_kvzap *policy;
+} cli_prune;
+/* The flags' help lines. */
+extern const char CLI_PRUNE_HELP[];
+/* 1 when opt is a pruning flag taking a value (--prune, --surrogate, --tau,
+ * --window); --prune-decoding takes none. */
+int cli_is_prune_flag(const char *opt);
+/* Parses one of them; prints the error and returns 2 on nonsense. */
+int cli_parse_prune_flag(const char *cmd, const char *opt, const char *value, cli_prune *p);
+/* Checks the combination (--prune kvzap needs --surrogate and --tau; the
+ * others need --prune); prints the error and returns 2. */
+int cli_prune_check(const char *cmd, const cli_prune *p);
+/* cli_model_open with pruning (p NULL or p->method NULL: none): the forward
+ * gets the ragged cache and the policy, the surrogate is loaded and checked
+ * against the model. */
+int cli_model_open_pruned(const char *cmd, const char *path, const cli_device *dev,
+                          int n_threads, size_t max_tokens, int want_tokenizer, cli_prune *p,
+                          cli_model *m);
+/* Prints to stderr what pruning did: kvpress's compression ratio, kept
+ * pairs and K/V bytes against the full cache, the cache's peak bytes. */
+void cli_prune_report(const char *cmd, const cli_prune *p, const cli_model *m);
+/* Frees the policy and the surrogate. */
+void cli_prune_close(cli_prune *p);
 /* OpenBLAS 0.3.21 (Debian 12) does not recognise recent Xeons and falls back
  * to its Prescott (SSE3) kernels, 3-5x slower than its AVX-512/AVX2 ones. The
  * core type can only be chosen before libopenblas initialises, so when the

@@ -13,7 +13,8 @@
 
 static const char USAGE[] =
     "usage: kvzap generate [MODEL] --prompt TEXT [--chat] [--system S] [--max-tokens N]\n"
-    "                      [--threads N] [--device D] [--precision P] [--ids]\n";
+    "                      [--threads N] [--device D] [--precision P] [--ids]\n"
+    "                      [--prune kvzap --surrogate PATH --tau T [--window N] [--prune-decoding]]\n";
 
 static const char HELP[] =
     "\nGreedy generation with the forward pass (cpu or cuda). The prompt is tokenized\n"
@@ -28,13 +29,15 @@ static const char HELP[] =
     "  --max-tokens N   new tokens at most (default 64)\n"
     "  --threads N      compute threads (default: all cores)\n"
     "%s"
-    "  --ids            print the new token ids (space-separated) instead of text\n";
+    "  --ids            print the new token ids (space-separated) instead of text\n"
+    "%s";
 
 typedef struct generate_args {
     const char *model, *prompt, *system;
     size_t max_new;
     int chat, threads, print_ids;
     cli_device dev;
+    cli_prune prune;
 } generate_args;
 
 static int parse_value(generate_args *a, const char *opt, const char *value)
@@ -45,6 +48,8 @@ static int parse_value(generate_args *a, const char *opt, const char *value)
         a->system = value;
     else if (!strcmp(opt, "--max-tokens"))
         return cli_parse_size("generate", "--max-tokens", value, &a->max_new);
+    else if (cli_is_prune_flag(opt))
+        return cli_parse_prune_flag("generate", opt, value, &a->prune);
     else if (cli_is_device_flag(opt))
         return cli_parse_device_flag("generate", opt, value, &a->dev);
     else
@@ -57,7 +62,7 @@ static int parse_args(int argc, char **argv, generate_args *a)
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
         if (!strcmp(s, "--prompt") || !strcmp(s, "--system") || !strcmp(s, "--max-tokens") ||
-            !strcmp(s, "--threads") || cli_is_device_flag(s)) {
+            !strcmp(s, "--threads") || cli_is_device_flag(s) || cli_is_prune_flag(s)) {
             if (i + 1 >= argc) {
                 char msg[128];
                 snprintf(msg, sizeof msg, "%s needs a value", s);
@@ -69,6 +74,8 @@ static int parse_args(int argc, char **argv, generate_args *a)
             a->chat = 1;
         } else if (!strcmp(s, "--ids")) {
             a->print_ids = 1;
+        } else if (!strcmp(s, "--prune-decoding")) {
+            a->prune.decoding = 1;
         } else if (s[0] == '-' && s[1]) {
             char msg[300];
             snprintf(msg, sizeof msg, "unknown option '%.200s'", s);
@@ -85,6 +92,8 @@ static int parse_args(int argc, char **argv, generate_args *a)
         return cli_usage_error("generate", "--prompt is empty", USAGE);
     if (a->system && !a->chat)
         return cli_usage_error("generate", "--system needs --chat", USAGE);
+    if (cli_prune_check("generate", &a->prune))
+        return 2;
     if (!a->model)
         a->model = cli_default_model();
     return 0;
@@ -190,11 +199,11 @@ int cmd_generate(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
         printf("%s", USAGE);
-        printf(HELP, CLI_DEVICE_HELP);
+        printf(HELP, CLI_DEVICE_HELP, CLI_PRUNE_HELP);
         return 0;
     }
     cli_tune_openblas();
-    generate_args a = {NULL, NULL, NULL, 64, 0, 0, 0, CLI_DEVICE_DEFAULT};
+    generate_args a = {NULL, NULL, NULL, 64, 0, 0, 0, CLI_DEVICE_DEFAULT, {0}};
     int rc = parse_args(argc, argv, &a);
     if (rc)
         return rc;
@@ -204,13 +213,16 @@ int cmd_generate(int argc, char **argv)
     cli_model m;
     kvz_tokens toks = {0};
     kvz_error err = {0};
-    rc = cli_model_open("generate", a.model, &a.dev, a.threads, 0, 1, &m);
+    rc = cli_model_open_pruned("generate", a.model, &a.dev, a.threads, 0, 1, &a.prune, &m);
     if (!rc && kvz_tokenize(m.tok, text, strlen(text), 1, &toks, &err))
         rc = cli_error("generate", err.msg);
     if (!rc && toks.n == 0)
         rc = cli_error("generate", "the prompt gives no tokens");
     if (!rc)
         rc = decode_loop(&a, &m, &toks);
+    if (!rc)
+        cli_prune_report("generate", &a.prune, &m);
+    cli_prune_close(&a.prune);
     kvz_tokens_free(&toks);
     if (m.fwd || m.ck)
         cli_model_close(&m);
