@@ -232,15 +232,16 @@ static int grow_scratch(kvz_kv_cache *c, size_t rows, kvz_error *err)
     return rc;
 }
 
-/* Gathers the kept rows idx[0..kept) of one head's slab to its front. */
-static int compact_slab(kvz_kv_cache *c, kvz_buf slab_all, size_t g, size_t cap, size_t kept,
-                        kvz_error *err)
+/* Gathers the kept rows idx[0..n) (the kept rows from `first` on) of one
+ * head's slab to rows first.. (rows before `first` stay where they are). */
+static int compact_slab(kvz_kv_cache *c, kvz_buf slab_all, size_t g, size_t cap, size_t first,
+                        size_t n, kvz_error *err)
 {
     kvz_buf slab = {kvz_buf_f32(slab_all) + g * cap * c->dh, KVZ_F32, cap * c->dh};
-    int rc = kvz_op_take_rows(c->be, slab, c->dh, c->idx.data, 0, kept,
-                              kvz_buf_f32(c->scratch), err);
-    return rc ? rc : kvz_backend_copy(c->be, slab.data, c->scratch.data,
-                                      kept * c->dh * sizeof(float), err);
+    int rc = kvz_op_take_rows(c->be, slab, c->dh, c->idx.data, 0, n, kvz_buf_f32(c->scratch),
+                              err);
+    return rc ? rc : kvz_backend_copy(c->be, kvz_buf_f32(slab) + first * c->dh,
+                                      c->scratch.data, n * c->dh * sizeof(float), err);
 }
 
 int kvz_kv_cache_evict(kvz_kv_cache *c, size_t layer, size_t head, const int32_t *positions,
@@ -262,21 +263,26 @@ int kvz_kv_cache_evict(kvz_kv_cache *c, size_t layer, size_t head, const int32_t
         return rc;
     }
     int32_t *p = L->hpos + head * L->cap;
-    size_t cnt = (size_t)L->hcount[head], kept = 0, s = 0;
+    size_t cnt = (size_t)L->hcount[head], kept = 0, s = 0, first = cnt;
     for (size_t j = 0; j < cnt; j++) { /* both ascending: a merge */
         while (s < n && sorted[s] < p[j])
             s++;
-        if (s < n && sorted[s] == p[j])
+        if (s < n && sorted[s] == p[j]) {
+            first = first < j ? first : j;
             continue;
-        c->hidx[kept] = (int64_t)j;
+        }
+        if (first < cnt) /* rows before the first eviction stay put */
+            c->hidx[kept - first] = (int64_t)j;
         p[kept++] = p[j]; /* kept <= j: in place */
     }
     free(sorted);
     if (kept == cnt)
         return KVZ_OK;
-    rc = kvz_backend_upload(c->be, c->idx.data, c->hidx, kept * sizeof(int64_t), err);
-    rc = rc ? rc : compact_slab(c, L->k, head, L->cap, kept, err);
-    rc = rc ? rc : compact_slab(c, L->v, head, L->cap, kept, err);
+    size_t moved = kept - first;
+    rc = moved ? kvz_backend_upload(c->be, c->idx.data, c->hidx, moved * sizeof(int64_t), err)
+               : KVZ_OK;
+    rc = rc || !moved ? rc : compact_slab(c, L->k, head, L->cap, first, moved, err);
+    rc = rc || !moved ? rc : compact_slab(c, L->v, head, L->cap, first, moved, err);
     L->hcount[head] = (int32_t)kept;
     rc = rc ? rc : upload_head(c, L, head, err);
     size_t cap = L->cap, most = max_count(c, L);

@@ -187,9 +187,8 @@ static int cpu_attention(kvz_backend *be, const kvz_attn_args *a, kvz_dtype comp
 static int cpu_ragged_attention(kvz_backend *be, const kvz_ragged_attn_args *a,
                                 kvz_error *err)
 {
-    (void)be;
-    (void)err;
-    kvz_ragged_attention(a);
+    if (kvz_ragged_attention(a))
+        return kvz_fail(err, KVZ_ENOMEM, "%s: ragged attention: out of memory", be->name);
     return KVZ_OK;
 }
 

@@ -98,8 +98,9 @@ typedef struct kvz_ragged_attn_args {
     size_t n_q, q_pos0, cap, n_heads, n_kv_heads, head_dim;
     float scale;
 } kvz_ragged_attn_args;
-/* The cpu reference: one (query, head) per work item, online softmax over
- * the visible keys in fp32 with float accumulation. */
-void kvz_ragged_attention(const kvz_ragged_attn_args *a);
+/* The cpu op: per (head, block of queries), key blocks through sgemm with
+ * the positional mask and an online softmax (decode: a scalar walk), fp32.
+ * Returns KVZ_ENOMEM or KVZ_OK. */
+int kvz_ragged_attention(const kvz_ragged_attn_args *a);
 
 #endif

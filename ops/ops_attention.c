@@ -124,13 +124,23 @@ int kvz_attention(const kvz_attn_args *a)
     return job.failed ? KVZ_ENOMEM : KVZ_OK;
 }
 
-/* ---------- ragged attention (pruned KV cache) ---------- */
+/* ---------- ragged attention (pruned KV cache) ----------
+ * Decode (one query): one work item per head, a scalar walk over the head's
+ * kept keys with an online softmax. Prefill chunks: one work item per
+ * (head, block of RB queries); the block sees a prefix of the head's slab
+ * (positions ascend), taken RB keys at a time: scores and P.V through sgemm,
+ * the positional mask and the online softmax as in the dense kernel above. */
+enum { RB = 64 };
 
-static void ragged_item(void *ctx, size_t item)
+typedef struct ragged_job {
+    const kvz_ragged_attn_args *a;
+    size_t n_qblocks;
+    int failed;
+} ragged_job;
+
+static void ragged_decode(const kvz_ragged_attn_args *a, size_t i, size_t h)
 {
-    const kvz_ragged_attn_args *a = ctx;
-    size_t dh = a->head_dim, i = item / a->n_heads, h = item % a->n_heads;
-    size_t g = h / (a->n_heads / a->n_kv_heads);
+    size_t dh = a->head_dim, g = h / (a->n_heads / a->n_kv_heads);
     const float *q = a->q + (i * a->n_heads + h) * dh;
     const float *k = a->k + g * a->cap * dh, *v = a->v + g * a->cap * dh;
     const int32_t *pos = a->pos + g * a->cap;
@@ -139,7 +149,7 @@ static void ragged_item(void *ctx, size_t item)
     size_t n = (size_t)a->count[g];
     float m = -INFINITY, l = 0.0f;
     memset(out, 0, dh * sizeof *out);
-    for (size_t j = 0; j < n && pos[j] <= qpos; j++) { /* positions ascend */
+    for (size_t j = 0; j < n && pos[j] <= qpos; j++) {
         float s = 0.0f;
         for (size_t d = 0; d < dh; d++)
             s += q[d] * k[j * dh + d];
@@ -156,8 +166,75 @@ static void ragged_item(void *ctx, size_t item)
             out[d] /= l;
 }
 
-void kvz_ragged_attention(const kvz_ragged_attn_args *a)
+static void ragged_block(const kvz_ragged_attn_args *a, size_t h, size_t i0, size_t nq,
+                         float *mem)
 {
-    if (a->n_q)
-        kvz_parallel_for(a->n_q * a->n_heads, ragged_item, (void *)a);
+    size_t dh = a->head_dim, g = h / (a->n_heads / a->n_kv_heads), qs = a->n_heads * dh;
+    const float *k = a->k + g * a->cap * dh, *v = a->v + g * a->cap * dh;
+    const int32_t *pos = a->pos + g * a->cap;
+    float *s = mem, *o = mem + RB * RB, *m = o + RB * dh, *l = m + RB;
+    memset(o, 0, nq * dh * sizeof *o);
+    for (size_t r = 0; r < nq; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+    }
+    int64_t last = (int64_t)(a->q_pos0 + i0 + nq - 1);
+    size_t n = (size_t)a->count[g], vis = 0;
+    while (vis < n && pos[vis] <= last) /* the block's visible prefix */
+        vis++;
+    for (size_t j0 = 0; j0 < vis; j0 += RB) {
+        size_t nk = vis - j0 < RB ? vis - j0 : RB;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)nq, (blasint)nk,
+                    (blasint)dh, a->scale, a->q + i0 * qs + h * dh, (blasint)qs, k + j0 * dh,
+                    (blasint)dh, 0.0f, s, (blasint)nk);
+        for (size_t r = 0; r < nq; r++) {
+            int64_t qpos = (int64_t)(a->q_pos0 + i0 + r);
+            float *row = s + r * nk;
+            for (size_t c = nk; c-- > 0 && pos[j0 + c] > qpos;)
+                row[c] = -INFINITY;
+            float corr = softmax_row_update(row, nk, &m[r], &l[r]);
+            if (corr != 1.0f)
+                for (size_t d = 0; d < dh; d++)
+                    o[r * dh + d] *= corr;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)nq, (blasint)dh,
+                    (blasint)nk, 1.0f, s, (blasint)nk, v + j0 * dh, (blasint)dh, 1.0f, o,
+                    (blasint)dh);
+    }
+    for (size_t r = 0; r < nq; r++) {
+        float *dst = a->out + (i0 + r) * qs + h * dh;
+        for (size_t d = 0; d < dh; d++)
+            dst[d] = l[r] > 0.0f ? o[r * dh + d] / l[r] : 0.0f;
+    }
+}
+
+static void ragged_item(void *ctx, size_t item)
+{
+    ragged_job *job = ctx;
+    const kvz_ragged_attn_args *a = job->a;
+    size_t h = item / job->n_qblocks, i0 = (item % job->n_qblocks) * RB;
+    size_t nq = a->n_q - i0 < RB ? a->n_q - i0 : RB;
+    if (nq == 1) {
+        ragged_decode(a, i0, h);
+        return;
+    }
+    float *mem = malloc((RB * RB + RB * a->head_dim + 2 * RB) * sizeof *mem);
+    if (!mem) {
+        job->failed = 1;
+        return;
+    }
+    ragged_block(a, h, i0, nq, mem);
+    free(mem);
+}
+
+int kvz_ragged_attention(const kvz_ragged_attn_args *a)
+{
+    if (!a->n_q)
+        return KVZ_OK;
+    ragged_job job = {a, (a->n_q + RB - 1) / RB, 0};
+    int threads = kvz_ops_threads();
+    openblas_set_num_threads(1);
+    kvz_parallel_for(a->n_heads * job.n_qblocks, ragged_item, &job);
+    openblas_set_num_threads(threads);
+    return job.failed ? KVZ_ENOMEM : KVZ_OK;
 }

@@ -129,9 +129,11 @@ static void check_cache(kvz_backend *be)
     }
     rc = kvz_kv_cache_append(c, 0, kr, vr, 1, 5, &err);
     KVZ_CHECK(rc == KVZ_EINVAL, "appending at a seen position: %d", rc);
-    /* layer 0 head 1: evict 0, 7, 8, 39 and 99 (not there); layer 1 untouched */
-    int32_t ev[] = {39, 8, 99, 0, 7};
-    rc = kvz_kv_cache_evict(c, 0, 1, ev, 5, &err);
+    /* layer 0 head 1: evict 7, 8, 39 and 99 (not there), then 0 (rows before the first
+     * eviction stay, then the whole head moves); layer 1 untouched */
+    int32_t ev[] = {39, 8, 99, 7}, ev0 = 0;
+    rc = kvz_kv_cache_evict(c, 0, 1, ev, 4, &err);
+    rc = rc ? rc : kvz_kv_cache_evict(c, 0, 1, &ev0, 1, &err);
     KVZ_CHECK_OK(rc, err);
     int32_t expect[40];
     size_t ne = 0;
@@ -272,6 +274,7 @@ int main(void)
     check_op(be, 4, 2, 16, 50, 5, 60);
     check_op(be, 6, 3, 40, 33, 1, 70);  /* decode: one query */
     check_op(be, 8, 2, 128, 300, 17, 500);
+    check_op(be, 4, 2, 32, 400, 130, 200); /* three query blocks of the cpu op */
     check_cache(be);
     kvz_backend_close(be);
     check_forward();
