@@ -4,6 +4,7 @@
 #include "../trainer/export.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,28 +134,64 @@ static kvz_forward_options forward_options(const cli_device *dev, int n_threads,
 }
 
 const char CLI_PRUNE_HELP[] =
-    "  --prune kvzap    prune the KV cache with KVzap's threshold policy (kvpress\n"
-    "                   DMSPress semantics): a ragged per-head cache that frees memory\n"
-    "  --surrogate PATH the surrogates: a kvzap export (kvpress directory or GGUF)\n"
-    "  --tau T          evict pairs whose predicted log-score is below T\n"
-    "  --window N       the most recent N tokens are never evicted (default 128)\n"
-    "  --prune-decoding also evict while decoding (default: prefill only)\n";
+    "  --prune M        prune the KV cache while running, on a ragged per-head cache that\n"
+    "                   frees memory: kvzap (the surrogates), or a baseline: full (evict\n"
+    "                   nothing), streaming (sinks + recent), random, snapkv (attention of\n"
+    "                   the last queries); none (default): the dense cache\n"
+    "  --surrogate PATH kvzap: a kvzap export (kvpress directory or GGUF)\n"
+    "  --tau T          kvzap: evict pairs whose predicted log-score is below T as they\n"
+    "                   leave the window (kvpress DMSPress semantics)\n"
+    "  --ratio R        evict the fraction R in [0, 1) of the pairs: the lowest-scored\n"
+    "                   outside the window\n"
+    "  --prune-mode X   threshold (with --tau), ratio (per head, with --ratio) or budget\n"
+    "                   (one budget over all heads and layers, with --ratio)\n"
+    "  --window N       the most recent N tokens are never evicted (default 128;\n"
+    "                   also --prune-window, the only spelling in ppl)\n"
+    "  --sinks N        streaming: the first N tokens are kept (default 4)\n"
+    "  --seed N         random: the seed (default 0)\n"
+    "  --prune-decoding also evict while decoding (default: prefill only)\n"
+    "  --prefill-chunk N run the prompt N tokens at a time, evicting between chunks\n"
+    "                   (bounded cache memory on long prompts; default: one pass)\n";
+
+static const char *const PRUNE_VALUE_FLAGS[] = {"--prune",  "--surrogate", "--tau",
+                                                "--ratio",  "--prune-mode", "--window",
+                                                "--sinks",  "--seed",      "--prefill-chunk",
+                                                "--prune-window"};
 
 int cli_is_prune_flag(const char *opt)
 {
-    return !strcmp(opt, "--prune") || !strcmp(opt, "--surrogate") || !strcmp(opt, "--tau") ||
-           !strcmp(opt, "--window");
+    for (size_t i = 0; i < sizeof PRUNE_VALUE_FLAGS / sizeof *PRUNE_VALUE_FLAGS; i++)
+        if (!strcmp(opt, PRUNE_VALUE_FLAGS[i]))
+            return 1;
+    return 0;
+}
+
+static int prune_flag_error(const char *cmd, const char *fmt, const char *opt, const char *value)
+{
+    char msg[400];
+    snprintf(msg, sizeof msg, fmt, opt, value);
+    cli_error(cmd, msg);
+    return 2;
 }
 
 int cli_parse_prune_flag(const char *cmd, const char *opt, const char *value, cli_prune *p)
 {
+    if (!strcmp(opt, "--prune-decoding")) {
+        p->decoding = 1;
+        return 0;
+    }
     if (!strcmp(opt, "--prune")) {
-        if (strcmp(value, "kvzap") && strcmp(value, "none")) {
-            char msg[200];
-            snprintf(msg, sizeof msg, "--prune must be kvzap or none, got '%.100s'", value);
-            cli_error(cmd, msg);
-            return 2;
-        }
+        kvz_prune_method m;
+        if (strcmp(value, "none") && kvz_prune_method_parse(value, &m))
+            return prune_flag_error(cmd,
+                                    "%s must be kvzap, full, streaming, random, snapkv or none, "
+                                    "got '%.100s'",
+                                    opt, value);
+        if (!strcmp(value, "oracle"))
+            return prune_flag_error(cmd,
+                                    "%s oracle: the KVzip+ oracle's scores are given through the "
+                                    "C API (kvz_prune_options.scores); got '%.100s'",
+                                    opt, value);
         p->method = strcmp(value, "none") ? value : NULL;
         return 0;
     }
@@ -162,41 +199,107 @@ int cli_parse_prune_flag(const char *cmd, const char *opt, const char *value, cl
         p->surrogate = value;
         return 0;
     }
-    if (!strcmp(opt, "--window"))
-        return cli_parse_size(cmd, "--window", value, &p->window);
+    if (!strcmp(opt, "--prune-mode")) {
+        kvz_prune_mode m;
+        if (kvz_prune_mode_parse(value, &m))
+            return prune_flag_error(cmd, "%s must be threshold, ratio or budget, got '%.100s'",
+                                    opt, value);
+        p->mode = value;
+        return 0;
+    }
+    if (!strcmp(opt, "--window") || !strcmp(opt, "--prune-window"))
+        return cli_parse_size(cmd, opt, value, &p->window);
+    if (!strcmp(opt, "--sinks"))
+        return cli_parse_size(cmd, "--sinks", value, &p->sinks);
+    if (!strcmp(opt, "--prefill-chunk"))
+        return cli_parse_size(cmd, "--prefill-chunk", value, &p->prefill_chunk);
+    if (!strcmp(opt, "--seed")) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long v = strtoull(value, &end, 10);
+        if (errno || end == value || *end || value[0] == '-')
+            return prune_flag_error(cmd, "%s must be a non-negative integer, got '%.100s'", opt,
+                                    value);
+        p->seed = v;
+        p->seed_set = 1;
+        return 0;
+    }
     char *end = NULL;
     double t = strtod(value, &end);
-    if (!*value || *end || t != t) {
-        char msg[200];
-        snprintf(msg, sizeof msg, "--tau must be a number, got '%.100s'", value);
-        cli_error(cmd, msg);
-        return 2;
+    int is_tau = !strcmp(opt, "--tau");
+    if (!*value || *end || !isfinite(t))
+        return prune_flag_error(cmd, "%s must be a finite number, got '%.100s'", opt, value);
+    if (!is_tau && !(t >= 0.0 && t < 1.0))
+        return prune_flag_error(cmd, "%s must be in [0, 1) (the fraction of pairs to evict), got '%.100s'",
+                                opt, value);
+    if (is_tau) {
+        p->tau = t;
+        p->tau_set = 1;
+    } else {
+        p->ratio = t;
+        p->ratio_set = 1;
     }
-    p->tau = t;
-    p->tau_set = 1;
     return 0;
+}
+
+/* The options the flags mean (after cli_prune_check). */
+static kvz_prune_options prune_options(const cli_prune *p)
+{
+    kvz_prune_options o = {0};
+    kvz_prune_method_parse(p->method, &o.method);
+    if (p->mode)
+        kvz_prune_mode_parse(p->mode, &o.mode);
+    else
+        o.mode = p->tau_set || o.method == KVZ_PRUNE_FULL ? KVZ_PRUNE_THRESHOLD : KVZ_PRUNE_RATIO;
+    o.tau = p->tau;
+    o.ratio = p->ratio;
+    o.window = p->window;
+    o.decoding = p->decoding;
+    o.n_sink = p->sinks;
+    o.seed = p->seed;
+    o.surrogate = p->s;
+    return o;
 }
 
 int cli_prune_check(const char *cmd, const cli_prune *p)
 {
     const char *msg = NULL;
-    if (p->method && !p->surrogate)
+    kvz_prune_method m = KVZ_PRUNE_FULL;
+    if (p->method)
+        kvz_prune_method_parse(p->method, &m);
+    int threshold = p->mode ? !strcmp(p->mode, "threshold") : p->tau_set;
+    if (!p->method) {
+        if (p->surrogate || p->tau_set || p->ratio_set || p->mode || p->window || p->decoding ||
+            p->sinks || p->seed_set || p->prefill_chunk)
+            msg = "--surrogate, --tau, --ratio, --prune-mode, --window, --sinks, --seed, "
+                  "--prune-decoding and --prefill-chunk need --prune";
+    } else if (m == KVZ_PRUNE_KVZAP && !p->surrogate) {
         msg = "--prune kvzap needs --surrogate PATH";
-    else if (p->method && !p->tau_set)
-        msg = "--prune kvzap needs --tau T";
-    else if (!p->method && (p->surrogate || p->tau_set || p->window || p->decoding))
-        msg = "--surrogate, --tau, --window and --prune-decoding need --prune kvzap";
+    } else if (m != KVZ_PRUNE_KVZAP && p->surrogate) {
+        msg = "--surrogate is for --prune kvzap";
+    } else if (p->tau_set && p->ratio_set) {
+        msg = "give --tau (threshold) or --ratio (ratio, budget), not both";
+    } else if (m == KVZ_PRUNE_FULL && (p->tau_set || p->ratio_set || p->mode)) {
+        msg = "--prune full evicts nothing: it takes no --tau, --ratio or --prune-mode";
+    } else if (m == KVZ_PRUNE_KVZAP && !p->tau_set && !p->ratio_set) {
+        msg = "--prune kvzap needs --tau T (threshold) or --ratio R (ratio, budget)";
+    } else if (m != KVZ_PRUNE_KVZAP && m != KVZ_PRUNE_FULL && !p->ratio_set) {
+        msg = "streaming, random and snapkv need --ratio R (the fraction to evict)";
+    } else if (m != KVZ_PRUNE_KVZAP && m != KVZ_PRUNE_FULL && threshold) {
+        msg = "streaming, random and snapkv have no threshold mode; use --prune-mode ratio or budget";
+    } else if (m != KVZ_PRUNE_FULL && threshold && !p->tau_set) {
+        msg = "--prune-mode threshold needs --tau T";
+    } else if (m != KVZ_PRUNE_FULL && !threshold && p->tau_set) {
+        msg = "--prune-mode ratio and budget take --ratio R, not --tau";
+    } else if (p->sinks && m != KVZ_PRUNE_STREAMING) {
+        msg = "--sinks is for --prune streaming";
+    } else if (p->seed_set && m != KVZ_PRUNE_RANDOM) {
+        msg = "--seed is for --prune random";
+    }
     if (!msg)
         return 0;
     cli_error(cmd, msg);
     return 2;
-}
-
-static int prune_trampoline(void *user, size_t layer, const float *x, size_t n, size_t pos0,
-                            kvz_kv_cache *cache, kvz_error *err)
-{
-    cli_prune *p = user;
-    return kvz_prune_kvzap_layer(p->policy, layer, x, n, pos0, cache, err);
 }
 
 int cli_model_open_pruned(const char *cmd, const char *path, const cli_device *dev,
@@ -207,14 +310,10 @@ int cli_model_open_pruned(const char *cmd, const char *path, const cli_device *d
     kvz_error err = {0};
     kvz_forward_options opt = forward_options(dev, n_threads, max_tokens);
     int pruned = p && p->method;
-    if (pruned) {
-        opt.prune = prune_trampoline;
-        opt.prune_user = p;
-    }
     int rc = kvz_checkpoint_open(path, &m->ck, &err);
     if (!rc && want_tokenizer)
         rc = kvz_tokenizer_load(path, &m->tok, &err);
-    if (!rc && pruned) {
+    if (!rc && pruned && p->surrogate) {
         kvz_error why = {0};
         rc = kvz_export_load(p->surrogate, &p->s, &why);
         if (rc)
@@ -222,12 +321,18 @@ int cli_model_open_pruned(const char *cmd, const char *path, const cli_device *d
     }
     if (!rc && pruned) {
         const kvz_model_config *c = kvz_checkpoint_config(m->ck);
-        kvz_prune_kvzap_options po = {(float)p->tau, p->window, p->decoding};
+        size_t ctx = c->max_position_embeddings;
+        if (p->window && ctx && p->window > ctx)
+            rc = kvz_fail(&err, KVZ_EINVAL,
+                          "--window %zu is larger than the model's context (%zu tokens)",
+                          p->window, ctx);
+        kvz_prune_options po = prune_options(p);
         kvz_error why = {0};
-        rc = kvz_prune_kvzap_create(p->s, c->n_layers, c->d_model, c->n_kv_heads, &po,
-                                    &p->policy, &why);
-        if (rc)
-            kvz_fail(&err, rc, "%s: %s", p->surrogate, why.msg);
+        if (!rc && (rc = kvz_prune_create(c, &po, &p->policy, &why)))
+            kvz_fail(&err, rc, "%s%s%s", p->surrogate ? p->surrogate : "",
+                     p->surrogate ? ": " : "", why.msg);
+        opt.prune = kvz_prune_layer;
+        opt.prune_user = p->policy;
     }
     if (!rc)
         rc = kvz_forward_create(m->ck, &opt, &m->fwd, &err);
@@ -238,6 +343,26 @@ int cli_model_open_pruned(const char *cmd, const char *path, const cli_device *d
         return cli_error(cmd, err.msg);
     }
     return 0;
+}
+
+int cli_prefill(cli_model *m, cli_prune *p, const int32_t *ids, size_t n, int logits_mode,
+                float *logits, kvz_error *err)
+{
+    size_t chunk = p && p->policy && p->prefill_chunk ? p->prefill_chunk : n;
+    size_t vocab = kvz_forward_config(m->fwd)->vocab_size;
+    int rc = KVZ_OK;
+    for (size_t at = 0; !rc && at < n; at += chunk) {
+        size_t len = n - at < chunk ? n - at : chunk;
+        int last = at + len == n;
+        int mode = logits_mode == KVZ_LOGITS_ALL ? KVZ_LOGITS_ALL : last ? logits_mode : 0;
+        float *dst = logits_mode == KVZ_LOGITS_ALL ? logits + at * vocab : logits;
+        if (at && p && p->policy)
+            kvz_prune_set_prefill(p->policy, 1);
+        rc = kvz_forward_run(m->fwd, ids + at, len, NULL, NULL, mode, mode ? dst : NULL, err);
+    }
+    if (p && p->policy)
+        kvz_prune_set_prefill(p->policy, 0);
+    return rc;
 }
 
 int cli_model_open(const char *cmd, const char *path, const cli_device *dev, int n_threads,
@@ -254,19 +379,31 @@ void cli_prune_report(const char *cmd, const cli_prune *p, const cli_model *m)
     const kvz_model_config *cfg = kvz_forward_config(m->fwd);
     size_t pair = 2 * cfg->head_dim * sizeof(float);
     size_t kept = kvz_kv_cache_kept_pairs(c), full = kvz_kv_cache_full_pairs(c);
+    kvz_prune_options o = prune_options(p);
+    char what[160];
+    if (o.method == KVZ_PRUNE_FULL)
+        snprintf(what, sizeof what, "full");
+    else if (o.mode == KVZ_PRUNE_THRESHOLD)
+        snprintf(what, sizeof what, "%s threshold, tau %g", p->method, p->tau);
+    else
+        snprintf(what, sizeof what, "%s %s, ratio %g", p->method, kvz_prune_mode_name(o.mode),
+                 p->ratio);
+    char chunk[64] = "";
+    if (p->prefill_chunk)
+        snprintf(chunk, sizeof chunk, ", prefill chunks of %zu", p->prefill_chunk);
     fprintf(stderr,
-            "kvzap %s: pruning kvzap (tau %g, window %zu, %s): compression %.4f (kvpress: "
-            "evicted / all pairs, mean over layers); kept %zu of %zu KV pairs; K/V %.2f MiB "
-            "vs %.2f MiB full; cache peak %.2f MiB\n",
-            cmd, p->tau, p->window ? p->window : 128, p->decoding ? "prefill + decoding" : "prefill",
-            kvz_prune_kvzap_compression(p->policy), kept, full,
+            "kvzap %s: pruning %s (window %zu, %s%s): compression %.4f (kvpress: evicted / all "
+            "pairs, mean over layers; %.4f in the cache now); kept %zu of %zu KV pairs; K/V "
+            "%.2f MiB vs %.2f MiB full; cache peak %.2f MiB\n",
+            cmd, what, p->window ? p->window : 128, p->decoding ? "prefill + decoding" : "prefill",
+            chunk, kvz_prune_compression(p->policy), kvz_kv_cache_compression(c), kept, full,
             (double)(kept * pair) / 1048576.0, (double)(full * pair) / 1048576.0,
             (double)kvz_kv_cache_peak_bytes(c) / 1048576.0);
 }
 
 void cli_prune_close(cli_prune *p)
 {
-    kvz_prune_kvzap_free(p->policy);
+    kvz_prune_free(p->policy);
     kvz_surrogate_free(p->s);
     p->policy = NULL;
     p->s = NULL;

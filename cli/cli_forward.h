@@ -47,35 +47,46 @@ int cli_model_open(const char *cmd, const char *path, const cli_device *dev, int
                    size_t max_tokens, int want_tokenizer, cli_model *m);
 void cli_model_close(cli_model *m);
 
-/* Pruning the KV cache while running (--prune kvzap --surrogate PATH --tau T
- * [--window N] [--prune-decoding]): KVzap's threshold policy with kvpress's
- * DMSPress semantics (trainer/prune.h) on a ragged per-head cache. */
+/* Pruning the KV cache while running (trainer/prune.h) on a ragged
+ * per-head cache: --prune kvzap --surrogate PATH --tau T (KVzap's threshold,
+ * kvpress DMSPress semantics) or --ratio R (ratio/budget modes), the
+ * baselines full, streaming, random and snapkv at --ratio R, with --window,
+ * --sinks, --seed, --prune-mode, --prune-decoding and --prefill-chunk N
+ * (a chunked prefill evicting between chunks, so the cache stays bounded). */
 typedef struct cli_prune {
-    const char *method;    /* NULL: no pruning; "kvzap" */
-    const char *surrogate; /* an export: kvpress directory or GGUF, Linear or MLP */
-    double tau;
-    int tau_set;
-    size_t window;         /* default 128 */
-    int decoding;
+    const char *method;    /* NULL: no pruning (the dense cache) */
+    const char *surrogate; /* kvzap: an export, kvpress directory or GGUF, Linear or MLP */
+    const char *mode;      /* NULL: threshold with --tau, ratio with --ratio */
+    double tau, ratio;
+    int tau_set, ratio_set, decoding;
+    size_t window, sinks, prefill_chunk; /* 0: not given */
+    uint64_t seed;
+    int seed_set;
     kvz_surrogate *s;      /* opened by cli_model_open_pruned */
-    kvz_prune_kvzap *policy;
+    kvz_prune *policy;
 } cli_prune;
 /* The flags' help lines. */
 extern const char CLI_PRUNE_HELP[];
-/* 1 when opt is a pruning flag taking a value (--prune, --surrogate, --tau,
- * --window); --prune-decoding takes none. */
+/* 1 when opt is a pruning flag taking a value; --prune-decoding takes none
+ * (cli_parse_prune_flag accepts it with value NULL). */
 int cli_is_prune_flag(const char *opt);
 /* Parses one of them; prints the error and returns 2 on nonsense. */
 int cli_parse_prune_flag(const char *cmd, const char *opt, const char *value, cli_prune *p);
-/* Checks the combination (--prune kvzap needs --surrogate and --tau; the
- * others need --prune); prints the error and returns 2. */
+/* Checks the combination (kvzap needs --surrogate and one of --tau/--ratio,
+ * the baselines --ratio, the rest need --prune); prints the error, returns 2. */
 int cli_prune_check(const char *cmd, const cli_prune *p);
 /* cli_model_open with pruning (p NULL or p->method NULL: none): the forward
  * gets the ragged cache and the policy, the surrogate is loaded and checked
- * against the model. */
+ * against the model, the window against its context. */
 int cli_model_open_pruned(const char *cmd, const char *path, const cli_device *dev,
                           int n_threads, size_t max_tokens, int want_tokenizer, cli_prune *p,
                           cli_model *m);
+/* Runs ids[n] as a prefill: in chunks of p->prefill_chunk tokens when set
+ * (the policy evicting between chunks), else in one call; logits_mode and
+ * logits as kvz_forward_run (KVZ_LOGITS_ALL: [n, vocab] over all chunks).
+ * Leaves the policy in decoding mode. */
+int cli_prefill(cli_model *m, cli_prune *p, const int32_t *ids, size_t n, int logits_mode,
+                float *logits, kvz_error *err);
 /* Prints to stderr what pruning did: kvpress's compression ratio, kept
  * pairs and K/V bytes against the full cache, the cache's peak bytes. */
 void cli_prune_report(const char *cmd, const cli_prune *p, const cli_model *m);

@@ -14,7 +14,8 @@
 static const char USAGE[] =
     "usage: kvzap generate [MODEL] --prompt TEXT [--chat] [--system S] [--max-tokens N]\n"
     "                      [--threads N] [--device D] [--precision P] [--ids]\n"
-    "                      [--prune kvzap --surrogate PATH --tau T [--window N] [--prune-decoding]]\n";
+    "                      [--prune M [--surrogate PATH] (--tau T | --ratio R) [--prune-mode X]\n"
+    "                       [--window N] [--prune-decoding] [--prefill-chunk N] ...]\n";
 
 static const char HELP[] =
     "\nGreedy generation with the forward pass (cpu or cuda). The prompt is tokenized\n"
@@ -165,7 +166,7 @@ static int emit(const generate_args *a, const cli_model *m, const int32_t *ids, 
     return 0;
 }
 
-static int decode_loop(const generate_args *a, cli_model *m, const kvz_tokens *prompt)
+static int decode_loop(generate_args *a, cli_model *m, const kvz_tokens *prompt)
 {
     size_t vocab = kvz_forward_config(m->fwd)->vocab_size;
     float *logits = malloc(vocab * sizeof *logits);
@@ -174,7 +175,8 @@ static int decode_loop(const generate_args *a, cli_model *m, const kvz_tokens *p
     text_stream s = {0};
     size_t n_out = 0;
     int rc = !logits || !out ? cli_error("generate", "out of memory") : 0;
-    if (!rc && kvz_forward_run(m->fwd, prompt->ids, prompt->n, NULL, NULL, KVZ_LOGITS_LAST, logits, &err))
+    if (!rc && cli_prefill(m, &a->prune, prompt->ids, prompt->n, KVZ_LOGITS_LAST,
+                           logits, &err))
         rc = cli_error("generate", err.msg);
     while (!rc && n_out < a->max_new) {
         int32_t next = (int32_t)kvz_argmax(logits, vocab);

@@ -15,7 +15,8 @@ char *openblas_get_corename(void);
 
 static const char USAGE[] =
     "usage: kvzap logits [MODEL] (--text STR | --ids 1,2,3) [--all] --out FILE.f32 [--json]\n"
-    "                    [--threads N] [--device D] [--precision P] [--bench [--repeat N]]\n";
+    "                    [--threads N] [--device D] [--precision P] [--bench [--repeat N]]\n"
+    "                    [--prune M ... (see below)]\n";
 
 static const char HELP[] =
     "\nRuns the forward pass (batch 1; cpu or cuda) and writes the logits as raw\n"
@@ -32,13 +33,16 @@ static const char HELP[] =
     "  --bench       also print prefill seconds, tokens/s, GFLOP/s (whole pass and\n"
     "                sgemm projections) and peak RSS\n"
     "  --repeat N    with --bench: run the pass N times (cache reset between runs)\n"
-    "                and report the fastest\n";
+    "                and report the fastest\n"
+    "Pruning (the pass runs on the ragged cache; a single pass is dense, as kvpress's\n"
+    "prefill, so pruning shows in the logits with --prefill-chunk):\n%s";
 
 typedef struct logits_args {
     const char *model, *text, *ids, *out;
     int all, json, bench, threads;
     size_t repeat;
     cli_device dev;
+    cli_prune prune;
 } logits_args;
 
 static int parse_args(int argc, char **argv, logits_args *a)
@@ -48,8 +52,8 @@ static int parse_args(int argc, char **argv, logits_args *a)
         const char **value = !strcmp(s, "--text") ? &a->text : !strcmp(s, "--ids") ? &a->ids
                            : !strcmp(s, "--out") ? &a->out : NULL;
         int is_threads = !strcmp(s, "--threads"), is_repeat = !strcmp(s, "--repeat");
-        int is_device = cli_is_device_flag(s);
-        if ((value || is_threads || is_repeat || is_device) && i + 1 >= argc) {
+        int is_device = cli_is_device_flag(s), is_prune = cli_is_prune_flag(s);
+        if ((value || is_threads || is_repeat || is_device || is_prune) && i + 1 >= argc) {
             char msg[128];
             snprintf(msg, sizeof msg, "%s needs a value", s);
             return cli_usage_error("logits", msg, USAGE);
@@ -62,6 +66,11 @@ static int parse_args(int argc, char **argv, logits_args *a)
         } else if (is_device) {
             if (cli_parse_device_flag("logits", s, argv[++i], &a->dev))
                 return 2;
+        } else if (is_prune) {
+            if (cli_parse_prune_flag("logits", s, argv[++i], &a->prune))
+                return 2;
+        } else if (!strcmp(s, "--prune-decoding")) {
+            a->prune.decoding = 1;
         } else if (is_threads) {
             if (cli_parse_threads("logits", argv[++i], &a->threads))
                 return 2;
@@ -84,6 +93,8 @@ static int parse_args(int argc, char **argv, logits_args *a)
         return cli_usage_error("logits", "give exactly one of --text or --ids", USAGE);
     if (!a->out && !a->bench)
         return cli_usage_error("logits", "--out FILE is required", USAGE);
+    if (cli_prune_check("logits", &a->prune))
+        return 2;
     if (!a->model)
         a->model = cli_default_model();
     return 0;
@@ -162,7 +173,7 @@ static void print_result(const logits_args *a, const float *logits, size_t n, si
     printf("}\n");
 }
 
-static int run_logits(const logits_args *a, cli_model *m, const int32_t *ids, size_t n)
+static int run_logits(logits_args *a, cli_model *m, const int32_t *ids, size_t n)
 {
     const kvz_model_config *c = kvz_forward_config(m->fwd);
     size_t rows = a->all ? n : 1, vocab = c->vocab_size;
@@ -177,8 +188,8 @@ static int run_logits(const logits_args *a, cli_model *m, const int32_t *ids, si
         kvz_forward_reset(m->fwd);
         kvz_ops_linear_stats_reset();
         double t0 = cli_now();
-        rc = kvz_forward_run(m->fwd, ids, n, NULL, NULL, a->all ? KVZ_LOGITS_ALL : KVZ_LOGITS_LAST,
-                             logits, &err);
+        rc = cli_prefill(m, &a->prune, ids, n, a->all ? KVZ_LOGITS_ALL : KVZ_LOGITS_LAST, logits,
+                         &err);
         double seconds = cli_now() - t0;
         if (r == 0 || seconds < b.seconds) {
             b.seconds = seconds;
@@ -192,6 +203,8 @@ static int run_logits(const logits_args *a, cli_model *m, const int32_t *ids, si
         status = write_logits(a->out, logits, rows * vocab);
     if (!status)
         print_result(a, logits, n, rows, vocab, &b);
+    if (!status)
+        cli_prune_report("logits", &a->prune, m);
     free(logits);
     return status;
 }
@@ -200,7 +213,7 @@ int cmd_logits(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
         printf("%s", USAGE);
-        printf(HELP, CLI_DEVICE_HELP);
+        printf(HELP, CLI_DEVICE_HELP, CLI_PRUNE_HELP);
         return 0;
     }
     cli_tune_openblas();
@@ -210,7 +223,8 @@ int cmd_logits(int argc, char **argv)
     if (rc)
         return rc;
     cli_model m;
-    if (cli_model_open("logits", a.model, &a.dev, a.threads, 0, a.text != NULL, &m))
+    if (cli_model_open_pruned("logits", a.model, &a.dev, a.threads, 0, a.text != NULL, &a.prune,
+                              &m))
         return 1;
     int32_t *ids = NULL;
     size_t n = 0;
@@ -218,6 +232,7 @@ int cmd_logits(int argc, char **argv)
     if (!rc)
         rc = run_logits(&a, &m, ids, n);
     free(ids);
+    cli_prune_close(&a.prune);
     cli_model_close(&m);
     return rc;
 }

@@ -12,7 +12,7 @@
 
 static const char USAGE[] =
     "usage: kvzap ppl [MODEL] FILE [--window N=512] [--stride N=256] [--threads N]\n"
-    "                 [--device D] [--precision P] [--bench]\n";
+    "                 [--device D] [--precision P] [--bench] [--prune M ... (see below)]\n";
 
 static const char HELP[] =
     "\nPerplexity of FILE (UTF-8 text, tokenized with BOS/EOS as HF adds them)\n"
@@ -31,13 +31,18 @@ static const char HELP[] =
     "  --stride N    tokens between window starts (default 256; <= window)\n"
     "  --threads N   compute threads (default: all cores)\n"
     "%s"
-    "  --bench       also print seconds, tokens/s and peak RSS\n";
+    "  --bench       also print seconds, tokens/s and peak RSS\n"
+    "Pruning: each window runs on the ragged cache with the policy; a window's\n"
+    "single pass is dense (eviction applies after it, as in kvpress's prefill), so\n"
+    "use --prefill-chunk N to score tokens against a pruned cache. The prune window\n"
+    "is --prune-window here. The compression printed is the mean over windows.\n%s";
 
 typedef struct ppl_args {
     const char *model, *file;
     size_t window, stride;
     int threads, bench;
     cli_device dev;
+    cli_prune prune;
 } ppl_args;
 
 static int parse_value(ppl_args *a, const char *opt, const char *value)
@@ -48,6 +53,8 @@ static int parse_value(ppl_args *a, const char *opt, const char *value)
         return cli_parse_size("ppl", "--stride", value, &a->stride);
     if (cli_is_device_flag(opt))
         return cli_parse_device_flag("ppl", opt, value, &a->dev);
+    if (cli_is_prune_flag(opt))
+        return cli_parse_prune_flag("ppl", opt, value, &a->prune);
     return cli_parse_threads("ppl", value, &a->threads);
 }
 
@@ -58,7 +65,7 @@ static int parse_args(int argc, char **argv, ppl_args *a)
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
         if (!strcmp(s, "--window") || !strcmp(s, "--stride") || !strcmp(s, "--threads") ||
-            cli_is_device_flag(s)) {
+            cli_is_device_flag(s) || cli_is_prune_flag(s)) {
             if (i + 1 >= argc) {
                 char msg[128];
                 snprintf(msg, sizeof msg, "%s needs a value", s);
@@ -68,6 +75,8 @@ static int parse_args(int argc, char **argv, ppl_args *a)
                 return 2;
         } else if (!strcmp(s, "--bench")) {
             a->bench = 1;
+        } else if (!strcmp(s, "--prune-decoding")) {
+            a->prune.decoding = 1;
         } else if (s[0] == '-' && s[1]) {
             char msg[300];
             snprintf(msg, sizeof msg, "unknown option '%.200s'", s);
@@ -84,7 +93,7 @@ static int parse_args(int argc, char **argv, ppl_args *a)
     a->file = positional[n_pos - 1];
     if (a->stride > a->window)
         return cli_usage_error("ppl", "--stride must not exceed --window", USAGE);
-    return 0;
+    return cli_prune_check("ppl", &a->prune);
 }
 
 static int read_ids(const ppl_args *a, const kvz_tokenizer *tok, kvz_tokens *toks)
@@ -120,17 +129,19 @@ static double token_nll(const float *logits, size_t vocab, int32_t target)
 }
 
 typedef struct ppl_totals {
-    double nll;
+    double nll, compression;
     size_t n_scored, n_windows, n_run;
 } ppl_totals;
 
-static int score_window(cli_model *m, const int32_t *ids, size_t len, size_t trg_len, float *logits,
-                        ppl_totals *t)
+static int score_window(cli_model *m, cli_prune *p, const int32_t *ids, size_t len, size_t trg_len,
+                        float *logits, ppl_totals *t)
 {
     kvz_error err = {0};
     kvz_forward_reset(m->fwd);
-    if (kvz_forward_run(m->fwd, ids, len, NULL, NULL, KVZ_LOGITS_ALL, logits, &err))
+    if (cli_prefill(m, p, ids, len, KVZ_LOGITS_ALL, logits, &err))
         return cli_error("ppl", err.msg);
+    if (p->policy)
+        t->compression += kvz_prune_compression(p->policy);
     size_t vocab = kvz_forward_config(m->fwd)->vocab_size;
     size_t valid = trg_len < len ? trg_len : len; /* labels left unmasked */
     size_t first = len - valid > 1 ? len - valid : 1;
@@ -147,7 +158,7 @@ static int score_window(cli_model *m, const int32_t *ids, size_t len, size_t trg
     return 0;
 }
 
-static int run_ppl(const ppl_args *a, cli_model *m, const kvz_tokens *toks)
+static int run_ppl(ppl_args *a, cli_model *m, const kvz_tokens *toks)
 {
     size_t n = toks->n, vocab = kvz_forward_config(m->fwd)->vocab_size;
     size_t wmax = a->window < n ? a->window : n;
@@ -160,7 +171,7 @@ static int run_ppl(const ppl_args *a, cli_model *m, const kvz_tokens *toks)
     int rc = 0;
     for (size_t begin = 0; begin < n && !rc; begin += a->stride) {
         size_t end = begin + a->window < n ? begin + a->window : n;
-        rc = score_window(m, toks->ids + begin, end - begin, end - prev_end, logits, &t);
+        rc = score_window(m, &a->prune, toks->ids + begin, end - begin, end - prev_end, logits, &t);
         prev_end = end;
         if (end == n)
             break;
@@ -172,9 +183,13 @@ static int run_ppl(const ppl_args *a, cli_model *m, const kvz_tokens *toks)
     double mean = t.nll / (double)t.n_scored;
     printf("ppl: %.4f (mean NLL %.6f over %zu scored tokens, %zu tokens, %zu windows)\n", exp(mean),
            mean, t.n_scored, n, t.n_windows);
+    if (a->prune.policy)
+        printf("pruning %s: compression %.4f (kvpress's, mean over %zu windows)\n", a->prune.method,
+               t.compression / (double)t.n_windows, t.n_windows);
     if (a->bench)
         printf("time: %.3f s, %.1f tokens/s through the model, peak RSS %.1f MiB\n", seconds,
                (double)t.n_run / seconds, cli_peak_rss_mib());
+    cli_prune_report("ppl", &a->prune, m);
     return 0;
 }
 
@@ -182,22 +197,23 @@ int cmd_ppl(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
         printf("%s", USAGE);
-        printf(HELP, CLI_DEVICE_HELP);
+        printf(HELP, CLI_DEVICE_HELP, CLI_PRUNE_HELP);
         return 0;
     }
     cli_tune_openblas();
-    ppl_args a = {NULL, NULL, 512, 256, 0, 0, CLI_DEVICE_DEFAULT};
+    ppl_args a = {NULL, NULL, 512, 256, 0, 0, CLI_DEVICE_DEFAULT, {0}};
     int rc = parse_args(argc, argv, &a);
     if (rc)
         return rc;
     cli_model m;
-    if (cli_model_open("ppl", a.model, &a.dev, a.threads, a.window, 1, &m))
+    if (cli_model_open_pruned("ppl", a.model, &a.dev, a.threads, a.window, 1, &a.prune, &m))
         return 1;
     kvz_tokens toks = {0};
     rc = read_ids(&a, m.tok, &toks);
     if (!rc)
         rc = run_ppl(&a, &m, &toks);
     kvz_tokens_free(&toks);
+    cli_prune_close(&a.prune);
     cli_model_close(&m);
     return rc;
 }

@@ -21,7 +21,7 @@ set(KVZ_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/kvzap CACHE STRING
     "Where kvzapConfig.cmake is installed (relative to the prefix)")
 set(KVZ_INSTALL_PKGCONFIGDIR ${CMAKE_INSTALL_LIBDIR}/pkgconfig CACHE STRING
     "Where kvzap.pc is installed (relative to the prefix)")
-set(KVZ_INSTALL_HEADER_ROOTS trainer/surrogate.h trainer/export.h)
+set(KVZ_INSTALL_HEADER_ROOTS trainer/surrogate.h trainer/export.h trainer/prune.h)
 
 # --- public headers: the roots and every header they include ("..."),
 #     transitively, installed under include/kvzap/ in their source layout so

@@ -34,14 +34,21 @@
 typedef struct kvz_forward kvz_forward; /* opaque: backend, weights, KV cache, scratch */
 
 /* A pruning policy (e.g. KVzap's threshold, trainer/prune.h), called for
- * every layer right after the layer's attention over the chunk, with x, the
- * attention input of the chunk's tokens ([n, D] fp32, backend memory,
- * positions pos0..pos0+n-1), and the ragged cache, from which it may evict
+ * every layer right after the layer's attention over the chunk, with what
+ * that attention saw and the ragged cache, from which it may evict
  * (kvz_kv_cache_evict). The chunk's own attention is therefore dense over
  * what was kept before it plus the chunk, and evictions apply from the next
- * chunk (or decoding step) on: kvpress's DMSPress order. */
-typedef int (*kvz_prune_fn)(void *user, size_t layer, const float *x, size_t n, size_t pos0,
-                            kvz_kv_cache *cache, kvz_error *err);
+ * chunk (or decoding step) on: kvpress's DMSPress order. Arrays are fp32 in
+ * the cache's backend memory (kvz_kv_cache_backend), valid during the call. */
+typedef struct kvz_prune_call {
+    size_t layer;
+    size_t pos0, n;          /* the chunk: positions pos0 .. pos0+n-1 */
+    const float *x;          /* [n, D]      the layer's attention input (RMSNorm output) */
+    const float *q;          /* [n, H, dh]  queries after q_norm and RoPE */
+    size_t n_heads, head_dim;
+    kvz_kv_cache *cache;     /* holds the chunk already (every head) */
+} kvz_prune_call;
+typedef int (*kvz_prune_fn)(void *user, const kvz_prune_call *call, kvz_error *err);
 
 typedef struct kvz_forward_options {
     int n_threads;       /* 0: all cores. Process-wide (ops threads and OpenBLAS). */

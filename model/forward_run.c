@@ -182,7 +182,8 @@ static int ragged_attention_block(kvz_forward *f, size_t l, size_t n, kvz_error 
     a.n_heads = c->n_heads;
     a.scale = 1.0f / sqrtf((float)c->head_dim);
     int rc = kvz_op_ragged_attention(f->be, &a, err);
-    return rc ? rc : f->prune(f->prune_user, l, f->b.x, n, f->n_cached, f->ragged, err);
+    kvz_prune_call call = {l, f->n_cached, n, f->b.x, f->b.q, c->n_heads, c->head_dim, f->ragged};
+    return rc ? rc : f->prune(f->prune_user, &call, err);
 }
 
 /* The tap's fp32 W_o: the weight itself, or (bf16) a converted copy. */

@@ -190,11 +190,11 @@ typedef struct policy {
     size_t calls;
 } policy;
 
-static int test_policy(void *user, size_t layer, const float *x, size_t n, size_t pos0,
-                       kvz_kv_cache *cache, kvz_error *err)
+static int test_policy(void *user, const kvz_prune_call *c, kvz_error *err)
 {
     policy *p = user;
-    (void)x;
+    size_t layer = c->layer, n = c->n, pos0 = c->pos0;
+    kvz_kv_cache *cache = c->cache;
     p->calls++;
     if (!p->evict || pos0 + n <= 8)
         return KVZ_OK;
