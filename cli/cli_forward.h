@@ -62,6 +62,8 @@ typedef struct cli_prune {
     size_t window, sinks, prefill_chunk; /* 0: not given */
     uint64_t seed;
     int seed_set;
+    int timed;             /* set before opening: time the policy's calls */
+    double policy_seconds; /* their wall-clock total */
     kvz_surrogate *s;      /* opened by cli_model_open_pruned */
     kvz_prune *policy;
 } cli_prune;

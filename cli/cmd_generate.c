@@ -12,8 +12,9 @@
 #include "commands.h"
 
 static const char USAGE[] =
-    "usage: kvzap generate [MODEL] --prompt TEXT [--chat] [--system S] [--max-tokens N]\n"
-    "                      [--threads N] [--device D] [--precision P] [--ids]\n"
+    "usage: kvzap generate [MODEL] (--prompt TEXT [--chat] [--system S] | --prompt-ids LIST)\n"
+    "                      [--max-tokens N] [--threads N] [--device D] [--precision P] [--ids]\n"
+    "                      [--bench]\n"
     "                      [--prune M [--surrogate PATH] (--tau T | --ratio R) [--prune-mode X]\n"
     "                       [--window N] [--prune-decoding] [--prefill-chunk N] ...]\n";
 
@@ -23,7 +24,8 @@ static const char HELP[] =
     "or the tokenizer, or after --max-tokens new tokens. The new text is streamed\n"
     "to stdout as tokenizer.decode(new ids, skip_special_tokens=True).\n\n"
     "  MODEL            GGUF file or HF directory (default: the cached SmolLM2 GGUF)\n"
-    "  --prompt TEXT    the prompt (required, non-empty)\n"
+    "  --prompt TEXT    the prompt (non-empty)\n"
+    "  --prompt-ids L   or the prompt as token ids (comma- or space-separated)\n"
     "  --chat           render [system?, user: TEXT] with the model's chat template\n"
     "                   and add_generation_prompt=True\n"
     "  --system S       with --chat: a system message first\n"
@@ -31,12 +33,14 @@ static const char HELP[] =
     "  --threads N      compute threads (default: all cores)\n"
     "%s"
     "  --ids            print the new token ids (space-separated) instead of text\n"
+    "  --bench          print to stderr: prefill and decode seconds, decode tokens/s,\n"
+    "                   the pruning policy's share of the time, peak RSS\n"
     "%s";
 
 typedef struct generate_args {
-    const char *model, *prompt, *system;
+    const char *model, *prompt, *system, *prompt_ids;
     size_t max_new;
-    int chat, threads, print_ids;
+    int chat, threads, print_ids, bench;
     cli_device dev;
     cli_prune prune;
 } generate_args;
@@ -45,6 +49,8 @@ static int parse_value(generate_args *a, const char *opt, const char *value)
 {
     if (!strcmp(opt, "--prompt"))
         a->prompt = value;
+    else if (!strcmp(opt, "--prompt-ids"))
+        a->prompt_ids = value;
     else if (!strcmp(opt, "--system"))
         a->system = value;
     else if (!strcmp(opt, "--max-tokens"))
@@ -62,7 +68,8 @@ static int parse_args(int argc, char **argv, generate_args *a)
 {
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
-        if (!strcmp(s, "--prompt") || !strcmp(s, "--system") || !strcmp(s, "--max-tokens") ||
+        if (!strcmp(s, "--prompt") || !strcmp(s, "--prompt-ids") || !strcmp(s, "--system") ||
+            !strcmp(s, "--max-tokens") ||
             !strcmp(s, "--threads") || cli_is_device_flag(s) || cli_is_prune_flag(s)) {
             if (i + 1 >= argc) {
                 char msg[128];
@@ -75,6 +82,8 @@ static int parse_args(int argc, char **argv, generate_args *a)
             a->chat = 1;
         } else if (!strcmp(s, "--ids")) {
             a->print_ids = 1;
+        } else if (!strcmp(s, "--bench")) {
+            a->bench = 1;
         } else if (!strcmp(s, "--prune-decoding")) {
             a->prune.decoding = 1;
         } else if (s[0] == '-' && s[1]) {
@@ -87,10 +96,13 @@ static int parse_args(int argc, char **argv, generate_args *a)
             return cli_usage_error("generate", "more than one MODEL given", USAGE);
         }
     }
-    if (!a->prompt)
-        return cli_usage_error("generate", "--prompt TEXT is required", USAGE);
-    if (!a->prompt[0])
+    if (!a->prompt == !a->prompt_ids)
+        return cli_usage_error("generate", "give exactly one of --prompt TEXT or --prompt-ids LIST",
+                               USAGE);
+    if (a->prompt && !a->prompt[0])
         return cli_usage_error("generate", "--prompt is empty", USAGE);
+    if (a->prompt_ids && a->chat)
+        return cli_usage_error("generate", "--chat needs --prompt TEXT", USAGE);
     if (a->system && !a->chat)
         return cli_usage_error("generate", "--system needs --chat", USAGE);
     if (cli_prune_check("generate", &a->prune))
@@ -175,18 +187,36 @@ static int decode_loop(generate_args *a, cli_model *m, const kvz_tokens *prompt)
     text_stream s = {0};
     size_t n_out = 0;
     int rc = !logits || !out ? cli_error("generate", "out of memory") : 0;
+    double t0 = cli_now(), t1 = t0;
+    size_t n_steps = 0;
     if (!rc && cli_prefill(m, &a->prune, prompt->ids, prompt->n, KVZ_LOGITS_LAST,
                            logits, &err))
         rc = cli_error("generate", err.msg);
+    t1 = cli_now();
+    double policy_prefill = a->prune.policy_seconds;
     while (!rc && n_out < a->max_new) {
         int32_t next = (int32_t)kvz_argmax(logits, vocab);
         if (is_eos(m, next))
             break;
         out[n_out++] = next;
         rc = emit(a, m, out, n_out, 0, &s);
-        if (!rc && n_out < a->max_new &&
-            kvz_forward_run(m->fwd, &next, 1, NULL, NULL, KVZ_LOGITS_LAST, logits, &err))
-            rc = cli_error("generate", err.msg);
+        if (!rc && n_out < a->max_new) {
+            n_steps++;
+            if (kvz_forward_run(m->fwd, &next, 1, NULL, NULL, KVZ_LOGITS_LAST, logits, &err))
+                rc = cli_error("generate", err.msg);
+        }
+    }
+    double t2 = cli_now();
+    if (!rc && a->bench) {
+        double dec = t2 - t1, pol = a->prune.policy_seconds;
+        fprintf(stderr,
+                "kvzap generate: bench: prompt %zu tokens, prefill %.3f s (%.1f tokens/s); %zu "
+                "decode steps %.3f s (%.2f tokens/s); pruning policy %.3f s in the prefill "
+                "(%.2f%%), %.3f s in decoding (%.2f%%); peak RSS %.1f MiB\n",
+                prompt->n, t1 - t0, (double)prompt->n / (t1 - t0), n_steps, dec,
+                dec > 0 ? (double)n_steps / dec : 0.0, policy_prefill,
+                100.0 * policy_prefill / (t1 - t0), pol - policy_prefill,
+                dec > 0 ? 100.0 * (pol - policy_prefill) / dec : 0.0, cli_peak_rss_mib());
     }
     if (!rc)
         rc = emit(a, m, out, n_out, 1, &s);
@@ -205,18 +235,23 @@ int cmd_generate(int argc, char **argv)
         return 0;
     }
     cli_tune_openblas();
-    generate_args a = {NULL, NULL, NULL, 64, 0, 0, 0, CLI_DEVICE_DEFAULT, {0}};
+    generate_args a = {NULL, NULL, NULL, NULL, 64, 0, 0, 0, 0, CLI_DEVICE_DEFAULT, {0}};
     int rc = parse_args(argc, argv, &a);
     if (rc)
         return rc;
+    a.prune.timed = a.bench;
     char *text = NULL;
-    if (prompt_text(&a, &text))
-        return 1;
-    cli_model m;
     kvz_tokens toks = {0};
+    if (a.prompt_ids) {
+        if (cli_parse_ids("generate", a.prompt_ids, &toks.ids, &toks.n))
+            return 2;
+    } else if (prompt_text(&a, &text)) {
+        return 1;
+    }
+    cli_model m;
     kvz_error err = {0};
     rc = cli_model_open_pruned("generate", a.model, &a.dev, a.threads, 0, 1, &a.prune, &m);
-    if (!rc && kvz_tokenize(m.tok, text, strlen(text), 1, &toks, &err))
+    if (!rc && text && kvz_tokenize(m.tok, text, strlen(text), 1, &toks, &err))
         rc = cli_error("generate", err.msg);
     if (!rc && toks.n == 0)
         rc = cli_error("generate", "the prompt gives no tokens");

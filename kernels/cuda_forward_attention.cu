@@ -191,7 +191,8 @@ enum { RAG_PER_LANE = KVZ_CUDA_ATTN_MAX_HEAD_DIM / 32, RAG_THREADS = 128 };
 
 static __global__ void ragged_attention_kernel(const float *q, const float *k, const float *v,
                                                const int32_t *pos, const int32_t *count,
-                                               float *out, size_t n_q, size_t q_pos0, size_t cap,
+                                               const int32_t *row0, float *out, size_t n_q,
+                                               size_t q_pos0, size_t cap,
                                                size_t n_heads, size_t group, size_t dh,
                                                float scale)
 {
@@ -201,8 +202,9 @@ static __global__ void ragged_attention_kernel(const float *q, const float *k, c
         return; /* uniform per warp: blockDim is a multiple of 32 */
     size_t i = warp / n_heads, h = warp % n_heads, g = h / group;
     const float *qr = q + (i * n_heads + h) * dh;
-    const float *kg = k + g * cap * dh, *vg = v + g * cap * dh;
-    const int32_t *pg = pos + g * cap;
+    size_t r0 = row0 ? (size_t)row0[g] : g * cap;
+    const float *kg = k + r0 * dh, *vg = v + r0 * dh;
+    const int32_t *pg = pos + r0;
     long long qpos = (long long)(q_pos0 + i);
     int n = count[g];
     float qv[RAG_PER_LANE], o[RAG_PER_LANE];
@@ -253,7 +255,7 @@ extern "C" int kvz_cuda_ragged_attention(const kvz_ragged_attn_args *a, kvz_erro
         return kvz_fail(err, KVZ_EINVAL, "cuda ragged attention: %zu queries are too many",
                         a->n_q);
     ragged_attention_kernel<<<(unsigned)blocks, RAG_THREADS, 0, 0>>>(
-        a->q, a->k, a->v, a->pos, a->count, a->out, a->n_q, a->q_pos0, a->cap, a->n_heads,
+        a->q, a->k, a->v, a->pos, a->count, a->row0, a->out, a->n_q, a->q_pos0, a->cap, a->n_heads,
         a->n_heads / a->n_kv_heads, a->head_dim, a->scale);
     return kvz_cuda_check_launch("cuda ragged attention: ragged_attention_kernel launch", err);
 }

@@ -7,15 +7,24 @@
 
 #include "kv_cache.h"
 
-enum { MIN_CAP = 256 };
+enum { MIN_CAP = 64, CAP_ROWS = 64 }; /* per head */
+
+/* Capacities are whole multiples of CAP_ROWS rows. */
+static size_t round_rows(size_t n)
+{
+    return (n + CAP_ROWS - 1) / CAP_ROWS * CAP_ROWS;
+}
 
 typedef struct kv_layer {
-    kvz_buf k, v;      /* [Hkv, cap, dh] fp32 */
-    kvz_buf pos;       /* [Hkv, cap] int32 */
+    kvz_buf k, v;      /* [rows, dh] fp32: head g's slab is rows off[g] .. off[g]+cap[g]-1 */
+    kvz_buf pos;       /* [rows] int32 */
     kvz_buf count;     /* [Hkv] int32 */
-    int32_t *hpos;     /* host copy [Hkv, cap] */
+    kvz_buf row0;      /* [Hkv] int32: off */
+    int32_t *hpos;     /* host copy [rows] */
     int32_t *hcount;   /* host copy [Hkv] */
-    size_t cap, seen;
+    int32_t *hoff;     /* host [Hkv] */
+    size_t *hcap;      /* host [Hkv] */
+    size_t rows, seen;
 } kv_layer;
 
 struct kvz_kv_cache {
@@ -29,17 +38,16 @@ struct kvz_kv_cache {
     size_t bytes, peak;
 };
 
-static size_t layer_bytes(const kvz_kv_cache *c, size_t cap)
+static size_t layer_bytes(const kvz_kv_cache *c, size_t rows)
 {
-    return c->hkv * cap * (2 * c->dh * sizeof(float) + sizeof(int32_t)) +
-           c->hkv * sizeof(int32_t);
+    return rows * (2 * c->dh * sizeof(float) + sizeof(int32_t)) + 2 * c->hkv * sizeof(int32_t);
 }
 
 static void account(kvz_kv_cache *c)
 {
     size_t b = c->scratch_rows * (c->dh * sizeof(float) + sizeof(int64_t));
     for (size_t l = 0; l < c->n_layers; l++)
-        b += c->layers[l].cap ? layer_bytes(c, c->layers[l].cap) : 0;
+        b += c->layers[l].rows ? layer_bytes(c, c->layers[l].rows) : 0;
     c->bytes = b;
     if (b > c->peak)
         c->peak = b;
@@ -73,8 +81,11 @@ static void free_layer(kvz_kv_cache *c, kv_layer *L)
     kvz_backend_free(c->be, &L->v);
     kvz_backend_free(c->be, &L->pos);
     kvz_backend_free(c->be, &L->count);
+    kvz_backend_free(c->be, &L->row0);
     free(L->hpos);
     free(L->hcount);
+    free(L->hoff);
+    free(L->hcap);
     memset(L, 0, sizeof *L);
 }
 
@@ -107,40 +118,52 @@ void kvz_kv_cache_reset(kvz_kv_cache *c)
 
 static int upload_head(kvz_kv_cache *c, kv_layer *L, size_t g, kvz_error *err)
 {
-    int rc = kvz_backend_upload(c->be, (int32_t *)L->pos.data + g * L->cap,
-                                L->hpos + g * L->cap, (size_t)L->hcount[g] * sizeof(int32_t),
-                                err);
+    int rc = kvz_backend_upload(c->be, (int32_t *)L->pos.data + L->hoff[g], L->hpos + L->hoff[g],
+                                (size_t)L->hcount[g] * sizeof(int32_t), err);
     return rc ? rc : kvz_backend_upload(c->be, (int32_t *)L->count.data + g, L->hcount + g,
                                         sizeof(int32_t), err);
 }
 
-/* Moves a layer to slabs of cap rows, keeping every head's kept rows. */
-static int resize_layer(kvz_kv_cache *c, kv_layer *L, size_t cap, kvz_error *err)
+/* Moves a layer to slabs of cap[g] rows per head, keeping every head's
+ * kept rows. */
+static int resize_layer(kvz_kv_cache *c, kv_layer *L, const size_t *cap, kvz_error *err)
 {
     kv_layer n = {0};
-    n.cap = cap;
     n.seen = L->seen;
-    size_t rows = c->hkv * cap;
-    int rc = kvz_backend_alloc(c->be, KVZ_F32, rows * c->dh, "the pruned K cache", &n.k, err);
+    n.hoff = calloc(c->hkv, sizeof *n.hoff);
+    n.hcap = calloc(c->hkv, sizeof *n.hcap);
+    n.hcount = calloc(c->hkv, sizeof *n.hcount);
+    int rc = n.hoff && n.hcap && n.hcount ? KVZ_OK
+                                          : kvz_fail(err, KVZ_ENOMEM, "kv cache: out of memory");
+    for (size_t g = 0; !rc && g < c->hkv; g++) {
+        n.hoff[g] = (int32_t)n.rows;
+        n.hcap[g] = cap[g];
+        n.rows += cap[g];
+    }
+    if (!rc && n.rows > (size_t)INT32_MAX)
+        rc = kvz_fail(err, KVZ_EINVAL, "kv cache: %zu rows in one layer", n.rows);
+    size_t rows = n.rows;
+    rc = rc ? rc : kvz_backend_alloc(c->be, KVZ_F32, rows * c->dh, "the pruned K cache", &n.k, err);
     rc = rc ? rc : kvz_backend_alloc(c->be, KVZ_F32, rows * c->dh, "the pruned V cache", &n.v, err);
     rc = rc ? rc : kvz_backend_alloc(c->be, KVZ_I32, rows, "the pruned cache's positions", &n.pos, err);
     rc = rc ? rc : kvz_backend_alloc(c->be, KVZ_I32, c->hkv, "the pruned cache's counts", &n.count, err);
+    rc = rc ? rc : kvz_backend_alloc(c->be, KVZ_I32, c->hkv, "the pruned cache's slab rows", &n.row0, err);
     n.hpos = rc ? NULL : calloc(rows, sizeof *n.hpos);
-    n.hcount = rc ? NULL : calloc(c->hkv, sizeof *n.hcount);
-    if (!rc && (!n.hpos || !n.hcount))
+    if (!rc && !n.hpos)
         rc = kvz_fail(err, KVZ_ENOMEM, "kv cache: out of memory for %zu positions", rows);
     for (size_t g = 0; !rc && g < c->hkv; g++) {
         size_t cnt = L->hcount ? (size_t)L->hcount[g] : 0;
         n.hcount[g] = (int32_t)cnt;
         if (!cnt)
             continue;
-        memcpy(n.hpos + g * cap, L->hpos + g * L->cap, cnt * sizeof(int32_t));
-        size_t bytes = cnt * c->dh * sizeof(float), from = g * L->cap * c->dh,
-               to = g * cap * c->dh;
+        memcpy(n.hpos + n.hoff[g], L->hpos + L->hoff[g], cnt * sizeof(int32_t));
+        size_t bytes = cnt * c->dh * sizeof(float), from = (size_t)L->hoff[g] * c->dh,
+               to = (size_t)n.hoff[g] * c->dh;
         rc = kvz_backend_copy(c->be, kvz_buf_f32(n.k) + to, kvz_buf_f32(L->k) + from, bytes, err);
         rc = rc ? rc : kvz_backend_copy(c->be, kvz_buf_f32(n.v) + to, kvz_buf_f32(L->v) + from,
                                         bytes, err);
     }
+    rc = rc ? rc : kvz_backend_upload(c->be, n.row0.data, n.hoff, c->hkv * sizeof(int32_t), err);
     for (size_t g = 0; !rc && g < c->hkv; g++)
         rc = upload_head(c, &n, g, err);
     if (rc) {
@@ -151,15 +174,6 @@ static int resize_layer(kvz_kv_cache *c, kv_layer *L, size_t cap, kvz_error *err
     *L = n;
     account(c);
     return KVZ_OK;
-}
-
-static size_t max_count(const kvz_kv_cache *c, const kv_layer *L)
-{
-    size_t m = 0;
-    for (size_t g = 0; L->hcount && g < c->hkv; g++)
-        if ((size_t)L->hcount[g] > m)
-            m = (size_t)L->hcount[g];
-    return m;
 }
 
 int kvz_kv_cache_append(kvz_kv_cache *c, size_t layer, const float *k_rows,
@@ -174,25 +188,33 @@ int kvz_kv_cache_append(kvz_kv_cache *c, size_t layer, const float *k_rows,
                         "%zu positions were already seen", layer, pos0, L->seen);
     if (!n)
         return KVZ_OK;
-    size_t need = max_count(c, L) + n;
-    if (need > L->cap) {
-        size_t cap = L->cap ? L->cap : MIN_CAP;
-        while (cap < need)
-            cap *= 2;
+    int grow = !L->hcap;
+    for (size_t g = 0; !grow && g < c->hkv; g++)
+        grow = (size_t)L->hcount[g] + n > L->hcap[g];
+    if (grow) {
+        size_t *cap = malloc(c->hkv * sizeof *cap);
+        if (!cap)
+            return kvz_fail(err, KVZ_ENOMEM, "kv cache: out of memory");
+        for (size_t g = 0; g < c->hkv; g++) {
+            size_t have = L->hcap ? L->hcap[g] : 0, need = (L->hcount ? L->hcount[g] : 0) + n;
+            size_t more = have ? have + have / 4 : MIN_CAP;
+            cap[g] = need <= have ? have : round_rows(more > need ? more : need);
+        }
         int rc = resize_layer(c, L, cap, err);
+        free(cap);
         if (rc)
             return rc;
     }
     size_t row = c->hkv * c->dh;
     for (size_t g = 0; g < c->hkv; g++) {
-        size_t at = (g * L->cap + (size_t)L->hcount[g]) * c->dh;
+        size_t at = ((size_t)L->hoff[g] + (size_t)L->hcount[g]) * c->dh;
         int rc = kvz_op_copy_rows(c->be, kvz_buf_f32(L->k) + at, c->dh, k_rows + g * c->dh, row,
                                   n, c->dh, err);
         rc = rc ? rc : kvz_op_copy_rows(c->be, kvz_buf_f32(L->v) + at, c->dh,
                                         v_rows + g * c->dh, row, n, c->dh, err);
         if (rc)
             return rc;
-        int32_t *p = L->hpos + g * L->cap + L->hcount[g];
+        int32_t *p = L->hpos + L->hoff[g] + L->hcount[g];
         for (size_t t = 0; t < n; t++)
             p[t] = (int32_t)(pos0 + t);
         L->hcount[g] += (int32_t)n;
@@ -234,10 +256,11 @@ static int grow_scratch(kvz_kv_cache *c, size_t rows, kvz_error *err)
 
 /* Gathers the kept rows idx[0..n) (the kept rows from `first` on) of one
  * head's slab to rows first.. (rows before `first` stay where they are). */
-static int compact_slab(kvz_kv_cache *c, kvz_buf slab_all, size_t g, size_t cap, size_t first,
-                        size_t n, kvz_error *err)
+static int compact_slab(kvz_kv_cache *c, kvz_buf slab_all, const kv_layer *L, size_t g,
+                        size_t first, size_t n, kvz_error *err)
 {
-    kvz_buf slab = {kvz_buf_f32(slab_all) + g * cap * c->dh, KVZ_F32, cap * c->dh};
+    kvz_buf slab = {kvz_buf_f32(slab_all) + (size_t)L->hoff[g] * c->dh, KVZ_F32,
+                    L->hcap[g] * c->dh};
     int rc = kvz_op_take_rows(c->be, slab, c->dh, c->idx.data, 0, n, kvz_buf_f32(c->scratch),
                               err);
     return rc ? rc : kvz_backend_copy(c->be, kvz_buf_f32(slab) + first * c->dh,
@@ -257,12 +280,12 @@ int kvz_kv_cache_evict(kvz_kv_cache *c, size_t layer, size_t head, const int32_t
         return kvz_fail(err, KVZ_ENOMEM, "kv cache: out of memory for %zu positions", n);
     memcpy(sorted, positions, n * sizeof *sorted);
     qsort(sorted, n, sizeof *sorted, cmp_i32);
-    int rc = grow_scratch(c, L->cap, err);
+    int rc = grow_scratch(c, L->hcap[head], err);
     if (rc) {
         free(sorted);
         return rc;
     }
-    int32_t *p = L->hpos + head * L->cap;
+    int32_t *p = L->hpos + L->hoff[head];
     size_t cnt = (size_t)L->hcount[head], kept = 0, s = 0, first = cnt;
     for (size_t j = 0; j < cnt; j++) { /* both ascending: a merge */
         while (s < n && sorted[s] < p[j])
@@ -281,15 +304,21 @@ int kvz_kv_cache_evict(kvz_kv_cache *c, size_t layer, size_t head, const int32_t
     size_t moved = kept - first;
     rc = moved ? kvz_backend_upload(c->be, c->idx.data, c->hidx, moved * sizeof(int64_t), err)
                : KVZ_OK;
-    rc = rc || !moved ? rc : compact_slab(c, L->k, head, L->cap, first, moved, err);
-    rc = rc || !moved ? rc : compact_slab(c, L->v, head, L->cap, first, moved, err);
+    rc = rc || !moved ? rc : compact_slab(c, L->k, L, head, first, moved, err);
+    rc = rc || !moved ? rc : compact_slab(c, L->v, L, head, first, moved, err);
     L->hcount[head] = (int32_t)kept;
     rc = rc ? rc : upload_head(c, L, head, err);
-    size_t cap = L->cap, most = max_count(c, L);
-    while (cap > MIN_CAP && most * 4 < cap)
-        cap /= 2;
-    if (!rc && cap < L->cap)
-        rc = resize_layer(c, L, cap, err);
+    size_t cap = L->hcap[head];
+    if (!rc && kept * 2 < cap && cap > MIN_CAP) { /* shrink this head's slab */
+        size_t *caps = malloc(c->hkv * sizeof *caps);
+        if (!caps)
+            return kvz_fail(err, KVZ_ENOMEM, "kv cache: out of memory");
+        memcpy(caps, L->hcap, c->hkv * sizeof *caps);
+        caps[head] = round_rows(kept + kept / 4);
+        caps[head] = caps[head] < MIN_CAP ? MIN_CAP : caps[head];
+        rc = caps[head] < cap ? resize_layer(c, L, caps, err) : KVZ_OK;
+        free(caps);
+    }
     return rc;
 }
 
@@ -300,7 +329,8 @@ void kvz_kv_cache_view(const kvz_kv_cache *c, size_t layer, kvz_ragged_attn_args
     a->v = kvz_buf_f32(L->v);
     a->pos = L->pos.data;
     a->count = L->count.data;
-    a->cap = L->cap;
+    a->row0 = L->row0.data;
+    a->cap = 0;
     a->n_kv_heads = c->hkv;
     a->head_dim = c->dh;
 }
@@ -316,7 +346,13 @@ size_t kvz_kv_cache_count(const kvz_kv_cache *c, size_t layer, size_t head)
 const int32_t *kvz_kv_cache_positions(const kvz_kv_cache *c, size_t layer, size_t head)
 {
     const kv_layer *L = &c->layers[layer];
-    return L->hpos ? L->hpos + head * L->cap : NULL;
+    return L->hpos ? L->hpos + L->hoff[head] : NULL;
+}
+
+size_t kvz_kv_cache_head_row0(const kvz_kv_cache *c, size_t layer, size_t head)
+{
+    const kv_layer *L = &c->layers[layer];
+    return L->hoff ? (size_t)L->hoff[head] : 0;
 }
 
 size_t kvz_kv_cache_seen(const kvz_kv_cache *c, size_t layer) { return c->layers[layer].seen; }

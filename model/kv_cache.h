@@ -4,16 +4,19 @@
  * memory follows the kept pairs.
  *
  * Layout, per layer, all in the forward's backend memory:
- *   k, v   [Hkv, cap, dh] fp32: head g's kept rows are 0..count[g]-1 of its
- *          slab, in ascending original position; keys carry RoPE at that
- *          position, so attention over them (kvz_op_ragged_attention) equals
- *          dense causal attention with the evicted keys masked out.
- *   pos    [Hkv, cap] int32 original positions; count [Hkv] int32.
- * The host keeps the authoritative copy of pos and count and uploads a
- * head's after each change. cap is shared by the layer's heads: it doubles
- * when a head would overflow it and halves when the fullest head uses under
- * a quarter of it, so a layer's memory is within 4x of its fullest head's
- * pairs (never below 256 rows).
+ *   k, v   [rows, dh] fp32: head g owns the slab of cap[g] rows starting at
+ *          row0[g]; its kept rows are the slab's first count[g], in
+ *          ascending original position; keys carry RoPE at that position,
+ *          so attention over them (kvz_op_ragged_attention) equals dense
+ *          causal attention with the evicted keys masked out.
+ *   pos    [rows] int32 original positions; count, row0 [Hkv] int32.
+ * The host keeps the authoritative copy of pos, count and the slabs and
+ * uploads a head's after each change. Each head's slab is sized on its own,
+ * in whole 64-row steps (at least 64): it grows by a quarter (or to what an
+ * append needs) when an append would overflow it, and shrinks to 1.25x its
+ * kept pairs when they fill under half of it; a resize re-lays the layer
+ * out (one copy of its kept rows). So memory follows each head's kept
+ * pairs: within 2x, about 1.25x in steady state, however unequal the heads.
  *
  * Append writes the new tokens to every head (a token enters unpruned);
  * evict removes listed positions from one head and compacts it by a row
@@ -56,6 +59,8 @@ kvz_backend *kvz_kv_cache_backend(const kvz_kv_cache *c);
 size_t kvz_kv_cache_count(const kvz_kv_cache *c, size_t layer, size_t head);
 /* Host copy of (layer, head)'s kept positions, ascending, count entries. */
 const int32_t *kvz_kv_cache_positions(const kvz_kv_cache *c, size_t layer, size_t head);
+/* The first row of (layer, head)'s slab in the layer's k, v and pos. */
+size_t kvz_kv_cache_head_row0(const kvz_kv_cache *c, size_t layer, size_t head);
 /* Tokens appended to a layer since create/reset (every head saw them). */
 size_t kvz_kv_cache_seen(const kvz_kv_cache *c, size_t layer);
 /* Kept pairs over all layers and heads, and what the full cache would hold. */

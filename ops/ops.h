@@ -84,19 +84,21 @@ int kvz_attention(const kvz_attn_args *a);
 
 /* Ragged attention: every KV head keeps its own set of keys (a pruned KV
  * cache, model/kv_cache.h). Head g's kept keys are rows 0..count[g]-1 of its
- * slab k + g*cap*head_dim (same for v), at original positions
- * pos[g*cap + i] (ascending; RoPE already applied at those positions).
+ * slab, which starts at row r0 = row0[g] (row0 NULL: r0 = g*cap): keys
+ * k + (r0 + i)*head_dim (same for v) at original positions pos[r0 + i]
+ * (ascending; RoPE already applied at those positions).
  * Query i is at position q_pos0 + i and sees head g's kept keys with
  * position <= q_pos0 + i, so the result equals dense causal attention with
  * the evicted keys masked out. A query that sees no key gets zeros. */
 typedef struct kvz_ragged_attn_args {
     const float *q;       /* [n_q, n_heads, head_dim] */
-    const float *k, *v;   /* [n_kv_heads, cap, head_dim] */
-    const int32_t *pos;   /* [n_kv_heads, cap] */
-    const int32_t *count; /* [n_kv_heads], each <= cap */
+    const float *k, *v;   /* [rows, head_dim]: the heads' slabs */
+    const int32_t *pos;   /* [rows] */
+    const int32_t *count; /* [n_kv_heads], each <= its slab's rows */
     float *out;           /* [n_q, n_heads, head_dim] */
     size_t n_q, q_pos0, cap, n_heads, n_kv_heads, head_dim;
     float scale;
+    const int32_t *row0;  /* [n_kv_heads] first row of each head's slab, or NULL */
 } kvz_ragged_attn_args;
 /* The cpu op: per (head, block of queries), key blocks through sgemm with
  * the positional mask and an online softmax (decode: a scalar walk), fp32.

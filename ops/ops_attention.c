@@ -142,8 +142,9 @@ static void ragged_decode(const kvz_ragged_attn_args *a, size_t i, size_t h)
 {
     size_t dh = a->head_dim, g = h / (a->n_heads / a->n_kv_heads);
     const float *q = a->q + (i * a->n_heads + h) * dh;
-    const float *k = a->k + g * a->cap * dh, *v = a->v + g * a->cap * dh;
-    const int32_t *pos = a->pos + g * a->cap;
+    size_t r0 = a->row0 ? (size_t)a->row0[g] : g * a->cap;
+    const float *k = a->k + r0 * dh, *v = a->v + r0 * dh;
+    const int32_t *pos = a->pos + r0;
     float *out = a->out + (i * a->n_heads + h) * dh;
     int64_t qpos = (int64_t)(a->q_pos0 + i);
     size_t n = (size_t)a->count[g];
@@ -170,8 +171,9 @@ static void ragged_block(const kvz_ragged_attn_args *a, size_t h, size_t i0, siz
                          float *mem)
 {
     size_t dh = a->head_dim, g = h / (a->n_heads / a->n_kv_heads), qs = a->n_heads * dh;
-    const float *k = a->k + g * a->cap * dh, *v = a->v + g * a->cap * dh;
-    const int32_t *pos = a->pos + g * a->cap;
+    size_t r0 = a->row0 ? (size_t)a->row0[g] : g * a->cap;
+    const float *k = a->k + r0 * dh, *v = a->v + r0 * dh;
+    const int32_t *pos = a->pos + r0;
     float *s = mem, *o = mem + RB * RB, *m = o + RB * dh, *l = m + RB;
     memset(o, 0, nq * dh * sizeof *o);
     for (size_t r = 0; r < nq; r++) {

@@ -715,7 +715,9 @@ static void run_ragged(kvz_backend *be, const kvz_ragged_attn_args *h, float *ou
                        const char *what)
 {
     size_t dh = h->head_dim, nq = h->n_q * h->n_heads * dh, nkv = h->n_kv_heads * h->cap * dh;
-    gbuf q, k, v, pos, count, o;
+    gbuf q, k, v, pos, count, o, row0 = {0};
+    if (h->row0)
+        gb_make(be, KVZ_I32, h->n_kv_heads, h->row0, "row0", &row0);
     gb_make(be, KVZ_F32, nq, h->q, "q", &q);
     gb_make(be, KVZ_F32, nkv, h->k, "k", &k);
     gb_make(be, KVZ_F32, nkv, h->v, "v", &v);
@@ -725,8 +727,11 @@ static void run_ragged(kvz_backend *be, const kvz_ragged_attn_args *h, float *ou
     kvz_ragged_attn_args a = *h;
     a.q = f32p(&q), a.k = f32p(&k), a.v = f32p(&v), a.out = f32p(&o);
     a.pos = pos.buf.data, a.count = count.buf.data;
+    a.row0 = h->row0 ? row0.buf.data : NULL;
     kvz_error err = {0};
     op_ok(be, kvz_op_ragged_attention(be, &a, &err), &err, what);
+    if (h->row0)
+        gb_finish(be, &row0, NULL, h->row0, what);
     gb_finish(be, &q, NULL, h->q, what);
     gb_finish(be, &k, NULL, h->k, what);
     gb_finish(be, &v, NULL, h->v, what);
@@ -746,19 +751,25 @@ static void test_ragged(size_t H, size_t Hkv, size_t dh, size_t cap, size_t n_q,
             pos[g * cap + c] = p += 1 + (int32_t)(rand_u64() % 4);
         count[g] = (int32_t)(g % 2 ? cap : cap * 2 / 3);
     }
-    kvz_ragged_attn_args a = {q, k, v, pos, count, NULL, n_q, q_pos0, cap, H, Hkv, dh,
-                              1.0f / sqrtf((float)dh)};
+    int32_t *row0 = malloc(Hkv * sizeof *row0);
+    for (size_t g = 0; g < Hkv; g++) /* slabs in reverse order, as a resized cache may lay them */
+        row0[g] = (int32_t)((Hkv - 1 - g) * cap);
     float *cpu = malloc(nq * sizeof *cpu), *got = malloc(nq * sizeof *got);
-    char what[128], st[96];
-    snprintf(what, sizeof what, "ragged attention H=%zu Hkv=%zu head_dim=%zu cap=%zu n_q=%zu",
-             H, Hkv, dh, cap, n_q);
-    run_ragged(g_cpu, &a, cpu, what);
-    for (int b = 0; b < g_n_other; b++) {
-        run_ragged(g_other[b], &a, got, what);
-        snprintf(st, sizeof st, "ragged attention: %s vs cpu", short_name(g_other[b]));
-        check_vs_cpu(st, what, got, cpu, nq, BUDGET_BE_F32);
+    for (int with_row0 = 0; with_row0 < 2; with_row0++) {
+        kvz_ragged_attn_args a = {q,   k,      v,  pos, count, NULL, n_q, q_pos0, cap, H, Hkv, dh,
+                                  1.0f / sqrtf((float)dh), with_row0 ? row0 : NULL};
+        char what[160], st[96];
+        snprintf(what, sizeof what,
+                 "ragged attention H=%zu Hkv=%zu head_dim=%zu cap=%zu n_q=%zu%s", H, Hkv, dh, cap,
+                 n_q, with_row0 ? " (row0)" : "");
+        run_ragged(g_cpu, &a, cpu, what);
+        for (int b = 0; b < g_n_other; b++) {
+            run_ragged(g_other[b], &a, got, what);
+            snprintf(st, sizeof st, "ragged attention: %s vs cpu", short_name(g_other[b]));
+            check_vs_cpu(st, what, got, cpu, nq, BUDGET_BE_F32);
+        }
     }
-    free(q), free(k), free(v), free(pos), free(count), free(cpu), free(got);
+    free(q), free(k), free(v), free(pos), free(count), free(row0), free(cpu), free(got);
 }
 
 /* ================= swiglu ================= */

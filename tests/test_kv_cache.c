@@ -5,7 +5,7 @@
  *    (random shapes, ragged counts, keys after the query, a query that sees
  *    nothing gets zeros);
  *  - append / evict / compaction: kept positions and K/V rows are exactly
- *    the expected subset, kvpress's compression ratio, the capacity halving
+ *    the expected subset, kvpress's compression ratio, the capacity shrinking
  *    and the bytes it reports;
  *  - the pruned forward with a policy that evicts nothing gives the dense
  *    forward's logits (prefill and decoding), refuses taps, and a policy
@@ -37,17 +37,18 @@ static void ref_ragged(const kvz_ragged_attn_args *a, double *out)
     for (size_t i = 0; i < a->n_q; i++)
         for (size_t h = 0; h < a->n_heads; h++) {
             size_t g = h / (a->n_heads / a->n_kv_heads);
+            size_t r0 = a->row0 ? (size_t)a->row0[g] : g * a->cap;
             double *o = out + (i * a->n_heads + h) * dh, mx = -INFINITY, sum = 0.0;
             memset(o, 0, dh * sizeof *o);
             double *s = malloc(((size_t)a->count[g] + 1) * sizeof *s);
             for (int j = 0; j < a->count[g]; j++) {
                 s[j] = -INFINITY;
-                if ((size_t)a->pos[g * a->cap + j] > a->q_pos0 + i)
+                if ((size_t)a->pos[r0 + j] > a->q_pos0 + i)
                     continue;
                 double d = 0.0;
                 for (size_t e = 0; e < dh; e++)
                     d += (double)a->q[(i * a->n_heads + h) * dh + e] *
-                         a->k[(g * a->cap + j) * dh + e];
+                         a->k[(r0 + j) * dh + e];
                 s[j] = d * a->scale;
                 mx = s[j] > mx ? s[j] : mx;
             }
@@ -56,7 +57,7 @@ static void ref_ragged(const kvz_ragged_attn_args *a, double *out)
                     double p = exp(s[j] - mx);
                     sum += p;
                     for (size_t e = 0; e < dh; e++)
-                        o[e] += p * a->v[(g * a->cap + j) * dh + e];
+                        o[e] += p * a->v[(r0 + j) * dh + e];
                 }
             for (size_t e = 0; sum > 0 && e < dh; e++)
                 o[e] /= sum;
@@ -87,8 +88,8 @@ static void check_op(kvz_backend *be, size_t H, size_t Hkv, size_t dh, size_t ca
         }
         count[g] = (int32_t)(g % 2 ? cap : cap * 2 / 3);
     }
-    kvz_ragged_attn_args a = {q, k, v, pos, count, out, n_q, q_pos0, cap, H, Hkv, dh,
-                              1.0f / sqrtf((float)dh)};
+    kvz_ragged_attn_args a = {q,   k,      v,  pos, count, out, n_q, q_pos0, cap, H, Hkv, dh,
+                              1.0f / sqrtf((float)dh), NULL};
     kvz_error err = {0};
     int rc = kvz_op_ragged_attention(be, &a, &err);
     KVZ_CHECK_OK(rc, err);
@@ -150,10 +151,10 @@ static void check_cache(kvz_backend *be)
     for (size_t j = 0; j < ne; j++) /* row j of head 1 is token expect[j]'s head-1 row */
         for (size_t e = 0; e < dh; e++) {
             float want = (float)(((size_t)expect[j] * Hkv + 1) * dh + e);
-            bad += a.k[(1 * a.cap + j) * dh + e] != want || a.v[(1 * a.cap + j) * dh + e] != -want;
+            bad += a.k[(a.row0[1] + j) * dh + e] != want || a.v[(a.row0[1] + j) * dh + e] != -want;
         }
     KVZ_CHECK(bad == 0, "%zu compacted K/V values differ", bad);
-    KVZ_CHECK(a.count[1] == (int32_t)ne && a.pos[1 * a.cap + 0] == 1, "backend count/pos");
+    KVZ_CHECK(a.count[1] == (int32_t)ne && a.pos[a.row0[1]] == 1, "backend count/pos");
     double want_c = (4.0 / (Hkv * n) + 0.0) / 2.0;
     KVZ_CHECK(fabs(kvz_kv_cache_compression(c) - want_c) < 1e-15, "compression %g, want %g",
               kvz_kv_cache_compression(c), want_c);
@@ -161,7 +162,7 @@ static void check_cache(kvz_backend *be)
                   kvz_kv_cache_full_pairs(c) == L * Hkv * n,
               "pairs %zu of %zu", kvz_kv_cache_kept_pairs(c), kvz_kv_cache_full_pairs(c));
     KVZ_CHECK(kvz_kv_cache_kept_bytes(c) == (L * Hkv * n - 4) * 2 * dh * 4, "kept bytes");
-    /* grow layer 1 to 1024 rows, then evict nearly all: the capacity halves */
+    /* grow layer 1 to 640 rows, then evict nearly all: the capacity shrinks to its floor */
     rc = kvz_kv_cache_append(c, 1, kr, vr, 600, n, &err);
     KVZ_CHECK_OK(rc, err);
     size_t big = kvz_kv_cache_bytes(c);
@@ -177,8 +178,13 @@ static void check_cache(kvz_backend *be)
               "bytes %zu after eviction, %zu before, peak %zu", kvz_kv_cache_bytes(c), big,
               kvz_kv_cache_peak_bytes(c));
     kvz_kv_cache_view(c, 1, &a);
-    KVZ_CHECK(a.cap == 256, "capacity %zu after eviction (want the 256 floor)", a.cap);
-    KVZ_CHECK(a.k[(2 * a.cap + 9) * dh] == (float)((599 * Hkv + 2) * dh), "last kept row");
+    /* layer 1's heads shrank to the 64-row floor; layer 0 kept its 64-row slabs */
+    size_t floor_bytes = 2 * Hkv * 64 * (2 * dh * 4 + 4) + 2 * 2 * Hkv * 4;
+    KVZ_CHECK(kvz_kv_cache_bytes(c) >= floor_bytes && kvz_kv_cache_bytes(c) <= floor_bytes + (1u << 20),
+              "bytes %zu after eviction (slabs at their 64-row floor: %zu + scratch)",
+              kvz_kv_cache_bytes(c), floor_bytes);
+    KVZ_CHECK(a.row0[2] == 128 && a.k[(a.row0[2] + 9) * dh] == (float)((599 * Hkv + 2) * dh),
+              "last kept row (head 2's slab at row %d)", a.row0[2]);
     kvz_kv_cache_reset(c);
     KVZ_CHECK(kvz_kv_cache_kept_pairs(c) == 0 && kvz_kv_cache_compression(c) == 0.0, "reset");
     free(all), free(kr), free(vr);

@@ -69,7 +69,7 @@ static void snapkv_naive(sim *s, const kvz_prune_call *c)
                 const float *q = c->q + ((c->n - w + i) * H + g * gs + j) * dh;
                 double mx = -INFINITY, sum = 0.0;
                 for (size_t t = 0; t < cnt; t++) {
-                    const float *k = a.k + (g * a.cap + t) * dh;
+                    const float *k = a.k + (kvz_kv_cache_head_row0(c->cache, c->layer, g) + t) * dh;
                     double d = 0.0;
                     for (size_t e = 0; e < dh; e++)
                         d += (double)q[e] * k[e];

@@ -509,7 +509,8 @@ static int snapkv_rescore(kvz_prune *p, const kvz_prune_call *c, kvz_error *err)
                             "pruning: layer %zu head %zu: the cache keeps %zu pairs, the policy "
                             "%zu (evicted elsewhere?)",
                             c->layer, g, kvz_kv_cache_count(c->cache, c->layer, g), cnt);
-        const float *k = host_view(be, a.k + g * a.cap * dh, kh, cnt * dh, err, &rc);
+        const float *k = host_view(be, a.k + kvz_kv_cache_head_row0(c->cache, c->layer, g) * dh, kh,
+                                   cnt * dh, err, &rc);
         if (rc)
             break;
         /* logit[i*gs + j, t] = q(query i, head g*gs + j) . k_t / sqrt(dh); q rows
