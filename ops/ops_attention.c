@@ -125,8 +125,9 @@ int kvz_attention(const kvz_attn_args *a)
 }
 
 /* ---------- ragged attention (pruned KV cache) ----------
- * Decode (one query): one work item per head, a scalar walk over the head's
- * kept keys with an online softmax. Prefill chunks: one work item per
+ * Decode (one query): one work item per head, the head's visible kept keys
+ * RB at a time: their scores, one online-softmax rescale per block, then
+ * P.V. Prefill chunks: one work item per
  * (head, block of RB queries); the block sees a prefix of the head's slab
  * (positions ascend), taken RB keys at a time: scores and P.V through sgemm,
  * the positional mask and the online softmax as in the dense kernel above. */
@@ -141,25 +142,46 @@ typedef struct ragged_job {
 static void ragged_decode(const kvz_ragged_attn_args *a, size_t i, size_t h)
 {
     size_t dh = a->head_dim, g = h / (a->n_heads / a->n_kv_heads);
-    const float *q = a->q + (i * a->n_heads + h) * dh;
     size_t r0 = a->row0 ? (size_t)a->row0[g] : g * a->cap;
+    const float *q = a->q + (i * a->n_heads + h) * dh;
     const float *k = a->k + r0 * dh, *v = a->v + r0 * dh;
     const int32_t *pos = a->pos + r0;
     float *out = a->out + (i * a->n_heads + h) * dh;
     int64_t qpos = (int64_t)(a->q_pos0 + i);
     size_t n = (size_t)a->count[g];
-    float m = -INFINITY, l = 0.0f;
+    while (n && pos[n - 1] > qpos) /* positions ascend: the visible keys are a prefix */
+        n--;
+    float m = -INFINITY, l = 0.0f, s[RB];
     memset(out, 0, dh * sizeof *out);
-    for (size_t j = 0; j < n && pos[j] <= qpos; j++) {
-        float s = 0.0f;
+    for (size_t j0 = 0; j0 < n; j0 += RB) { /* a block of keys: scores, one rescale, P.V */
+        size_t nk = n - j0 < RB ? n - j0 : RB;
+        float bm = -INFINITY;
+        for (size_t j = 0; j < nk; j++) {
+            const float *kr = k + (j0 + j) * dh;
+            float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f;
+            size_t d = 0;
+            for (; d + 4 <= dh; d += 4) {
+                d0 += q[d] * kr[d];
+                d1 += q[d + 1] * kr[d + 1];
+                d2 += q[d + 2] * kr[d + 2];
+                d3 += q[d + 3] * kr[d + 3];
+            }
+            for (; d < dh; d++)
+                d0 += q[d] * kr[d];
+            s[j] = ((d0 + d1) + (d2 + d3)) * a->scale;
+            bm = s[j] > bm ? s[j] : bm;
+        }
+        float m_new = bm > m ? bm : m, corr = expf(m - m_new);
+        l *= corr;
         for (size_t d = 0; d < dh; d++)
-            s += q[d] * k[j * dh + d];
-        s *= a->scale;
-        float m_new = s > m ? s : m;
-        float corr = expf(m - m_new), p = expf(s - m_new);
-        l = l * corr + p;
-        for (size_t d = 0; d < dh; d++)
-            out[d] = out[d] * corr + p * v[j * dh + d];
+            out[d] *= corr;
+        for (size_t j = 0; j < nk; j++) {
+            float p = expf(s[j] - m_new);
+            const float *vr = v + (j0 + j) * dh;
+            l += p;
+            for (size_t d = 0; d < dh; d++)
+                out[d] += p * vr[d];
+        }
         m = m_new;
     }
     if (l > 0.0f)
