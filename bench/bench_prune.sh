@@ -12,16 +12,17 @@
 # tokens/s, and the policy's (surrogate's) share of the prefill and decode
 # time. Needs python3 (stdlib) to pull the corpus texts out of the JSONL.
 #
-# usage: bench/bench_prune.sh --surrogate DIR [--build DIR] [--model M]
+# usage: bench/bench_prune.sh --surrogate DIR [--build DIR | --kvzap BIN] [--model M]
 #          [--lengths "4096 8128"] [--taus "-4.25 -3.5 -3"] [--decode 64]
 #          [--chunk 512] [--threads N] [--device cpu|cuda]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build=build-cpu model="$HOME/.cache/kvzap/SmolLM2-135M-Instruct.Q4_1.gguf" surrogate=
+build=build-cpu kvzap= model="$HOME/.cache/kvzap/SmolLM2-135M-Instruct.Q4_1.gguf" surrogate=
 lengths="4096 8128" taus="-4.25 -3.5 -3" decode=64 chunk=512 threads=0 device=cpu
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build=$2; shift 2 ;;
+    --kvzap) kvzap=$2; shift 2 ;;
     --model) model=$2; shift 2 ;;
     --surrogate) surrogate=$2; shift 2 ;;
     --lengths) lengths=$2; shift 2 ;;
@@ -34,7 +35,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ -n "$surrogate" ] || { echo "bench_prune: --surrogate DIR is required" >&2; exit 2; }
-kvzap="$build/kvzap"
+kvzap=${kvzap:-$build/kvzap}
 [ -x "$kvzap" ] || { echo "bench_prune: $kvzap not built" >&2; exit 2; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
