@@ -9,8 +9,8 @@
 #              them, and eviction while decoding (--prune-decoding)
 # and prints one markdown row each: kvpress's compression, K/V MiB kept vs
 # the full cache, the cache's peak MiB, prefill and decode seconds, decode
-# tokens/s, and the policy's (surrogate's) share of the prefill and decode
-# time. Needs python3 (stdlib) to pull the corpus texts out of the JSONL.
+# tokens/s, the policy's share of the prefill and decode time (scoring,
+# decisions, compaction) and the scoring's (the surrogate's) alone. Needs python3 (stdlib) to pull the corpus texts out of the JSONL.
 #
 # usage: bench/bench_prune.sh --surrogate DIR [--build DIR | --kvzap BIN] [--model M]
 #          [--lengths "4096 8128"] [--taus "-4.25 -3.5 -3"] [--decode 64]
@@ -64,21 +64,21 @@ row() { # label T args...
 import re, sys
 text = open(sys.argv[1]).read()
 T, label = sys.argv[2], sys.argv[3]
-b = re.search(r"prefill ([\d.]+) s .*?; (\d+) decode steps ([\d.]+) s \(([\d.]+) tokens/s\); pruning policy ([\d.]+) s in the prefill \(([\d.]+)%\), ([\d.]+) s in decoding \(([\d.]+)%\); peak RSS ([\d.]+) MiB", text)
+b = re.search(r"prefill ([\d.]+) s .*?; (\d+) decode steps ([\d.]+) s \(([\d.]+) tokens/s\); pruning policy ([\d.]+) s in the prefill \(([\d.]+)%\), ([\d.]+) s in decoding \(([\d.]+)%\); of which scoring \(the surrogate\) ([\d.]+) s \(([\d.]+)%\) and ([\d.]+) s \(([\d.]+)%\); peak RSS ([\d.]+) MiB", text)
 p = re.search(r"compression ([\d.]+) .*?; kept (\d+) of (\d+) KV pairs; K/V ([\d.]+) MiB vs ([\d.]+) MiB full; cache peak ([\d.]+) MiB", text)
 if not b:
     print(f"| {T} | {label} | no bench line |"); sys.exit()
 comp = f"{float(p.group(1)):.3f}" if p else "0 (dense)"
 kv = f"{p.group(4)} / {p.group(5)}" if p else "-"
 peak = p.group(6) if p else "-"
-print(f"| {T} | {label} | {comp} | {kv} | {peak} | {b.group(1)} | {b.group(3)} | {b.group(4)} | {b.group(6)}% / {b.group(8)}% | {b.group(9)} |")
+print(f"| {T} | {label} | {comp} | {kv} | {peak} | {b.group(1)} | {b.group(3)} | {b.group(4)} | {b.group(6)}% / {b.group(8)}% | {b.group(10)}% / {b.group(12)}% | {b.group(13)} |")
 EOF
 }
 
 echo "corpus: $total tokens; model $(basename "$model"); surrogate $surrogate; decode $decode; chunk $chunk; device $device"
 echo
-echo "| T | method | compression | K/V MiB kept / full | cache peak MiB | prefill s | decode s | decode tok/s | policy share prefill / decode | peak RSS MiB |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| T | method | compression | K/V MiB kept / full | cache peak MiB | prefill s | decode s | decode tok/s | policy share prefill / decode | surrogate share prefill / decode | peak RSS MiB |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for T in $lengths; do
   [ "$T" -le "$total" ] || { echo "| $T | corpus has only $total tokens |"; continue; }
   row dense "$T"

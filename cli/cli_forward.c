@@ -1,6 +1,8 @@
 /* cli_forward: helpers shared by kvzap generate, ppl and logits (see
  * cli_forward.h). */
 #include "cli_forward.h"
+#include "../kvzip_oracle/oracle_doc.h"
+#include "../model/chat_template.h"
 #include "../trainer/export.h"
 
 #include <errno.h>
@@ -137,7 +139,9 @@ const char CLI_PRUNE_HELP[] =
     "  --prune M        prune the KV cache while running, on a ragged per-head cache that\n"
     "                   frees memory: kvzap (the surrogates), or a baseline: full (evict\n"
     "                   nothing), streaming (sinks + recent), random, snapkv (attention of\n"
-    "                   the last queries); none (default): the dense cache\n"
+    "                   the last queries), oracle (the KVzip+ oracle's own scores of the\n"
+    "                   prompt: the expensive repeat pass, an upper bound; generate with\n"
+    "                   --prompt TEXT only); none (default): the dense cache\n"
     "  --surrogate PATH kvzap: a kvzap export (kvpress directory or GGUF)\n"
     "  --tau T          kvzap: evict pairs whose predicted log-score is below T as they\n"
     "                   leave the window (kvpress DMSPress semantics)\n"
@@ -184,13 +188,9 @@ int cli_parse_prune_flag(const char *cmd, const char *opt, const char *value, cl
         kvz_prune_method m;
         if (strcmp(value, "none") && kvz_prune_method_parse(value, &m))
             return prune_flag_error(cmd,
-                                    "%s must be kvzap, full, streaming, random, snapkv or none, "
+                                    "%s must be kvzap, oracle, full, streaming, random, snapkv or "
+                                    "none, "
                                     "got '%.100s'",
-                                    opt, value);
-        if (!strcmp(value, "oracle"))
-            return prune_flag_error(cmd,
-                                    "%s oracle: the KVzip+ oracle's scores are given through the "
-                                    "C API (kvz_prune_options.scores); got '%.100s'",
                                     opt, value);
         p->method = strcmp(value, "none") ? value : NULL;
         return 0;
@@ -258,6 +258,8 @@ static kvz_prune_options prune_options(const cli_prune *p)
     o.n_sink = p->sinks;
     o.seed = p->seed;
     o.surrogate = p->s;
+    o.scores = p->oracle_scores;
+    o.scores_len = p->oracle_len;
     return o;
 }
 
@@ -283,9 +285,13 @@ int cli_prune_check(const char *cmd, const cli_prune *p)
         msg = "--prune full evicts nothing: it takes no --tau, --ratio or --prune-mode";
     } else if (m == KVZ_PRUNE_KVZAP && !p->tau_set && !p->ratio_set) {
         msg = "--prune kvzap needs --tau T (threshold) or --ratio R (ratio, budget)";
-    } else if (m != KVZ_PRUNE_KVZAP && m != KVZ_PRUNE_FULL && !p->ratio_set) {
+    } else if (m == KVZ_PRUNE_ORACLE && !p->tau_set && !p->ratio_set) {
+        msg = "--prune oracle needs --tau T (threshold) or --ratio R (ratio, budget)";
+    } else if (m != KVZ_PRUNE_KVZAP && m != KVZ_PRUNE_ORACLE && m != KVZ_PRUNE_FULL &&
+               !p->ratio_set) {
         msg = "streaming, random and snapkv need --ratio R (the fraction to evict)";
-    } else if (m != KVZ_PRUNE_KVZAP && m != KVZ_PRUNE_FULL && threshold) {
+    } else if (m != KVZ_PRUNE_KVZAP && m != KVZ_PRUNE_ORACLE && m != KVZ_PRUNE_FULL &&
+               threshold) {
         msg = "streaming, random and snapkv have no threshold mode; use --prune-mode ratio or budget";
     } else if (m != KVZ_PRUNE_FULL && threshold && !p->tau_set) {
         msg = "--prune-mode threshold needs --tau T";
@@ -300,6 +306,61 @@ int cli_prune_check(const char *cmd, const cli_prune *p)
         return 0;
     cli_error(cmd, msg);
     return 2;
+}
+
+/* --prune oracle: the KVzip+ oracle's log-scores of the prompt (spec 1: the
+ * repeat prompt around the text, one dense pass; kvzip_oracle/oracle_doc.h),
+ * mapped onto the prompt's positions: its tokens must be the oracle
+ * context's, after leading special tokens (BOS), which score +inf. */
+static int oracle_scores(const char *path, const kvz_checkpoint *ck, const kvz_tokenizer *tok,
+                         int n_threads, cli_prune *p, kvz_error *err)
+{
+    if (!p->oracle_text)
+        return kvz_fail(err, KVZ_EINVAL, "--prune oracle needs the prompt as text (--prompt, "
+                        "without --chat): its scores come from the KVzip+ repeat pass over it");
+    const kvz_model_config *c = kvz_checkpoint_config(ck);
+    size_t L = c->n_layers, hkv = c->n_kv_heads;
+    kvz_chat_template *tpl = NULL;
+    kvz_oracle_prompt op = {0};
+    kvz_tokens toks = {0};
+    kvz_forward *f = NULL;
+    size_t *positions = NULL;
+    float *y = NULL;
+    int rc = kvz_chat_template_load(path, NULL, &tpl, err);
+    rc = rc ? rc : kvz_oracle_prompt_build(tok, tpl, p->oracle_text, strlen(p->oracle_text), &op, err);
+    rc = rc ? rc : kvz_tokenize(tok, p->oracle_text, strlen(p->oracle_text), 1, &toks, err);
+    size_t nc = op.context_end - op.context_start, off = toks.n >= nc ? toks.n - nc : 0;
+    if (!rc && (toks.n < nc || memcmp(toks.ids + off, op.ids + op.context_start,
+                                      nc * sizeof(int32_t))))
+        rc = kvz_fail(err, KVZ_EINVAL,
+                      "--prune oracle: the prompt's %zu tokens do not end with the oracle "
+                      "context's %zu (text with leading or trailing whitespace is stripped by "
+                      "the oracle)",
+                      toks.n, nc);
+    kvz_forward_options fo = {.n_threads = n_threads};
+    rc = rc ? rc : kvz_forward_create(ck, &fo, &f, err);
+    positions = rc ? NULL : malloc(nc * sizeof *positions);
+    y = rc ? NULL : malloc(L * nc * hkv * sizeof *y);
+    p->oracle_scores = rc ? NULL : malloc(L * hkv * toks.n * sizeof *p->oracle_scores);
+    if (!rc && (!positions || !y || !p->oracle_scores))
+        rc = kvz_fail(err, KVZ_ENOMEM, "--prune oracle: out of memory for %zu scores", L * hkv * toks.n);
+    for (size_t t = 0; !rc && t < nc; t++)
+        positions[t] = op.context_start + t;
+    rc = rc ? rc : kvz_oracle_score_single(f, &op, positions, nc, NULL, y, err);
+    for (size_t l = 0; !rc && l < L; l++)
+        for (size_t g = 0; g < hkv; g++)
+            for (size_t t = 0; t < toks.n; t++)
+                p->oracle_scores[(l * hkv + g) * toks.n + t] =
+                    t < off ? INFINITY : y[(l * nc + (t - off)) * hkv + g];
+    if (!rc)
+        p->oracle_len = toks.n;
+    kvz_forward_free(f);
+    kvz_tokens_free(&toks);
+    kvz_oracle_prompt_free(&op);
+    kvz_chat_template_free(tpl);
+    free(positions);
+    free(y);
+    return rc;
 }
 
 /* The policy with its wall-clock time counted (--bench): on cuda the
@@ -330,6 +391,16 @@ int cli_model_open_pruned(const char *cmd, const char *path, const cli_device *d
     if (!rc && pruned && p->surrogate) {
         kvz_error why = {0};
         rc = kvz_export_load(p->surrogate, &p->s, &why);
+        if (rc)
+            kvz_fail(&err, rc, "%s", why.msg);
+    }
+    if (!rc && pruned && !strcmp(p->method, "oracle")) {
+        kvz_error why = {0};
+        kvz_tokenizer *tok = m->tok;
+        rc = tok ? KVZ_OK : kvz_tokenizer_load(path, &tok, &why);
+        rc = rc ? rc : oracle_scores(path, m->ck, tok, n_threads, p, &why);
+        if (tok != m->tok)
+            kvz_tokenizer_free(tok);
         if (rc)
             kvz_fail(&err, rc, "%s", why.msg);
     }
@@ -417,6 +488,8 @@ void cli_prune_report(const char *cmd, const cli_prune *p, const cli_model *m)
 
 void cli_prune_close(cli_prune *p)
 {
+    free(p->oracle_scores);
+    p->oracle_scores = NULL;
     kvz_prune_free(p->policy);
     kvz_surrogate_free(p->s);
     p->policy = NULL;

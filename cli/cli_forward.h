@@ -62,6 +62,9 @@ typedef struct cli_prune {
     size_t window, sinks, prefill_chunk; /* 0: not given */
     uint64_t seed;
     int seed_set;
+    const char *oracle_text; /* oracle: the prompt's text, set before opening */
+    float *oracle_scores;  /* oracle: [L, Hkv, oracle_len] KVzip+ log-scores */
+    size_t oracle_len;
     int timed;             /* set before opening: time the policy's calls */
     double policy_seconds; /* their wall-clock total */
     kvz_surrogate *s;      /* opened by cli_model_open_pruned */

@@ -194,6 +194,7 @@ static int decode_loop(generate_args *a, cli_model *m, const kvz_tokens *prompt)
         rc = cli_error("generate", err.msg);
     t1 = cli_now();
     double policy_prefill = a->prune.policy_seconds;
+    double score_prefill = a->prune.policy ? kvz_prune_score_seconds(a->prune.policy) : 0.0;
     while (!rc && n_out < a->max_new) {
         int32_t next = (int32_t)kvz_argmax(logits, vocab);
         if (is_eos(m, next))
@@ -209,14 +210,18 @@ static int decode_loop(generate_args *a, cli_model *m, const kvz_tokens *prompt)
     double t2 = cli_now();
     if (!rc && a->bench) {
         double dec = t2 - t1, pol = a->prune.policy_seconds;
+        double score = a->prune.policy ? kvz_prune_score_seconds(a->prune.policy) : 0.0;
         fprintf(stderr,
                 "kvzap generate: bench: prompt %zu tokens, prefill %.3f s (%.1f tokens/s); %zu "
                 "decode steps %.3f s (%.2f tokens/s); pruning policy %.3f s in the prefill "
-                "(%.2f%%), %.3f s in decoding (%.2f%%); peak RSS %.1f MiB\n",
+                "(%.2f%%), %.3f s in decoding (%.2f%%); of which scoring (the surrogate) "
+                "%.3f s (%.2f%%) and %.3f s (%.2f%%); peak RSS %.1f MiB\n",
                 prompt->n, t1 - t0, (double)prompt->n / (t1 - t0), n_steps, dec,
                 dec > 0 ? (double)n_steps / dec : 0.0, policy_prefill,
                 100.0 * policy_prefill / (t1 - t0), pol - policy_prefill,
-                dec > 0 ? 100.0 * (pol - policy_prefill) / dec : 0.0, cli_peak_rss_mib());
+                dec > 0 ? 100.0 * (pol - policy_prefill) / dec : 0.0, score_prefill,
+                100.0 * score_prefill / (t1 - t0), score - score_prefill,
+                dec > 0 ? 100.0 * (score - score_prefill) / dec : 0.0, cli_peak_rss_mib());
     }
     if (!rc)
         rc = emit(a, m, out, n_out, 1, &s);
@@ -240,6 +245,8 @@ int cmd_generate(int argc, char **argv)
     if (rc)
         return rc;
     a.prune.timed = a.bench;
+    if (!a.chat)
+        a.prune.oracle_text = a.prompt; /* --prune oracle scores the prompt's text */
     char *text = NULL;
     kvz_tokens toks = {0};
     if (a.prompt_ids) {

@@ -7,6 +7,7 @@
  * goes through here. */
 #include <cblas.h>
 #include <math.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,7 +47,20 @@ struct kvz_prune {
     size_t cand_cap;
     float *snap;              /* snapkv: q rows, keys, logits, sums */
     size_t snap_cap;
+    double score_seconds;     /* wall time spent computing scores */
 };
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+double kvz_prune_score_seconds(const kvz_prune *p)
+{
+    return p->score_seconds;
+}
 
 static const char *const METHODS[] = {"full", "kvzap", "oracle", "streaming", "random", "snapkv"};
 static const char *const MODES[] = {"threshold", "ratio", "budget"};
@@ -568,10 +582,12 @@ int kvz_prune_layer(void *user, const kvz_prune_call *c, kvz_error *err)
         return KVZ_OK;
     }
     int rc = host_rows(p, c->n, err);
+    double t0 = now_seconds();
     rc = rc ? rc : score_chunk(p, c, err);
     rc = rc ? rc : push_chunk(p, ls, c->pos0, c->n, err);
     if (!rc && p->o.method == KVZ_PRUNE_SNAPKV)
         rc = snapkv_rescore(p, c, err);
+    p->score_seconds += now_seconds() - t0;
     if (!rc && p->o.method != KVZ_PRUNE_FULL) {
         if (p->o.mode == KVZ_PRUNE_THRESHOLD)
             rc = decide_threshold(p, c, err);

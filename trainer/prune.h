@@ -116,6 +116,9 @@ void kvz_prune_set_prefill(kvz_prune *p, int on);
 /* kvpress's compression ratio (above); 0 before any call. */
 double kvz_prune_compression(const kvz_prune *p);
 double kvz_prune_layer_compression(const kvz_prune *p, size_t layer);
+/* Wall-clock seconds spent scoring so far (the surrogate, including the
+ * download of x from a device; SnapKV's attention), for overhead benches. */
+double kvz_prune_score_seconds(const kvz_prune *p);
 /* "full", "kvzap", "oracle", "streaming", "random", "snapkv"; parse returns
  * KVZ_EINVAL for other names. Modes: "threshold", "ratio", "budget". */
 const char *kvz_prune_method_name(kvz_prune_method m);
