@@ -47,11 +47,6 @@ typedef struct sim {
     const char *what;
 } sim;
 
-static double sim_inf(void)
-{
-    return INFINITY;
-}
-
 /* SnapKV-style scores of the cache's current keys, in double. */
 static void snapkv_naive(sim *s, const kvz_prune_call *c)
 {
@@ -137,7 +132,7 @@ static void sim_call(sim *s, const kvz_prune_call *c, const float *y)
     for (size_t t = c->pos0; t < len; t++)
         for (size_t g = 0; g < s->hkv; g++) {
             s->kept[l][g][t] = 1;
-            s->score[l][g][t] = runs && y ? y[(t - c->pos0) * s->hkv + g] : sim_inf();
+            s->score[l][g][t] = runs && y ? y[(t - c->pos0) * s->hkv + g] : INFINITY;
         }
     s->len[l] = len;
     if (!runs)

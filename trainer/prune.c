@@ -382,29 +382,30 @@ static void select_lowest(candidate *c, size_t m, size_t k)
     }
 }
 
-static int cmp_pos(const void *a, const void *b)
+static int cmp_head_pos(const void *a, const void *b)
 {
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    return (x > y) - (x < y);
+    const candidate *x = a, *y = b;
+    if (x->layer != y->layer)
+        return x->layer < y->layer ? -1 : 1;
+    if (x->head != y->head)
+        return x->head < y->head ? -1 : 1;
+    return (x->pos > y->pos) - (x->pos < y->pos);
 }
 
-/* Evicts candidates c[0..k) (any layers and heads), per head in ascending
- * position order. */
+/* Evicts candidates c[0..k) (any layers and heads): sorted by (layer,
+ * head, position), one eviction per head. */
 static int evict_candidates(kvz_prune *p, const kvz_prune_call *call, candidate *c, size_t k,
                             kvz_error *err)
 {
     int rc = grow((void **)&p->evict, &p->evict_cap, k, sizeof *p->evict, "evictions", err);
-    for (size_t l = 0; !rc && l < p->L; l++)
-        for (size_t g = 0; !rc && g < p->hkv; g++) {
-            size_t m = 0;
-            for (size_t i = 0; i < k; i++)
-                if (c[i].layer == l && c[i].head == g)
-                    p->evict[m++] = c[i].pos;
-            if (!m)
-                continue;
-            qsort(p->evict, m, sizeof *p->evict, cmp_pos);
-            rc = evict(p, call, l, g, p->evict, m, err);
-        }
+    if (!rc)
+        qsort(c, k, sizeof *c, cmp_head_pos);
+    for (size_t i = 0; !rc && i < k;) {
+        size_t m = 0, l = c[i].layer, g = c[i].head;
+        for (; i < k && c[i].layer == l && c[i].head == g; i++)
+            p->evict[m++] = c[i].pos;
+        rc = evict(p, call, l, g, p->evict, m, err);
+    }
     return rc;
 }
 
